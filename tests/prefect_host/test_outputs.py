@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+from prefect_host.errors import OutputsError
+from prefect_host.outputs import INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
+
+GOOD = {
+    "cloud": "aws", "publicIp": "203.0.113.7", "sshUser": "admin",
+    "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n-----END OPENSSH PRIVATE KEY-----\n",
+    "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdummy",
+    "apiUrl": "http://203.0.113.7:4200/api", "uiUrl": "http://203.0.113.7:4200",
+    "prefectVersion": "3.9.1", "prefectAuthString": "admin:hunter2-very-secret",
+    "bucketName": "prefect-host-dev-abc123", "bucketRegion": "eu-west-1",
+    "iamGroupName": "S3-FullAccess", "iamUserName": "prefect-host-dev",
+    "awsAccessKeyId": "AKIAEXAMPLE", "awsSecretAccessKey": "wJalrXUtnFEMI-secret",
+}
+
+
+def test_round_trip_keeps_every_name():
+    outputs = StackOutputs.from_mapping(GOOD)
+    assert outputs.to_mapping() == GOOD
+    assert outputs.public_ip == "203.0.113.7" and outputs.auth_user == "admin"
+
+
+def test_secrets_are_the_contracted_ones_and_hidden_from_repr():
+    assert SECRET_OUTPUTS == {"prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"}
+    text = repr(StackOutputs.from_mapping(GOOD))
+    for name in SECRET_OUTPUTS:
+        assert GOOD[name] not in text
+    assert "203.0.113.7" in text
+
+
+def test_infra_outputs_are_the_issue_contract():
+    assert INFRA_OUTPUTS == {
+        "cloud", "publicIp", "sshUser", "sshPrivateKey", "hostPublicKey", "apiUrl", "uiUrl",
+        "prefectVersion", "prefectAuthString", "bucketName", "bucketRegion", "iamGroupName",
+        "iamUserName", "awsAccessKeyId", "awsSecretAccessKey",
+    }
+
+
+def test_private_key_is_optional():
+    data = dict(GOOD)
+    del data["sshPrivateKey"]
+    assert StackOutputs.from_mapping(data).ssh_private_key is None
+
+
+@pytest.mark.parametrize("name", ["publicIp", "hostPublicKey", "prefectAuthString", "bucketName"])
+def test_missing_output_is_named(name):
+    data = dict(GOOD)
+    del data[name]
+    with pytest.raises(OutputsError, match=name):
+        StackOutputs.from_mapping(data)
+
+
+def test_masked_secret_is_refused_with_the_fix():
+    data = dict(GOOD, prefectAuthString="[secret]")
+    with pytest.raises(OutputsError, match="--show-secrets"):
+        StackOutputs.from_mapping(data)
+
+
+def test_bad_values_are_named_without_leaking_secrets():
+    with pytest.raises(OutputsError, match="cloud"):
+        StackOutputs.from_mapping(dict(GOOD, cloud="azure"))
+    with pytest.raises(OutputsError, match="prefectAuthString") as info:
+        StackOutputs.from_mapping(dict(GOOD, prefectAuthString="no-colon-secret"))
+    assert "no-colon-secret" not in str(info.value)
+    with pytest.raises(OutputsError, match="publicIp"):
+        StackOutputs.from_mapping(dict(GOOD, publicIp=7))
+
+
+def test_from_file_errors_are_clear(tmp_path):
+    with pytest.raises(OutputsError, match="cannot read"):
+        StackOutputs.from_file(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(OutputsError, match="not valid JSON"):
+        StackOutputs.from_file(bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(GOOD))
+    assert StackOutputs.from_file(good).bucket_name == GOOD["bucketName"]
+    listing = tmp_path / "list.json"
+    listing.write_text("[]")
+    with pytest.raises(OutputsError, match="JSON object"):
+        StackOutputs.from_file(listing)
+
+
+def test_from_stack_without_cli_says_so(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(OutputsError, match="pulumi CLI is not on PATH"):
+        StackOutputs.from_stack("dev")
