@@ -1,0 +1,121 @@
+"""A cached Debian root file system prepared like a stock cloud image, for systemd-nspawn guests.
+
+Like Debian's cloud images: user `admin` with passwordless sudo, sshd enabled, python3 without
+pip or ensurepip (so `python3 -m venv` fails), and no SSH host keys: each host gets its own
+pinned key when it is created (what cloud-init's `ssh_keys` does on a real VM).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from prefect_host.local.common import (LocalHostError, cache_root, file_lock, progress, recipe_hash,
+                                       remove_tree, require_root_and_tools, run)
+
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo",
+                 "ca-certificates", "curl")
+ADMIN_USER = "admin"
+IMAGE_HOSTNAME = "debian"
+SUDOERS = f"{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\n"
+# Only the pinned ed25519 key is offered, so a client pinning it can never be handed another type.
+SSHD_HOSTKEY_CONFIG = "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+# Bump when _prepare changes in a way the file contents above do not show.
+PREPARE_REVISION = 2
+
+_SUITE = re.compile(r"^[a-z]+$")
+# Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters.
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+def image_recipe(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> dict:
+    """What an image is built from; its hash names the cache entry. Validates the input."""
+    if not isinstance(suite, str) or not _SUITE.match(suite):
+        raise LocalHostError(f"suite={suite!r} is not a Debian suite name; use a code name such as 'trixie'.")
+    if isinstance(extra_packages, str):
+        raise LocalHostError(f"extra_packages={extra_packages!r} must be a list of package names, not a string.")
+    extras = sorted(set(extra_packages))
+    bad = [p for p in extras if not isinstance(p, str) or not _PACKAGE.match(p)]
+    if bad:
+        raise LocalHostError(f"extra_packages: {bad!r} are not Debian package names "
+                             "(lower case letters, digits, '+', '-', '.').")
+    return {"suite": suite, "packages": sorted(set(BASE_PACKAGES) | set(extras)),
+            "sudoers": SUDOERS, "sshd": SSHD_HOSTKEY_CONFIG, "revision": PREPARE_REVISION}
+
+
+def build_image(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> Path:
+    """The root file system for `suite` plus `extra_packages`, built once and then reused.
+    Never modify the returned tree: hosts boot copies (or overlays) of it."""
+    recipe = image_recipe(suite, extra_packages)
+    images = cache_root() / "images"
+    name = f"{suite}-{recipe_hash(recipe)}"
+    final = images / name
+    if final.is_dir():
+        return final
+    require_root_and_tools("debootstrap", "chroot")
+    with file_lock(images / f".{name}.lock"):
+        if final.is_dir():  # another process finished it while we waited for the lock
+            return final
+        for stale in images.glob(f".{name}.tmp-*"):  # left by a build that was killed
+            remove_tree(stale)
+        staging = images / f".{name}.tmp-{os.getpid()}"
+        log = images / f"{name}.log"
+        log.write_text("")
+        started = time.monotonic()
+        progress(f"building Debian {suite} image {name} (about a minute, once; log: {log})")
+        try:
+            run(["debootstrap", "--variant=minbase", f"--include={','.join(recipe['packages'])}",
+                 suite, str(staging)], what=f"debootstrap of Debian {suite}", timeout=1800, log=log)
+            progress("preparing the image like a cloud image")
+            _prepare(staging)
+            staging.rename(final)
+        except BaseException:
+            remove_tree(staging)
+            raise
+        progress(f"image {name} ready in {time.monotonic() - started:.0f} s")
+    return final
+
+
+def _chroot(root: Path, *argv: str) -> None:
+    run(["chroot", str(root), *argv], what=f"image preparation ({argv[0]})", timeout=300)
+
+
+def _prepare(root: Path) -> None:
+    _chroot(root, "useradd", "--create-home", "--shell", "/bin/bash", ADMIN_USER)
+    sudoers = root / "etc/sudoers.d/90-admin"
+    sudoers.write_text(SUDOERS)
+    sudoers.chmod(0o440)
+    ssh_dir = root / "home" / ADMIN_USER / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    uid, gid = passwd_ids(root, ADMIN_USER)
+    os.chown(ssh_dir, uid, gid)
+    (root / "etc/hostname").write_text(f"{IMAGE_HOSTNAME}\n")
+    (root / "etc/hosts").write_text(hosts_file(IMAGE_HOSTNAME))
+    # Host keys belong to a host, not to the image: each host gets its pinned key at creation.
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/ssh/sshd_config.d/10-prefect-host-hostkey.conf").write_text(SSHD_HOSTKEY_CONFIG)
+    _chroot(root, "systemctl", "enable", "ssh.service")
+    # Each host gets its own identity; no resolver (the guest has no route out, and a resolver that
+    # answers nothing would make every lookup wait for its timeout).
+    (root / "etc/machine-id").write_text("")
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text("")
+    _chroot(root, "apt-get", "clean")
+
+
+def hosts_file(hostname: str) -> str:
+    """/etc/hosts naming the host, so sudo never waits on name resolution."""
+    return f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def passwd_ids(root: Path, user: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise LocalHostError(f"{root} has no user {user!r} in /etc/passwd; it is not a prefect-host image.")
