@@ -1,0 +1,47 @@
+"""prefect-host: a VM for a Prefect 3 server on AWS or GCP, an S3 bucket and an IAM user.
+
+The exports are the bootstrap's input contract (prefect_host/outputs.py).
+"""
+
+import pulumi
+
+from aws_host import AwsHost, find_debian_ami
+from bucket_access import BucketAccess
+from bucket_storage import BucketStorage
+from gcp_host import GcpHost
+from host_keys import SSH_USER, HostKeys
+from server_credentials import ServerCredentials
+from stack_config import load_stack_config
+
+# Everything that can reject the configuration runs before the first resource is registered.
+config = load_stack_config()
+ami = find_debian_ami(config) if config.cloud == "aws" else None
+
+name = config.resource_prefix
+keys = HostKeys(name, ssh_public_key=config.ssh_public_key)
+if config.cloud == "aws":
+    host = AwsHost(name, config=config, ami=ami, operator_public_key=keys.operator_public_key,
+                   host_private_key=keys.host_private_key, host_public_key=keys.host_public_key)
+else:
+    host = GcpHost(name, config=config, operator_public_key=keys.operator_public_key,
+                   host_private_key=keys.host_private_key, host_public_key=keys.host_public_key)
+storage = BucketStorage(name, config=config)
+access = BucketAccess(name, config=config, bucket_arn=storage.bucket_arn)
+credentials = ServerCredentials(name)
+
+pulumi.export("cloud", config.cloud)
+pulumi.export("publicIp", host.public_ip)
+pulumi.export("sshUser", SSH_USER)
+if keys.operator_private_key is not None:
+    pulumi.export("sshPrivateKey", keys.operator_private_key)
+pulumi.export("hostPublicKey", keys.host_public_key)
+pulumi.export("apiUrl", host.public_ip.apply(lambda ip: f"http://{ip}:4200/api"))
+pulumi.export("uiUrl", host.public_ip.apply(lambda ip: f"http://{ip}:4200"))
+pulumi.export("prefectVersion", config.prefect_version)
+pulumi.export("prefectAuthString", credentials.auth_string)
+pulumi.export("bucketName", storage.bucket_name)
+pulumi.export("bucketRegion", config.aws_region)
+pulumi.export("iamGroupName", access.group_name)
+pulumi.export("iamUserName", access.user_name)
+pulumi.export("awsAccessKeyId", access.access_key_id)
+pulumi.export("awsSecretAccessKey", access.secret_access_key)

@@ -1,0 +1,130 @@
+"""The VM on AWS: security group, Debian AMI, key pair, hardened instance, Elastic IP."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+import first_boot
+from stack_config import StackConfig, StackConfigError
+
+# Debian's official AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image).
+DEBIAN_AMI_OWNER = "136693071363"
+# EC2 architecture names -> the names in Debian's AMI names (debian-13-amd64-20250814-2204).
+DEBIAN_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True)
+class DebianAmi:
+    id: str
+    name: str
+    architecture: str
+
+
+def find_debian_ami(config: StackConfig) -> DebianAmi:
+    """The newest Debian AMI for the configured image and the instance type's architecture.
+
+    The architecture comes from the provider (`aws.ec2.get_instance_type`), not from a table of
+    instance families, so new families work and an unknown type fails here, before any resource
+    is registered.
+    """
+    instance_type = aws.ec2.get_instance_type(instance_type=config.instance_type)
+    architectures = [a for a in DEBIAN_ARCHITECTURES if a in instance_type.supported_architectures]
+    if not architectures:
+        raise StackConfigError(
+            f"Config prefect-host:instanceType = \"{config.instance_type}\" is invalid; allowed: an instance type "
+            f"with an x86_64 or arm64 architecture (it supports {', '.join(instance_type.supported_architectures)})."
+        )
+    architecture = architectures[0]
+    release = config.image.removeprefix("debian-")
+    ami = aws.ec2.get_ami(
+        owners=[DEBIAN_AMI_OWNER],
+        most_recent=True,
+        filters=[
+            {"name": "name", "values": [f"debian-{release}-{DEBIAN_ARCHITECTURES[architecture]}-*"]},
+            {"name": "architecture", "values": [architecture]},
+            {"name": "virtualization-type", "values": ["hvm"]},
+            {"name": "root-device-type", "values": ["ebs"]},
+        ],
+    )
+    return DebianAmi(id=ami.id, name=ami.name, architecture=architecture)
+
+
+def ingress_rules(config: StackConfig) -> list[tuple[str, int, str]]:
+    """(protocol, port, cidr) for every rule: the Prefect ports from allowedCidrs, SSH from sshAllowedCidrs."""
+    rules = [(protocol, port, cidr)
+             for protocol, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
+             for cidr in config.allowed_cidrs]
+    rules += [("tcp", 22, cidr) for cidr in config.ssh_allowed_cidrs]
+    return rules
+
+
+def cidr_slug(cidr: str) -> str:
+    """A CIDR as a name part (URNs must not contain '::'): 203.0.113.0/24 -> 203-0-113-0-24,
+    2001:db8::/32 -> 2001-db8---32. One-to-one for canonical CIDRs, so rule names never collide."""
+    return re.sub(r"[.:/]", "-", cidr)
+
+
+class AwsHost(pulumi.ComponentResource):
+    public_ip: pulumi.Output[str]
+    instance_id: pulumi.Output[str]
+
+    def __init__(self, name: str, *, config: StackConfig, ami: DebianAmi, operator_public_key: pulumi.Input[str],
+                 host_private_key: pulumi.Input[str], host_public_key: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("prefect-host:aws_host:AwsHost", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {"Name": name, "prefect-host:stack": config.stack}
+
+        # No inline rules: one standalone rule resource per port/protocol/CIDR, so each is visible
+        # to the policy pack and a change to one CIDR touches only its own rules.
+        group = aws.ec2.SecurityGroup(
+            f"{name}-sg", description=f"prefect-host {config.stack}: Prefect ports and SSH", tags=tags, opts=child)
+        for protocol, port, cidr in ingress_rules(config):
+            family = "cidr_ipv6" if ipaddress.ip_network(cidr).version == 6 else "cidr_ipv4"
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-{protocol}-{port}-{cidr_slug(cidr)}",
+                security_group_id=group.id,
+                ip_protocol=protocol,
+                from_port=port,
+                to_port=port,
+                description="SSH" if port == 22 else "Prefect server",
+                **{family: cidr},
+                opts=child,
+            )
+        # The provider removes AWS's default allow-all egress rule; the host needs egress for
+        # apt and PyPI during the bootstrap.
+        for family, cidr in (("cidr_ipv4", "0.0.0.0/0"), ("cidr_ipv6", "::/0")):
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-egress-all-{family.removeprefix('cidr_')}", security_group_id=group.id, ip_protocol="-1",
+                description="all outbound", **{family: cidr}, opts=child)
+
+        key_pair = aws.ec2.KeyPair(f"{name}-key", public_key=operator_public_key, tags=tags, opts=child)
+
+        user_data = pulumi.Output.secret(
+            pulumi.Output.all(host_private_key, host_public_key).apply(lambda keys: first_boot.cloud_config(*keys)))
+        instance = aws.ec2.Instance(
+            f"{name}-vm",
+            ami=ami.id,
+            instance_type=config.instance_type,
+            key_name=key_pair.key_name,
+            vpc_security_group_ids=[group.id],
+            metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
+            root_block_device={"volume_type": "gp3", "volume_size": config.disk_size_gb, "encrypted": True,
+                               "delete_on_termination": True},
+            user_data=user_data,
+            tags=tags,
+            # The server's state lives on the root disk: a newer Debian AMI must not replace the VM.
+            # Move to a new AMI deliberately with `pulumi up --replace`.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+        )
+        address = aws.ec2.Eip(f"{name}-ip", domain="vpc", instance=instance.id, tags=tags, opts=child)
+
+        self.public_ip = address.public_ip
+        self.instance_id = instance.id
+        self.register_outputs({"publicIp": self.public_ip, "instanceId": self.instance_id,
+                               "securityGroupId": group.id, "amiName": ami.name})

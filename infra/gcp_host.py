@@ -1,0 +1,118 @@
+"""The VM on GCP: its own VPC network, firewall rules, static address, hardened Debian instance."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pulumi
+import pulumi_gcp as gcp
+
+import first_boot
+from host_keys import SSH_USER
+from stack_config import StackConfig
+
+# Arm machine families on Compute Engine (Ampere Altra T2A, Google Axion C4A); every other family
+# is x86_64. A table, because the provider has no lookup that reports a machine type's architecture.
+ARM_MACHINE_FAMILIES = ("t2a", "c4a")
+# Families whose boot disk must be Hyperdisk; the others get a Persistent Disk (balanced).
+HYPERDISK_MACHINE_FAMILIES = ("c4", "c4a", "c4d", "n4", "n4d")
+DEBIAN_IMAGE_FAMILIES = {"debian-13": "debian-13-trixie", "debian-12": "debian-12-bookworm"}
+SUBNET_RANGE = "10.42.0.0/24"
+
+
+def machine_family(config: StackConfig) -> str:
+    return config.instance_type.split("-", 1)[0]
+
+
+def debian_image(config: StackConfig) -> str:
+    """The image family path in debian-cloud. A family, not a looked-up image, because the
+    instance keeps the same input when Debian publishes a newer image and is not replaced."""
+    suffix = "-arm64" if machine_family(config) in ARM_MACHINE_FAMILIES else ""
+    return f"projects/debian-cloud/global/images/family/{DEBIAN_IMAGE_FAMILIES[config.image]}{suffix}"
+
+
+def boot_disk_type(config: StackConfig) -> str:
+    return "hyperdisk-balanced" if machine_family(config) in HYPERDISK_MACHINE_FAMILIES else "pd-balanced"
+
+
+def firewall_rules(config: StackConfig) -> list[tuple[str, int, str, list[str]]]:
+    """(protocol, port, ipv4|ipv6, CIDRs): one rule per port, protocol and address family (a GCP
+    firewall rule cannot mix IPv4 and IPv6 source ranges)."""
+    rules = []
+    for protocol, port, cidrs in (("tcp", 80, config.allowed_cidrs), ("tcp", 443, config.allowed_cidrs),
+                                  ("tcp", 4200, config.allowed_cidrs), ("udp", 4200, config.allowed_cidrs),
+                                  ("tcp", 22, config.ssh_allowed_cidrs)):
+        for version in (4, 6):
+            family = [c for c in cidrs if ipaddress.ip_network(c).version == version]
+            if family:
+                rules.append((protocol, port, f"ipv{version}", family))
+    return rules
+
+
+class GcpHost(pulumi.ComponentResource):
+    public_ip: pulumi.Output[str]
+    instance_id: pulumi.Output[str]
+
+    def __init__(self, name: str, *, config: StackConfig, operator_public_key: pulumi.Input[str],
+                 host_private_key: pulumi.Input[str], host_public_key: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("prefect-host:gcp_host:GcpHost", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        # A network of its own: the project's `default` network carries default-allow-ssh from
+        # 0.0.0.0/0 (and RDP, ICMP), which would undo sshAllowedCidrs.
+        network = gcp.compute.Network(
+            f"{name}-net", auto_create_subnetworks=False, description=f"prefect-host {config.stack}", opts=child)
+        subnet = gcp.compute.Subnetwork(
+            f"{name}-subnet", network=network.id, region=config.gcp_region, ip_cidr_range=SUBNET_RANGE, opts=child)
+        for protocol, port, family, cidrs in firewall_rules(config):
+            gcp.compute.Firewall(
+                f"{name}-{protocol}-{port}-{family}",
+                network=network.id,
+                direction="INGRESS",
+                allows=[{"protocol": protocol, "ports": [str(port)]}],
+                source_ranges=cidrs,
+                target_tags=[name],
+                description="SSH" if port == 22 else "Prefect server",
+                opts=child,
+            )
+        address = gcp.compute.Address(
+            f"{name}-ip", region=config.gcp_region, address_type="EXTERNAL", network_tier="PREMIUM", opts=child)
+
+        startup_script = pulumi.Output.secret(
+            pulumi.Output.all(host_private_key, host_public_key).apply(lambda keys: first_boot.startup_script(*keys)))
+        instance = gcp.compute.Instance(
+            f"{name}-vm",
+            zone=config.gcp_zone,
+            machine_type=config.instance_type,
+            boot_disk={
+                "auto_delete": True,
+                "initialize_params": {"image": debian_image(config), "size": config.disk_size_gb,
+                                      "type": boot_disk_type(config)},
+            },
+            network_interfaces=[{
+                "subnetwork": subnet.id,
+                "access_configs": [{"nat_ip": address.address, "network_tier": "PREMIUM"}],
+            }],
+            shielded_instance_config={"enable_secure_boot": True, "enable_vtpm": True,
+                                      "enable_integrity_monitoring": True},
+            metadata={
+                "block-project-ssh-keys": "true",
+                "serial-port-enable": "false",
+                # The bootstrap logs in with the `ssh-keys` entry; OS Login would ignore it. (An
+                # organisation policy that enforces OS Login still wins: see the README.)
+                "enable-oslogin": "FALSE",
+                # google-guest-agent creates this user with passwordless sudo from the key.
+                "ssh-keys": pulumi.Output.from_input(operator_public_key).apply(lambda key: f"{SSH_USER}:{key}"),
+                "startup-script": startup_script,
+            },
+            tags=[name],
+            # A machine type change stops and starts the VM instead of failing.
+            allow_stopping_for_update=True,
+            opts=child,
+        )
+
+        self.public_ip = address.address
+        self.instance_id = instance.instance_id
+        self.register_outputs({"publicIp": self.public_ip, "instanceId": self.instance_id,
+                               "networkId": network.id, "image": debian_image(config)})

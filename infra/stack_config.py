@@ -1,0 +1,333 @@
+"""The stack's configuration: one typed, validated object, built in one place.
+
+`load_stack_config()` reads `pulumi.Config("prefect-host")` and the provider keys (`aws:region`,
+`gcp:project`, `gcp:region`, `gcp:zone`); `parse_stack_config()` does the validation on plain
+strings so tests can call it without the Pulumi runtime. Every invalid value raises one
+StackConfigError naming the key, the value and what is allowed, before any resource exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+from pulumi.runtime.config import CONFIG, get_config_env
+
+NAMESPACE = "prefect-host"
+
+CLOUDS = ("aws", "gcp")
+IMAGES = ("debian-13", "debian-12")
+S3_ACCESS_LEVELS = ("bucket", "all")
+DEFAULT_INSTANCE_TYPES = {"aws": "t3.small", "gcp": "e2-small"}
+DEFAULT_PREFECT_VERSION = "3.9.1"
+# Older releases have known auth bugs (websocket auth fixed in 3.8.3, an auth bypass in 3.6.22).
+MIN_PREFECT_VERSION = (3, 8, 3)
+DISK_SIZE_RANGE = (10, 2000)
+DEFAULT_ALLOWED_CIDRS = ("0.0.0.0/0",)
+DEFAULT_IAM_GROUP = "S3-FullAccess"
+# AWS key pairs import only these two types, so they are the ones both clouds accept.
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
+
+# Keys of the prefect-host namespace, in the order they are validated (the issue's table).
+KEYS = (
+    "cloud", "instanceType", "image", "diskSizeGb", "allowedCidrs", "sshAllowedCidrs",
+    "allowPublicSsh", "prefectVersion", "bucketName", "iamGroupName", "s3Access",
+    "sshPublicKey", "retainData",
+)
+PROVIDER_KEYS = ("aws:region", "gcp:project", "gcp:region", "gcp:zone")
+
+
+class StackConfigError(pulumi.RunError):
+    """An invalid setting. A RunError, so the language host prints the message without a traceback."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    cloud: str
+    instance_type: str
+    image: str
+    disk_size_gb: int
+    allowed_cidrs: tuple[str, ...]
+    ssh_allowed_cidrs: tuple[str, ...]
+    allow_public_ssh: bool
+    prefect_version: str
+    bucket_name: str | None
+    iam_group_name: str
+    s3_access: str
+    ssh_public_key: str | None
+    retain_data: bool
+    aws_region: str
+    gcp_project: str | None
+    gcp_region: str | None
+    gcp_zone: str | None
+
+    @property
+    def resource_prefix(self) -> str:
+        """Logical names of components and their children: `<project>-<stack>`, lowercase.
+
+        Kept short and within [a-z0-9-] so that provider auto-names built from it stay inside
+        GCP's 63-character limit and naming rules.
+        """
+        return _slug(f"{self.project}-{self.stack}", max_len=40)
+
+    @property
+    def iam_user_name(self) -> str:
+        return re.sub(r"[^A-Za-z0-9+=,.@_-]", "-", f"{self.project}-{self.stack}")[:64]
+
+    @property
+    def bucket_name_prefix(self) -> str:
+        """Derived bucket names are `<prefix>-<8 random hex digits>`: 63 characters at most."""
+        return _slug(f"{self.project}-{self.stack}", max_len=63 - 9)
+
+
+def _slug(text: str, *, max_len: int) -> str:
+    slug = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")
+    slug = slug[:max_len].rstrip("-")
+    if not slug or not slug[0].isalpha():
+        slug = ("p-" + slug)[:max_len].rstrip("-")
+    return slug
+
+
+def _error(key: str, raw: str | None, allowed: str) -> StackConfigError:
+    if raw is None:
+        return StackConfigError(f"Config {key} is not set; it is required: {allowed}.")
+    return StackConfigError(f"Config {key} = {json.dumps(raw)} is invalid; allowed: {allowed}.")
+
+
+def parse_choice(key: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise _error(key, raw, " or ".join(choices))
+    return raw
+
+
+def parse_bool(key: str, raw: str) -> bool:
+    if raw not in ("true", "false"):
+        raise _error(key, raw, "true or false")
+    return raw == "true"
+
+
+def parse_disk_size(key: str, raw: str) -> int:
+    low, high = DISK_SIZE_RANGE
+    if not re.fullmatch(r"[0-9]+", raw) or not low <= int(raw) <= high:
+        raise _error(key, raw, f"a whole number of GB from {low} to {high}")
+    return int(raw)
+
+
+def parse_instance_type(key: str, raw: str, cloud: str) -> str:
+    # Only the shape is checked here; the provider's lookup proves the type exists in the region.
+    pattern, example = {
+        "aws": (r"[a-z0-9-]+\.[a-z0-9-]+", "an EC2 instance type such as t3.small or t4g.small"),
+        "gcp": (r"[a-z0-9]+(-[a-z0-9]+)+", "a Compute Engine machine type such as e2-small or t2a-standard-1"),
+    }[cloud]
+    if not re.fullmatch(pattern, raw):
+        raise _error(key, raw, f"{example} (cloud is {cloud})")
+    return raw
+
+
+def parse_cidr_list(key: str, raw: str) -> tuple[str, ...]:
+    """A JSON list of CIDRs in canonical form (the network address, an explicit prefix length)."""
+    allowed = ('a non-empty list of IPv4/IPv6 CIDRs such as ["203.0.113.0/24", "2001:db8::/32"] '
+               f"(pulumi config set --path '{key}[0]' 203.0.113.0/24)")
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError:
+        raise _error(key, raw, allowed) from None
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise _error(key, raw, allowed)
+    networks: list[str] = []
+    for item in items:
+        try:
+            network = ipaddress.ip_network(item, strict=True)
+        except ValueError:
+            raise StackConfigError(
+                f"Config {key} contains {json.dumps(item)}, which is not a CIDR with its network address "
+                f"and prefix length; allowed: {allowed}."
+            ) from None
+        if "/" not in item:
+            raise StackConfigError(
+                f"Config {key} contains {json.dumps(item)} without a prefix length; allowed: {allowed}, "
+                f"e.g. {network} written as {network.with_prefixlen}."
+            )
+        if str(network) in networks:
+            raise StackConfigError(f"Config {key} lists {json.dumps(item)} twice; allowed: each CIDR once.")
+        networks.append(str(network))
+    return tuple(networks)
+
+
+def parse_ssh_cidrs(key: str, raw: str | None, *, allow_public: bool) -> tuple[str, ...]:
+    if raw is None:
+        raise _error(key, None, f"the list of CIDRs that may reach SSH (port 22), e.g. "
+                                f"pulumi config set --path '{key}[0]' 203.0.113.7/32")
+    cidrs = parse_cidr_list(key, raw)
+    world = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
+    if world and not allow_public:
+        raise StackConfigError(
+            f"Config {key} contains {world[0]}, which opens SSH to the whole internet; allowed: "
+            f"your own address ranges (e.g. 203.0.113.7/32), or set {NAMESPACE}:allowPublicSsh true "
+            "to accept SSH from anywhere."
+        )
+    return cidrs
+
+
+def parse_prefect_version(key: str, raw: str) -> str:
+    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", raw)
+    minimum = ".".join(map(str, MIN_PREFECT_VERSION))
+    if not match or tuple(int(part) for part in match.groups()) < MIN_PREFECT_VERSION:
+        raise _error(key, raw, f"a Prefect release X.Y.Z at or above {minimum} (older ones have known auth bugs)")
+    return raw
+
+
+def parse_bucket_name(key: str, raw: str) -> str:
+    """S3's general purpose bucket naming rules."""
+    allowed = ("3 to 63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit, "
+               "no '..', not an IP address, none of S3's reserved prefixes (xn--, sthree-, amzn-s3-demo-) "
+               "or suffixes (-s3alias, --ol-s3, .mrap, --x-s3, --table-s3)")
+    valid = (
+        re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", raw) is not None
+        and ".." not in raw
+        and re.fullmatch(r"\d+\.\d+\.\d+\.\d+", raw) is None
+        and not raw.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
+        and not raw.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
+    )
+    if not valid:
+        raise _error(key, raw, allowed)
+    return raw
+
+
+def parse_iam_group_name(key: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9+=,.@_-]{1,128}", raw):
+        raise _error(key, raw, "an IAM name of 1 to 128 characters from A-Z a-z 0-9 and +=,.@_-")
+    return raw
+
+
+def parse_ssh_public_key(key: str, raw: str) -> str:
+    """One OpenSSH public key line whose base64 blob really holds a key of the named type."""
+    allowed = f"one OpenSSH public key line of type {' or '.join(SSH_KEY_TYPES)} (the contents of a .pub file)"
+    parts = raw.strip().split()
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES or "\n" in raw.strip():
+        raise _error(key, raw, allowed)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise _error(key, raw, allowed) from None
+    name_length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if blob[4:4 + name_length].decode("ascii", "replace") != parts[0]:
+        raise _error(key, raw, allowed)
+    return raw.strip()
+
+
+def parse_aws_region(key: str, raw: str | None) -> str:
+    allowed = "an AWS region such as eu-west-1 (pulumi config set aws:region eu-west-1); the bucket is S3 on both clouds"
+    if raw is None:
+        raise _error(key, None, allowed)
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", raw):
+        raise _error(key, raw, allowed)
+    return raw
+
+
+def parse_gcp_project(key: str, raw: str | None) -> str:
+    allowed = "a Google Cloud project ID such as my-project-123 (6 to 30 characters of a-z, 0-9 and '-')"
+    if raw is None:
+        raise _error(key, None, allowed)
+    if not re.fullmatch(r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]", raw):
+        raise _error(key, raw, allowed)
+    return raw
+
+
+def parse_gcp_zone(key: str, raw: str | None) -> str:
+    allowed = "a Compute Engine zone such as europe-west1-b"
+    if raw is None:
+        raise _error(key, None, allowed)
+    if not re.fullmatch(r"[a-z]+-[a-z]+\d+-[a-z]", raw):
+        raise _error(key, raw, allowed)
+    return raw
+
+
+def parse_gcp_region(key: str, raw: str | None, zone: str) -> str:
+    zone_region = zone.rsplit("-", 1)[0]
+    if raw is not None and raw != zone_region:
+        raise _error(key, raw, f"the region of gcp:zone {zone}, i.e. {zone_region} (or leave it unset)")
+    return zone_region
+
+
+def parse_stack_config(
+    values: Mapping[str, str], *, project: str, stack: str, secret_keys: frozenset[str] = frozenset()
+) -> StackConfig:
+    """Validate full-key config values ("prefect-host:cloud", "aws:region", ...) into a StackConfig."""
+    prefix = f"{NAMESPACE}:"
+    unknown = sorted(k for k in values if k.startswith(prefix) and k[len(prefix):] not in KEYS)
+    if unknown:
+        raise _masked(StackConfigError(
+            f"Config {unknown[0]} = {json.dumps(values[unknown[0]])} is not a setting of this project; "
+            "allowed keys: " + ", ".join(prefix + k for k in KEYS) + "."
+        ), values, secret_keys)
+
+    def raw(key: str, default: str | None = None) -> str | None:
+        # Only an unset key takes the default; an empty string is a value (and invalid everywhere).
+        value = values.get(prefix + key)
+        return default if value is None else value
+
+    def full(key: str) -> str:
+        return prefix + key
+
+    try:
+        cloud = parse_choice(full("cloud"), raw("cloud", "aws"), CLOUDS)
+        allow_public_ssh = parse_bool(full("allowPublicSsh"), raw("allowPublicSsh", "false"))
+        allowed_cidrs, bucket_name, ssh_public_key = raw("allowedCidrs"), raw("bucketName"), raw("sshPublicKey")
+        fields = dict(
+            cloud=cloud,
+            instance_type=parse_instance_type(full("instanceType"), raw("instanceType", DEFAULT_INSTANCE_TYPES[cloud]), cloud),
+            image=parse_choice(full("image"), raw("image", IMAGES[0]), IMAGES),
+            disk_size_gb=parse_disk_size(full("diskSizeGb"), raw("diskSizeGb", "20")),
+            allowed_cidrs=(DEFAULT_ALLOWED_CIDRS if allowed_cidrs is None
+                           else parse_cidr_list(full("allowedCidrs"), allowed_cidrs)),
+            ssh_allowed_cidrs=parse_ssh_cidrs(full("sshAllowedCidrs"), raw("sshAllowedCidrs"), allow_public=allow_public_ssh),
+            allow_public_ssh=allow_public_ssh,
+            prefect_version=parse_prefect_version(full("prefectVersion"), raw("prefectVersion", DEFAULT_PREFECT_VERSION)),
+            bucket_name=None if bucket_name is None else parse_bucket_name(full("bucketName"), bucket_name),
+            iam_group_name=parse_iam_group_name(full("iamGroupName"), raw("iamGroupName", DEFAULT_IAM_GROUP)),
+            s3_access=parse_choice(full("s3Access"), raw("s3Access", S3_ACCESS_LEVELS[0]), S3_ACCESS_LEVELS),
+            ssh_public_key=None if ssh_public_key is None else parse_ssh_public_key(full("sshPublicKey"), ssh_public_key),
+            retain_data=parse_bool(full("retainData"), raw("retainData", "true")),
+            aws_region=parse_aws_region("aws:region", values.get("aws:region")),
+            gcp_project=None, gcp_region=None, gcp_zone=None,
+        )
+        if cloud == "gcp":
+            zone = parse_gcp_zone("gcp:zone", values.get("gcp:zone"))
+            fields.update(gcp_project=parse_gcp_project("gcp:project", values.get("gcp:project")), gcp_zone=zone,
+                          gcp_region=parse_gcp_region("gcp:region", values.get("gcp:region"), zone))
+    except StackConfigError as error:
+        raise _masked(error, values, secret_keys) from None
+    return StackConfig(project=project, stack=stack, **fields)
+
+
+def _masked(error: StackConfigError, values: Mapping[str, str], secret_keys: frozenset[str]) -> StackConfigError:
+    """A value set with `pulumi config set --secret` never appears in an error message."""
+    message = str(error)
+    for key in secret_keys:
+        value = values.get(key)
+        if value:
+            message = message.replace(json.dumps(value), "[secret]").replace(value, "[secret]")
+    return StackConfigError(message)
+
+
+def load_stack_config() -> StackConfig:
+    """Read the stack's configuration as the language host passes it, and validate it."""
+    all_keys = set(CONFIG.get()) | set(get_config_env())
+    relevant = {k for k in all_keys if k.startswith(f"{NAMESPACE}:")} | set(PROVIDER_KEYS)
+    values: dict[str, str] = {}
+    for key in relevant:
+        namespace, name = key.split(":", 1)
+        value = pulumi.Config(namespace).get(name)
+        if value is not None:
+            values[key] = value
+    secret_keys = frozenset(k for k in values if pulumi.runtime.is_config_secret(k))
+    return parse_stack_config(values, project=pulumi.get_project(), stack=pulumi.get_stack(), secret_keys=secret_keys)

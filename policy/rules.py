@@ -1,0 +1,536 @@
+"""The prefect-host security rules, importable without starting anything.
+
+`policy/__main__.py` hands `ALL` to `pulumi_policy.PolicyPack` (whose constructor starts the analyzer's
+gRPC server and never returns), so the rules live here where tests, `make plan` and the pack share them.
+`evaluate()` runs the very same `Policy.validate` callbacks over plain resource records, with arguments
+built the way pulumi_policy's analyzer builds them.
+
+Resource policies see a resource's *inputs* (wire names, camelCase), as `pulumi preview`/`up` sends them
+before creating it. Stack policies see every resource's *outputs* after the deployment (in a preview: the
+planned outputs, with unknowns), plus which resources each input property depends on; they are used where a
+rule needs a related resource (a bucket and its public access block, encryption or policy).
+
+Names follow the checkov check a rule mirrors (checkov's terraform checks, same semantics unless a comment
+says otherwise); rules without a checkov counterpart are named `prefect-host-...`.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
+
+# Resource type tokens and (below) property names as in the pinned pulumi-aws 7.51.1 and pulumi-gcp 10.2.0 SDKs.
+AWS_SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+AWS_DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+AWS_SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+AWS_VPC_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+AWS_INSTANCE = "aws:ec2/instance:Instance"
+AWS_BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+AWS_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+AWS_BUCKET_ENCRYPTION = (
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
+)
+AWS_BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+AWS_USER_POLICY = "aws:iam/userPolicy:UserPolicy"
+AWS_USER_POLICY_ATTACHMENT = "aws:iam/userPolicyAttachment:UserPolicyAttachment"
+AWS_POLICY_ATTACHMENT = "aws:iam/policyAttachment:PolicyAttachment"
+GCP_FIREWALL = "gcp:compute/firewall:Firewall"
+GCP_INSTANCE = "gcp:compute/instance:Instance"
+
+# What may be reachable from anywhere: the Prefect UI/API (4200, also UDP as the issue asks) and 80/443.
+PUBLIC_PORTS = {"tcp": frozenset({80, 443, 4200}), "udp": frozenset({4200})}
+SSH_PORT = 22
+ENCRYPTION_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    resource: str
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading properties. Values arrive wrapped in pulumi_policy's unknown-checking proxies, which are
+# Mapping/Sequence but not dict/list, and raise UnknownValueError when an unknown (preview) value is read;
+# letting that propagate makes the engine report "can't run policy during preview" instead of guessing.
+
+
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(value: Any) -> list:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    return []
+
+
+def _as_list(value: Any) -> list:
+    """IAM policy fields hold either one value or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    return [value]
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _known(props: Mapping, key: str) -> Any:
+    try:
+        return props.get(key)
+    except UnknownValueError:
+        return None
+
+
+def _port(value: Any) -> int:
+    # Numbers cross gRPC as doubles (22.0); GCP ports are strings.
+    return int(float(value))
+
+
+def _is_world(cidr: Any) -> bool:
+    """0.0.0.0/0, ::/0 and any spelling of a zero-length prefix (e.g. "10.0.0.0/0") mean everyone."""
+    if not isinstance(cidr, str):
+        return False
+    try:
+        return ipaddress.ip_network(cidr.strip(), strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ingress from the whole internet, in every form a resource can declare it.
+
+
+@dataclass(frozen=True)
+class _Opening:
+    protocol: str  # "tcp", "udp", "all", or another protocol as the provider names it
+    first_port: int
+    last_port: int
+    source: str
+
+    def covers(self, protocol: str, port: int) -> bool:
+        return self.protocol in (protocol, "all") and self.first_port <= port <= self.last_port
+
+    def describe(self) -> str:
+        if self.protocol == "all":
+            return f"all protocols and ports from {self.source}"
+        if self.protocol not in PUBLIC_PORTS:
+            return f"protocol {self.protocol} from {self.source}"
+        ports = str(self.first_port) if self.first_port == self.last_port else f"{self.first_port}-{self.last_port}"
+        return f"{self.protocol} port {ports} from {self.source}"
+
+
+_PROTOCOL_NAMES = {"-1": "all", "all": "all", "6": "tcp", "tcp": "tcp", "17": "udp", "udp": "udp"}
+
+
+def _protocol(value: Any) -> str:
+    name = str(value).strip().lower()
+    return _PROTOCOL_NAMES.get(name, name)
+
+
+def _aws_ports(protocol: str, from_port: Any, to_port: Any) -> tuple[int, int]:
+    # "-1"/"all" ignores the ports; a missing or negative port is read as "every port".
+    if protocol != "all" and from_port is not None and to_port is not None:
+        first, last = _port(from_port), _port(to_port)
+        if first >= 0 and last >= 0:
+            return first, last
+    return 0, 65535
+
+
+def _aws_openings(protocol_value: Any, from_port: Any, to_port: Any, cidrs: Iterable[Any]) -> list[_Opening]:
+    protocol = _protocol(protocol_value)
+    first, last = _aws_ports(protocol, from_port, to_port)
+    return [_Opening(protocol, first, last, cidr) for cidr in cidrs if _is_world(cidr)]
+
+
+def _gcp_openings(props: Mapping) -> list[_Opening]:
+    if str(props.get("direction") or "INGRESS").upper() != "INGRESS" or props.get("disabled") is True:
+        return []
+    world = [cidr for cidr in _items(props.get("sourceRanges")) if _is_world(cidr)]
+    openings = []
+    for allow in _items(props.get("allows")):
+        allow = _mapping(allow)
+        protocol = _protocol(allow.get("protocol"))
+        specs = _items(allow.get("ports")) if protocol in PUBLIC_PORTS else []
+        ranges = []
+        for spec in specs:  # "22" or "20-30"
+            first, _, last = str(spec).partition("-")
+            ranges.append((_port(first), _port(last or first)))
+        for first, last in ranges or [(0, 65535)]:  # no ports listed: every port
+            openings.extend(_Opening(protocol, first, last, cidr) for cidr in world)
+    return openings
+
+
+def _world_openings(resource_type: str, props: Mapping) -> list[_Opening]:
+    """Ingress a resource opens to 0.0.0.0/0 or ::/0: inline security group ingress, a SecurityGroupRule of
+    type ingress, a vpc.SecurityGroupIngressRule, or a GCP ingress firewall rule."""
+    if resource_type in (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP):
+        openings = []
+        for rule in _items(props.get("ingress")):
+            rule = _mapping(rule)
+            cidrs = _items(rule.get("cidrBlocks")) + _items(rule.get("ipv6CidrBlocks"))
+            openings += _aws_openings(rule.get("protocol"), rule.get("fromPort"), rule.get("toPort"), cidrs)
+        return openings
+    if resource_type == AWS_SECURITY_GROUP_RULE:
+        if props.get("type") != "ingress":
+            return []
+        cidrs = _items(props.get("cidrBlocks")) + _items(props.get("ipv6CidrBlocks"))
+        return _aws_openings(props.get("protocol"), props.get("fromPort"), props.get("toPort"), cidrs)
+    if resource_type == AWS_VPC_INGRESS_RULE:
+        cidrs = [props.get("cidrIpv4"), props.get("cidrIpv6")]
+        return _aws_openings(props.get("ipProtocol"), props.get("fromPort"), props.get("toPort"), cidrs)
+    if resource_type == GCP_FIREWALL:
+        return _gcp_openings(props)
+    return []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resource rules.
+
+
+def _ssh_not_public(resource_types: tuple[str, ...]) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        if args.resource_type not in resource_types:
+            return
+        for opening in _world_openings(args.resource_type, args.props):
+            if opening.covers("tcp", SSH_PORT):
+                report_violation(f"SSH (tcp 22) is open to the world: {opening.describe()}. "
+                                 "Allow port 22 only from sshAllowedCidrs.")
+
+    return validate
+
+
+def _public_ports_only(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for opening in _world_openings(args.resource_type, args.props):
+        allowed = PUBLIC_PORTS.get(opening.protocol, frozenset())
+        if opening.protocol == "tcp":
+            allowed = allowed | {SSH_PORT}  # reported by CKV_AWS_24 / CKV_GCP_2, once
+        if not all(port in allowed for port in range(opening.first_port, opening.last_port + 1)):
+            report_violation(f"Open to the world: {opening.describe()}; only tcp 80, 443, 4200 and udp 4200 may be.")
+
+
+def _imdsv2_required(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != AWS_INSTANCE:
+        return
+    options = _mapping(args.props.get("metadataOptions"))
+    # As CKV_AWS_79: a disabled metadata endpoint passes too. Without metadataOptions AWS allows IMDSv1.
+    if options.get("httpEndpoint") == "disabled" or options.get("httpTokens") == "required":
+        return
+    report_violation(f"metadataOptions.httpTokens is {options.get('httpTokens')!r}; set it to \"required\" (IMDSv2).")
+
+
+def _encrypted_disks(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != AWS_INSTANCE:
+        return
+    root = args.props.get("rootBlockDevice")
+    if not isinstance(root, Mapping):
+        # As CKV_AWS_8: without rootBlockDevice the root volume is unencrypted unless the account happens to
+        # encrypt EBS by default, which the program cannot see.
+        report_violation("No rootBlockDevice: the root volume would be unencrypted; set rootBlockDevice.encrypted.")
+    elif not _is_true(root.get("encrypted")):
+        report_violation("rootBlockDevice.encrypted is not true.")
+    # Stricter than checkov, which lets a volume restored from a snapshot inherit the snapshot's encryption.
+    for device in _items(args.props.get("ebsBlockDevices")):
+        device = _mapping(device)
+        if not _is_true(device.get("encrypted")):
+            report_violation(f"ebsBlockDevices entry {device.get('deviceName')!r} is not encrypted.")
+
+
+def _public_access_flag(flag: str) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        if args.resource_type == AWS_PUBLIC_ACCESS_BLOCK and not _is_true(args.props.get(flag)):
+            report_violation(f"{flag} is not true (it defaults to false).")
+
+    return validate
+
+
+def _no_user_policies(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type in (AWS_USER_POLICY, AWS_USER_POLICY_ATTACHMENT):
+        report_violation(f"A policy is attached to user {args.props.get('user')!r}; attach it to a group instead.")
+    elif args.resource_type == AWS_POLICY_ATTACHMENT and _items(args.props.get("users")):
+        report_violation(f"PolicyAttachment lists users {list(args.props['users'])}; attach to groups instead.")
+
+
+def _gcp_vtpm_and_integrity(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != GCP_INSTANCE:
+        return
+    config = args.props.get("shieldedInstanceConfig")
+    if not isinstance(config, Mapping):
+        report_violation("No shieldedInstanceConfig.")
+        return
+    # As CKV_GCP_39: vTPM and integrity monitoring default to true, so only an explicit false fails.
+    for key in ("enableVtpm", "enableIntegrityMonitoring"):
+        if config.get(key) is False:
+            report_violation(f"shieldedInstanceConfig.{key} is false.")
+
+
+def _gcp_secure_boot(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != GCP_INSTANCE:
+        return
+    if _mapping(args.props.get("shieldedInstanceConfig")).get("enableSecureBoot") is not True:
+        report_violation("shieldedInstanceConfig.enableSecureBoot is not true (it defaults to false).")
+
+
+def _gcp_metadata(args: ResourceValidationArgs) -> Mapping | None:
+    return _mapping(args.props.get("metadata")) if args.resource_type == GCP_INSTANCE else None
+
+
+def _gcp_block_project_ssh_keys(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    metadata = _gcp_metadata(args)
+    if metadata is not None and not _is_true(metadata.get("block-project-ssh-keys")):
+        report_violation(f"metadata block-project-ssh-keys is {metadata.get('block-project-ssh-keys')!r}; "
+                         "set it to \"true\".")
+
+
+def _gcp_serial_port_off(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    metadata = _gcp_metadata(args)
+    if metadata is None or "serial-port-enable" not in metadata:
+        return  # off unless enabled
+    value = metadata.get("serial-port-enable")
+    # GCE reads several spellings as true; accept only explicit "off" spellings.
+    if str(value).strip().lower() not in ("false", "0", "no", "n"):
+        report_violation(f"metadata serial-port-enable is {value!r}; remove it or set it to \"false\".")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stack rules: a bucket and the resources that configure it.
+
+
+def _buckets(args: StackValidationArgs) -> list[PolicyResource]:
+    return [r for r in args.resources if r.resource_type in AWS_BUCKETS]
+
+
+def _bucket_name(bucket: PolicyResource) -> str:
+    name = _known(bucket.props, "bucket")
+    return name if isinstance(name, str) else bucket.name
+
+
+def _configuring(bucket: PolicyResource, resources: Iterable[PolicyResource],
+                 types: Iterable[str]) -> list[PolicyResource]:
+    """The resources of `types` whose `bucket` input names this bucket.
+
+    The engine tells which resources each input was computed from (property_dependencies), which identifies
+    the bucket even in a preview where `bucket.id` is still unknown. Without that (a literal bucket name, or
+    `evaluate()` over mocked resources), the value is compared with the bucket's name and id: in a real stack
+    both are the bucket name; under mocks `id` is whatever the mock returned.
+    If nothing matches while some candidate's `bucket` is unknown, the answer is unknowable: raise, so the
+    engine reports that the policy could not run in this preview rather than a false violation.
+    """
+    identifiers = {value for key in ("bucket", "id") if isinstance(value := _known(bucket.props, key), str)}
+    matches, undecided = [], None
+    for resource in resources:
+        if resource.resource_type not in types:
+            continue
+        if any(dep.urn == bucket.urn for dep in resource.property_dependencies.get("bucket", [])):
+            matches.append(resource)
+            continue
+        try:
+            if resource.props.get("bucket") in identifiers:
+                matches.append(resource)
+        except UnknownValueError as unknown:
+            undecided = unknown
+    if not matches and undecided is not None:
+        raise undecided
+    return matches
+
+
+def _bucket_has_public_access_block(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for bucket in _buckets(args):
+        if not _configuring(bucket, args.resources, (AWS_PUBLIC_ACCESS_BLOCK,)):
+            report_violation(f"Bucket {_bucket_name(bucket)!r} has no BucketPublicAccessBlock.", bucket.urn)
+
+
+def _algorithms_of_rules(rules: Iterable[Any], default_key: str) -> list[Any]:
+    algorithms = []
+    for rule in rules:
+        defaults = _mapping(rule).get(default_key)
+        for default in _items(defaults) if not isinstance(defaults, Mapping) else [defaults]:
+            algorithms.append(_mapping(default).get("sseAlgorithm"))
+    return algorithms
+
+
+def _bucket_encryption_algorithms(bucket: PolicyResource, resources: list[PolicyResource]) -> list[Any]:
+    algorithms = []
+    for config in _configuring(bucket, resources, AWS_BUCKET_ENCRYPTION):
+        algorithms += _algorithms_of_rules(_items(config.props.get("rules")), "applyServerSideEncryptionByDefault")
+    # The deprecated inline forms: Bucket has one configuration with one `rule`, BucketV2 lists of both.
+    # They are computed outputs too (S3 reports its default encryption), unknown in a preview: skip them then.
+    inline = _known(bucket.props, "serverSideEncryptionConfiguration")
+    if isinstance(inline, Mapping):
+        algorithms += _algorithms_of_rules([inline.get("rule")], "applyServerSideEncryptionByDefault")
+    for config in _items(_known(bucket.props, "serverSideEncryptionConfigurations")):
+        algorithms += _algorithms_of_rules(_items(_mapping(config).get("rules")), "applyServerSideEncryptionByDefaults")
+    return algorithms
+
+
+def _bucket_encrypted(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    # Stricter than today's CKV_AWS_19, which passes a bucket without configuration because S3 now applies
+    # SSE-S3 by default: here the default encryption must be declared (and so visible and reviewable).
+    for bucket in _buckets(args):
+        if not any(a in ENCRYPTION_ALGORITHMS for a in _bucket_encryption_algorithms(bucket, args.resources)):
+            report_violation(f"Bucket {_bucket_name(bucket)!r} has no default encryption "
+                             f"(a server-side encryption rule with one of {sorted(ENCRYPTION_ALGORITHMS)}).",
+                             bucket.urn)
+
+
+def _parse_policy(document: Any) -> Mapping:
+    if isinstance(document, Mapping):
+        return document
+    if isinstance(document, str):
+        try:
+            parsed = json.loads(document)
+        except ValueError:
+            return {}
+        return _mapping(parsed)
+    return {}
+
+
+def _denies_plain_http(statement: Mapping, bucket_arn: str | None) -> bool:
+    """A statement denying every principal every S3 action on the bucket and its objects unless TLS is used."""
+    if statement.get("Effect") != "Deny":
+        return False
+    principal = statement.get("Principal")
+    if principal != "*" and "*" not in _as_list(_mapping(principal).get("AWS")):
+        return False
+    if not {"s3:*", "*"} & set(_as_list(statement.get("Action"))):
+        return False
+    condition = _mapping(statement.get("Condition"))
+    values = [_mapping(condition.get(op)).get("aws:SecureTransport") for op in ("Bool", "BoolIfExists")]
+    if not any(str(v).lower() == "false" for value in values for v in _as_list(value)):
+        return False
+    resources = set(_as_list(statement.get("Resource")))
+    if "*" in resources:
+        return True
+    arns = [bucket_arn] if bucket_arn else [r for r in resources if isinstance(r, str) and not r.endswith("/*")]
+    return any(arn in resources and f"{arn}/*" in resources for arn in arns)
+
+
+def _bucket_tls_only(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for bucket in _buckets(args):
+        arn, name = _known(bucket.props, "arn"), _known(bucket.props, "bucket")
+        bucket_arn = arn if isinstance(arn, str) else f"arn:aws:s3:::{name}" if isinstance(name, str) else None
+        documents = [p.props.get("policy") for p in _configuring(bucket, args.resources, (AWS_BUCKET_POLICY,))]
+        documents.append(_known(bucket.props, "policy"))  # deprecated inline form, a computed output as well
+        statements = [s for d in documents for s in _as_list(_parse_policy(d).get("Statement"))]
+        if not any(_denies_plain_http(_mapping(s), bucket_arn) for s in statements):
+            report_violation(f"Bucket {_bucket_name(bucket)!r} has no policy statement denying s3:* to every "
+                             "principal on the bucket and its objects when aws:SecureTransport is false.",
+                             bucket.urn)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rules. Each is mandatory: a violation fails `pulumi preview`/`up` with `--policy-pack policy`.
+
+MANDATORY = EnforcementLevel.MANDATORY
+
+
+def _resource_rule(name: str, description: str, validate) -> ResourceValidationPolicy:
+    return ResourceValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY)
+
+
+def _stack_rule(name: str, description: str, validate) -> StackValidationPolicy:
+    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY)
+
+
+ALL: list[Policy] = [
+    _resource_rule("CKV_AWS_24", "No security group allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
+                   _ssh_not_public((AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP, AWS_SECURITY_GROUP_RULE,
+                                    AWS_VPC_INGRESS_RULE))),
+    _resource_rule("CKV_GCP_2", "No GCP firewall rule allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
+                   _ssh_not_public((GCP_FIREWALL,))),
+    _resource_rule("prefect-host-public-ports-only",
+                   "Only tcp 80, 443, 4200 and udp 4200 are open to the world (AWS and GCP).", _public_ports_only),
+    _resource_rule("CKV_AWS_79", "EC2 instances require IMDSv2 (metadataOptions.httpTokens = required).",
+                   _imdsv2_required),
+    _resource_rule("CKV_AWS_8", "EC2 instance volumes (root and EBS) are encrypted.", _encrypted_disks),
+    _resource_rule("CKV_AWS_53", "S3 public access blocks set blockPublicAcls.",
+                   _public_access_flag("blockPublicAcls")),
+    _resource_rule("CKV_AWS_54", "S3 public access blocks set blockPublicPolicy.",
+                   _public_access_flag("blockPublicPolicy")),
+    _resource_rule("CKV_AWS_55", "S3 public access blocks set ignorePublicAcls.",
+                   _public_access_flag("ignorePublicAcls")),
+    _resource_rule("CKV_AWS_56", "S3 public access blocks set restrictPublicBuckets.",
+                   _public_access_flag("restrictPublicBuckets")),
+    _stack_rule("CKV2_AWS_6", "Every S3 bucket has a public access block.", _bucket_has_public_access_block),
+    _stack_rule("CKV_AWS_19", "Every S3 bucket has default server-side encryption configured.", _bucket_encrypted),
+    _stack_rule("prefect-host-s3-tls-only", "Every S3 bucket policy denies requests without TLS.", _bucket_tls_only),
+    _resource_rule("CKV_AWS_40", "IAM policies are attached to groups or roles, never directly to users.",
+                   _no_user_policies),
+    _resource_rule("CKV_GCP_39", "GCP instances are shielded VMs with vTPM and integrity monitoring.",
+                   _gcp_vtpm_and_integrity),
+    _resource_rule("prefect-host-gcp-secure-boot", "GCP instances boot with Shielded VM secure boot.",
+                   _gcp_secure_boot),
+    _resource_rule("CKV_GCP_32", "GCP instances block project-wide SSH keys.", _gcp_block_project_ssh_keys),
+    _resource_rule("CKV_GCP_35", "GCP instances keep the serial port console disabled.", _gcp_serial_port_off),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running the rules without the engine.
+
+
+def _options(parent: str | None) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
+                                 custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[],
+                                 parent=parent)
+
+
+def evaluate(resources: Iterable[Any]) -> list[Violation]:
+    """Run every rule over `resources` (objects with `.type`, `.name`, `.inputs`, optionally `.urn`,
+    `.outputs`, `.parent`) and return the violations, in rule order.
+
+    As in the engine, resource rules get each resource's inputs; stack rules get its outputs, which the
+    bridged AWS/GCP providers return as a superset of the inputs, so mocked outputs are laid over the inputs.
+    Nothing here knows property dependencies, so stack rules match related resources by value.
+    """
+    records = list(resources)
+    urns = [getattr(r, "urn", None) or f"urn:pulumi:evaluate::evaluate::{r.type}::{r.name}#{i}"
+            for i, r in enumerate(records)]
+    name_of = dict(zip(urns, (r.name for r in records)))
+    violations: list[Violation] = []
+
+    def reporter(policy: Policy, default_resource: str) -> ReportViolation:
+        def report_violation(message: str, urn: str | None = None) -> None:
+            violations.append(Violation(policy.name, name_of.get(urn, default_resource), message))
+
+        return report_violation
+
+    for policy in ALL:
+        if isinstance(policy, ResourceValidationPolicy):
+            for record, urn in zip(records, urns):
+                props = unknown_checking_proxy(copy.deepcopy(dict(record.inputs)))
+                args = ResourceValidationArgs(record.type, props, urn, record.name,
+                                              _options(getattr(record, "parent", None)), None)
+                policy.validate(args, reporter(policy, record.name))
+        else:
+            stack = []
+            for record, urn in zip(records, urns):
+                props = {**record.inputs, **(getattr(record, "outputs", None) or {})}
+                stack.append(PolicyResource(record.type, unknown_checking_proxy(copy.deepcopy(props)), urn,
+                                            record.name, _options(getattr(record, "parent", None)), None, None,
+                                            [], {}))
+            policy.validate(StackValidationArgs(stack, None), reporter(policy, ""))
+    return violations

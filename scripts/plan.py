@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+"""Show what `pulumi up` would create for a stack config, without a cloud account (`make plan CONFIG=...`).
+
+    scripts/plan.py examples/stack-aws.yaml
+
+Exit status: 0 = planned, no policy violations; 1 = policy violations; 2 = invalid config.
+"""
+
+import sys
+
+from mockstack.plan import main
+
+if __name__ == "__main__":
+    sys.exit(main())

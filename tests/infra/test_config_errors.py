@@ -1,0 +1,54 @@
+"""Through the whole program: every config key's bad value stops it before any resource exists."""
+
+import pytest
+from infra_test_configs import AWS, GCP
+
+import mockstack
+from stack_config import StackConfigError
+
+# (base config, key, bad value or None to unset it, text the message must contain)
+CASES = [
+    (AWS, "prefect-host:cloud", "azure", '"azure" is invalid; allowed: aws or gcp'),
+    (AWS, "prefect-host:instanceType", "t3", "EC2 instance type"),
+    (GCP, "prefect-host:instanceType", "e2.small", "Compute Engine machine type"),
+    (AWS, "prefect-host:image", "debian-11", "debian-13 or debian-12"),
+    (AWS, "prefect-host:diskSizeGb", 5, "from 10 to 2000"),
+    (GCP, "prefect-host:diskSizeGb", "big", "from 10 to 2000"),
+    (AWS, "prefect-host:allowedCidrs", ["10.0.0.0/33"], "10.0.0.0/33"),
+    (GCP, "prefect-host:allowedCidrs", ["2001:db8::1/32"], "2001:db8::1/32"),
+    (AWS, "prefect-host:sshAllowedCidrs", None, "is not set"),
+    (AWS, "prefect-host:sshAllowedCidrs", ["0.0.0.0/0"], "whole internet"),
+    (GCP, "prefect-host:sshAllowedCidrs", ["::/0"], "whole internet"),
+    (AWS, "prefect-host:allowPublicSsh", "maybe", "true or false"),
+    (AWS, "prefect-host:prefectVersion", "3.6.22", "at or above 3.8.3"),
+    (AWS, "prefect-host:bucketName", "Prefect_Bucket", "3 to 63 characters"),
+    (AWS, "prefect-host:iamGroupName", "S3 Full Access", "IAM name"),
+    (AWS, "prefect-host:s3Access", "admin", "bucket or all"),
+    (AWS, "prefect-host:sshPublicKey", "ssh-ed25519", "OpenSSH public key"),
+    (AWS, "prefect-host:retainData", "no", "true or false"),
+    (AWS, "aws:region", None, "AWS region"),
+    (GCP, "aws:region", "eu_west_1", "AWS region"),
+    (GCP, "gcp:project", None, "project ID"),
+    (GCP, "gcp:zone", "europe-west1", "zone"),
+    (GCP, "gcp:region", "us-east1", "region of gcp:zone"),
+    (AWS, "prefect-host:instancetype", "t3.small", "not a setting of this project"),
+    # Valid in shape, refused by the provider's instance type lookup: a Mac has no Debian AMI.
+    (AWS, "prefect-host:instanceType", "mac2.metal", "x86_64 or arm64"),
+]
+
+
+@pytest.mark.parametrize("base, key, value, message", CASES, ids=[f"{c[1]}={c[2]}" for c in CASES])
+def test_bad_config_names_the_error_and_registers_nothing(base, key, value, message):
+    config = {k: v for k, v in base.items() if k != key}
+    if value is not None:
+        config[key] = value
+    run = mockstack.record_program(config)
+    assert isinstance(run.error, StackConfigError), run.error
+    assert key in str(run.error) and message in str(run.error)
+    assert run.resources == []
+    assert run.outputs == {}
+
+
+def test_the_error_reaches_the_caller_of_run_program():
+    with pytest.raises(StackConfigError, match="prefect-host:image"):
+        mockstack.run_program({**AWS, "prefect-host:image": "windows"})

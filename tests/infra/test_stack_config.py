@@ -1,0 +1,190 @@
+"""The configuration object and its validation, called directly (no Pulumi runtime)."""
+
+import dataclasses
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from stack_config import StackConfigError, parse_stack_config
+
+BASE = {"aws:region": "eu-west-1", "prefect-host:sshAllowedCidrs": '["203.0.113.0/24"]'}
+GCP = {**BASE, "prefect-host:cloud": "gcp", "gcp:project": "my-project-123", "gcp:zone": "europe-west1-b"}
+
+
+def parse(values, stack="dev", **kwargs):
+    return parse_stack_config(values, project="prefect-host", stack=stack, **kwargs)
+
+
+def openssh_public(key) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def test_defaults_for_aws():
+    config = parse(BASE)
+    assert dataclasses.asdict(config) == {
+        "project": "prefect-host", "stack": "dev", "cloud": "aws", "instance_type": "t3.small",
+        "image": "debian-13", "disk_size_gb": 20, "allowed_cidrs": ("0.0.0.0/0",),
+        "ssh_allowed_cidrs": ("203.0.113.0/24",), "allow_public_ssh": False, "prefect_version": "3.9.1",
+        "bucket_name": None, "iam_group_name": "S3-FullAccess", "s3_access": "bucket", "ssh_public_key": None,
+        "retain_data": True, "aws_region": "eu-west-1", "gcp_project": None, "gcp_region": None, "gcp_zone": None,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.cloud = "gcp"
+
+
+def test_defaults_for_gcp_derive_the_region_from_the_zone():
+    config = parse(GCP)
+    assert (config.cloud, config.instance_type) == ("gcp", "e2-small")
+    assert (config.gcp_project, config.gcp_zone, config.gcp_region) == ("my-project-123", "europe-west1-b", "europe-west1")
+    assert parse({**GCP, "gcp:region": "europe-west1"}).gcp_region == "europe-west1"
+
+
+def test_every_key_is_read():
+    key = openssh_public(ed25519.Ed25519PrivateKey.generate()) + " me@laptop"
+    config = parse({
+        **BASE, "prefect-host:instanceType": "t4g.medium", "prefect-host:image": "debian-12",
+        "prefect-host:diskSizeGb": "2000", "prefect-host:allowedCidrs": '["198.51.100.0/24", "2001:DB8::/32"]',
+        "prefect-host:sshAllowedCidrs": '["0.0.0.0/0"]', "prefect-host:allowPublicSsh": "true",
+        "prefect-host:prefectVersion": "3.10.0", "prefect-host:bucketName": "my.team-bucket-1",
+        "prefect-host:iamGroupName": "prefect+data@team", "prefect-host:s3Access": "all",
+        "prefect-host:sshPublicKey": key + "\n", "prefect-host:retainData": "false",
+    })
+    assert (config.instance_type, config.image, config.disk_size_gb) == ("t4g.medium", "debian-12", 2000)
+    # CIDRs come back canonical (lower-case, compressed IPv6).
+    assert config.allowed_cidrs == ("198.51.100.0/24", "2001:db8::/32")
+    assert (config.ssh_allowed_cidrs, config.allow_public_ssh) == (("0.0.0.0/0",), True)
+    assert (config.prefect_version, config.bucket_name) == ("3.10.0", "my.team-bucket-1")
+    assert config.iam_group_name == "prefect+data@team"
+    assert (config.s3_access, config.ssh_public_key, config.retain_data) == ("all", key, False)
+
+
+@pytest.mark.parametrize("stack, prefix, user, bucket_prefix", [
+    ("dev", "prefect-host-dev", "prefect-host-dev", "prefect-host-dev"),
+    ("Prod_EU.1", "prefect-host-prod-eu-1", "prefect-host-Prod_EU.1", "prefect-host-prod-eu-1"),
+    ("a" * 80, "prefect-host-" + "a" * 27, ("prefect-host-" + "a" * 80)[:64], "prefect-host-" + "a" * 41),
+])
+def test_names_derive_from_project_and_stack(stack, prefix, user, bucket_prefix):
+    config = parse(BASE, stack=stack)
+    assert config.resource_prefix == prefix and len(prefix) <= 40
+    assert config.iam_user_name == user
+    assert config.bucket_name_prefix == bucket_prefix and len(bucket_prefix) + 9 <= 63
+
+
+# One bad value per key: (key, raw value or None for "unset", text the message must contain).
+BAD_VALUES = [
+    ("prefect-host:cloud", "azure", "aws or gcp"),
+    ("prefect-host:instanceType", "", "EC2 instance type"),
+    ("prefect-host:instanceType", "t3 small", "EC2 instance type"),
+    ("prefect-host:image", "ubuntu-24.04", "debian-13 or debian-12"),
+    ("prefect-host:diskSizeGb", "9", "from 10 to 2000"),
+    ("prefect-host:diskSizeGb", "2001", "from 10 to 2000"),
+    ("prefect-host:diskSizeGb", "20.5", "from 10 to 2000"),
+    ("prefect-host:allowedCidrs", "0.0.0.0/0", "list of IPv4/IPv6 CIDRs"),
+    ("prefect-host:allowedCidrs", "[]", "non-empty list"),
+    ("prefect-host:allowedCidrs", '["10.0.0.1/8"]', "network address"),
+    ("prefect-host:allowedCidrs", '["300.1.2.0/24"]', "network address"),
+    ("prefect-host:allowedCidrs", '["198.51.100.7"]', "prefix length"),
+    ("prefect-host:allowedCidrs", '["2001:db8::/32", "2001:DB8::/32"]', "twice"),
+    ("prefect-host:sshAllowedCidrs", None, "is not set"),
+    ("prefect-host:sshAllowedCidrs", '["0.0.0.0/0"]', "allowPublicSsh"),
+    ("prefect-host:sshAllowedCidrs", '["203.0.113.0/24", "::/0"]', "allowPublicSsh"),
+    ("prefect-host:allowPublicSsh", "yes", "true or false"),
+    ("prefect-host:prefectVersion", "3.8.2", "3.8.3"),
+    ("prefect-host:prefectVersion", "2.20.0", "3.8.3"),
+    ("prefect-host:prefectVersion", "3.9", "3.8.3"),
+    ("prefect-host:prefectVersion", "3.10.0rc1", "3.8.3"),
+    ("prefect-host:bucketName", "My_Bucket", "3 to 63 characters"),
+    ("prefect-host:bucketName", "ab", "3 to 63 characters"),
+    ("prefect-host:bucketName", "a..b", "no '..'"),
+    ("prefect-host:bucketName", "192.168.5.4", "not an IP address"),
+    ("prefect-host:bucketName", "xn--bucket", "reserved prefixes"),
+    ("prefect-host:bucketName", "my-bucket-s3alias", "suffixes"),
+    ("prefect-host:iamGroupName", "S3 Full Access", "IAM name"),
+    ("prefect-host:iamGroupName", "g" * 129, "IAM name"),
+    ("prefect-host:s3Access", "read", "bucket or all"),
+    ("prefect-host:sshPublicKey", "not a key", "OpenSSH public key"),
+    ("prefect-host:sshPublicKey", "ssh-ed25519 AAAA!!!", "OpenSSH public key"),
+    ("prefect-host:retainData", "True", "true or false"),
+    ("aws:region", None, "AWS region"),
+    ("aws:region", "Europe", "AWS region"),
+    ("prefect-host:bucketname", "x", "not a setting of this project"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD_VALUES)
+def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(key, value, allowed):
+    values = {k: v for k, v in BASE.items() if k != key}
+    if value is not None:
+        values[key] = value
+    with pytest.raises(StackConfigError) as caught:
+        parse(values)
+    message = str(caught.value)
+    assert key in message and allowed in message
+    if value:
+        # The value itself, or for a list the offending item.
+        items = json.loads(value) if value.startswith("[") and value != "[]" else [value]
+        assert any(item in message for item in items)
+    assert "\n" not in message
+
+
+GCP_BAD_VALUES = [
+    ("prefect-host:instanceType", "t3.small", "Compute Engine machine type"),
+    ("gcp:project", None, "project ID"),
+    ("gcp:project", "My Project", "project ID"),
+    ("gcp:zone", None, "zone"),
+    ("gcp:zone", "europe-west1", "zone"),
+    ("gcp:region", "us-central1", "europe-west1"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", GCP_BAD_VALUES)
+def test_gcp_keys_are_checked_when_the_cloud_is_gcp(key, value, allowed):
+    values = {k: v for k, v in GCP.items() if k != key}
+    if value is not None:
+        values[key] = value
+    with pytest.raises(StackConfigError, match=allowed) as caught:
+        parse(values)
+    assert key in str(caught.value)
+    # ...and ignored on AWS.
+    if key.startswith("gcp:"):
+        parse({**BASE, **({key: value} if value else {})})
+
+
+def test_public_ssh_needs_the_explicit_opt_in():
+    with pytest.raises(StackConfigError, match="opens SSH to the whole internet"):
+        parse({**BASE, "prefect-host:sshAllowedCidrs": '["::/0"]'})
+    opted_in = parse({**BASE, "prefect-host:sshAllowedCidrs": '["::/0"]', "prefect-host:allowPublicSsh": "true"})
+    assert opted_in.ssh_allowed_cidrs == ("::/0",)
+
+
+@pytest.mark.parametrize("make_key, allowed", [
+    (lambda: openssh_public(ed25519.Ed25519PrivateKey.generate()), True),
+    (lambda: openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)), True),
+    # A real RSA blob under the ed25519 label is refused: the blob names its own type.
+    (lambda: "ssh-ed25519 " + openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)).split()[1], False),
+    # ECDSA is valid OpenSSH but AWS key pairs cannot import it.
+    (lambda: "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=", False),
+])
+def test_ssh_public_key_must_be_a_real_key_of_an_importable_type(make_key, allowed):
+    key = make_key()
+    values = {**BASE, "prefect-host:sshPublicKey": key}
+    if allowed:
+        assert parse(values).ssh_public_key == key
+    else:
+        with pytest.raises(StackConfigError, match="prefect-host:sshPublicKey"):
+            parse(values)
+
+
+def test_prefect_version_boundary():
+    assert parse({**BASE, "prefect-host:prefectVersion": "3.8.3"}).prefect_version == "3.8.3"
+    assert parse({**BASE, "prefect-host:prefectVersion": "4.0.0"}).prefect_version == "4.0.0"
+
+
+def test_a_secret_value_never_appears_in_the_error():
+    values = {**BASE, "prefect-host:bucketName": "Sup3r_Secret_Name"}
+    with pytest.raises(StackConfigError) as caught:
+        parse(values, secret_keys=frozenset({"prefect-host:bucketName"}))
+    assert "Sup3r_Secret_Name" not in str(caught.value)
+    assert "prefect-host:bucketName = [secret]" in str(caught.value)

@@ -1,0 +1,103 @@
+"""`make plan`: the stack file reader, the printed graph, the policy verdict and the exit codes."""
+
+import io
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import mockstack
+from mockstack import plan
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = {"aws": REPO / "examples" / "stack-aws.yaml", "gcp": REPO / "examples" / "stack-gcp.yaml"}
+
+
+def run_main(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = plan.main([str(a) for a in argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_stack_file_keys_are_full_and_structured_values_kept(tmp_path):
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text("config:\n  aws:region: eu-west-1\n  cloud: gcp\n  prefect-host:allowedCidrs:\n    - 198.51.100.0/24\n"
+                    "  prefect-host:diskSizeGb: 30\n")
+    assert plan.load_stack_file(path) == {"aws:region": "eu-west-1", "prefect-host:cloud": "gcp",
+                                          "prefect-host:allowedCidrs": ["198.51.100.0/24"], "prefect-host:diskSizeGb": 30}
+    assert plan.stack_name_for(path) == "prod" and plan.stack_name_for(EXAMPLES["aws"]) == "dev"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("config:\n  prefect-host:sshPublicKey:\n    secure: AAABAKx\n", "encrypted"),
+    ("- just\n- a list\n", "`config:` mapping"),
+    ("config: [\n", "not valid YAML"),
+])
+def test_unusable_stack_files_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    code, out, err = run_main(path)
+    assert code == plan.EXIT_CONFIG_ERROR and out == ""
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(cloud):
+    code, out, err = run_main(EXAMPLES[cloud])
+    assert err == ""
+    assert "tcp/22 from 203.0.113.0/24" in out and "tcp/4200 from 0.0.0.0/0" in out and "udp/4200 from 0.0.0.0/0" in out
+    assert "blockPublicAcls=True, blockPublicPolicy=True, ignorePublicAcls=True, restrictPublicBuckets=True" in out
+    assert "AES256" in out and "versioning Enabled" in out and '"aws:SecureTransport": "false"' in out
+    assert "retained on destroy" in out
+    if cloud == "aws":
+        assert "IMDS tokens required" in out and "gp3 20 GB encrypted=True" in out
+    else:
+        assert "shielded=True, block-project-ssh-keys=true, serial-port-enable=false" in out
+    for name in ("prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"):
+        assert any(line.split() == [name, "secret"] for line in out.splitlines())
+    # Never a secret value: the same (deterministic) run's secrets are nowhere in the text.
+    run = mockstack.run_program(plan.load_stack_file(EXAMPLES[cloud]), stack="dev")
+    for name in run.secret_outputs:
+        assert run.outputs[name].splitlines()[1 if "\n" in run.outputs[name] else 0] not in out
+    if (REPO / "policy" / "rules.py").exists():
+        assert "policy pack: 0 violations" in out and code == plan.EXIT_OK
+
+
+def test_config_error_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text("config:\n  aws:region: eu-west-1\n  prefect-host:sshAllowedCidrs: [0.0.0.0/0]\n")
+    code, out, err = run_main(path)
+    assert code == plan.EXIT_CONFIG_ERROR and out == ""
+    assert err.count("\n") == 1 and "prefect-host:sshAllowedCidrs" in err and "allowPublicSsh" in err
+
+
+@dataclass
+class FakeViolation:
+    policy: str
+    resource: str
+    message: str
+
+
+def test_violations_are_listed_and_fail_the_plan(monkeypatch):
+    seen = []
+
+    def evaluate(resources):
+        seen.extend(resources)
+        return [FakeViolation("CKV_AWS_79", "prefect-host-dev-vm", "IMDSv2 is not required")]
+
+    monkeypatch.setattr(plan, "policy_violations", evaluate)
+    code, out, _ = run_main(EXAMPLES["aws"])
+    assert code == plan.EXIT_VIOLATIONS
+    assert "policy pack: 1 violation\n  CKV_AWS_79: prefect-host-dev-vm: IMDSv2 is not required" in out
+    assert {r.type for r in seen} >= {"aws:ec2/instance:Instance", "aws:s3/bucket:Bucket"}
+
+
+def test_the_script_is_the_thin_entry_point(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("config:\n  prefect-host:image: debian-11\n")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "plan.py"), str(path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().startswith(f"plan: {path}: Config prefect-host:image") and "Traceback" not in proc.stderr

@@ -1,0 +1,139 @@
+"""The pack as `pulumi preview --policy-pack policy` runs it, without the CLI.
+
+The CLI's `pulumi-analyzer-policy-python` shim starts `<virtualenv>/bin/python -m pulumi.policy <engine> .` in
+the pack directory, with the virtualenv from PulumiPolicy.yaml; PolicyPack then prints its port and serves the
+Analyzer gRPC service. This test does the same and talks to it like the engine: resource rules get inputs,
+stack rules get outputs plus property dependencies (numbers arrive as doubles, previews carry unknowns).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2 as proto
+from pulumi.runtime.proto import analyzer_pb2_grpc
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+from policy import rules
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY_DIR = REPO / "policy"
+STACK = "urn:pulumi:dev::prefect-host::"
+
+
+def pack_virtualenv() -> Path:
+    runtime = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())["runtime"]
+    assert runtime["name"] == "python"
+    return (POLICY_DIR / runtime["options"]["virtualenv"]).resolve()
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    process = subprocess.Popen([str(pack_virtualenv() / "bin" / "python"), "-u", "-m", "pulumi.policy",
+                                "127.0.0.1:0", "."], cwd=POLICY_DIR, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "policy pack did not print its port within 60 s"
+        port = process.stdout.readline().strip()
+        assert port.isdigit(), (port, process.stderr.read() if process.poll() is not None else "")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def struct(props: dict) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(props)
+    return message
+
+
+def analyze(stub, resource_type: str, name: str, props: dict) -> list:
+    request = proto.AnalyzeRequest(type=resource_type, name=name, urn=f"{STACK}{resource_type}::{name}",
+                                   properties=struct(props))
+    return list(stub.Analyze(request).diagnostics)
+
+
+def stack_resource(resource_type: str, name: str, props: dict, depends_on: dict[str, str] | None = None):
+    return proto.AnalyzerResource(
+        type=resource_type, name=name, urn=f"{STACK}{resource_type}::{name}", properties=struct(props),
+        propertyDependencies={key: proto.AnalyzerPropertyDependencies(urns=[urn])
+                              for key, urn in (depends_on or {}).items()})
+
+
+def test_pack_runs_in_the_projects_virtualenv():
+    project_runtime = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["runtime"]
+    assert pack_virtualenv() == (REPO / project_runtime["options"]["virtualenv"]).resolve()
+
+
+def test_engine_sees_every_rule_as_mandatory(analyzer):
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "prefect-host-security"
+    assert [p.name for p in info.policies] == [p.name for p in rules.ALL]
+    assert {p.enforcementLevel for p in info.policies} == {proto.MANDATORY}
+    stack_rules = {p.name for p in info.policies if p.policy_type == proto.PolicyType.POLICY_TYPE_STACK}
+    assert stack_rules == {"CKV2_AWS_6", "CKV_AWS_19", "prefect-host-s3-tls-only"}
+
+
+def test_resource_rules_run_on_inputs(analyzer):
+    instance = {"metadataOptions": {"httpTokens": "required"}, "rootBlockDevice": {"encrypted": True}}
+    assert analyze(analyzer, rules.AWS_INSTANCE, "vm", instance) == []
+
+    imds_v1 = {**instance, "metadataOptions": {"httpTokens": "optional"}}
+    [diagnostic] = analyze(analyzer, rules.AWS_INSTANCE, "vm", imds_v1)
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_79", proto.MANDATORY)
+
+    ssh = {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv6": "::/0"}
+    assert [d.policyName for d in analyze(analyzer, rules.AWS_VPC_INGRESS_RULE, "ssh", ssh)] == ["CKV_AWS_24"]
+
+
+def preview_storage(with_dependencies: bool) -> list:
+    """A new bucket in a preview: its id and ARN are unknown, so the related resources' `bucket` inputs are."""
+    bucket = stack_resource("aws:s3/bucket:Bucket", "storage-bucket",
+                            {"bucket": "prefect-host-dev-1a2b3c4d", "id": UNKNOWN_STRING_VALUE,
+                             "arn": UNKNOWN_STRING_VALUE, "policy": UNKNOWN_STRING_VALUE})
+    depends = {"bucket": bucket.urn} if with_dependencies else None
+    policy = json.dumps({"Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        "Resource": ["arn:aws:s3:::prefect-host-dev-1a2b3c4d", "arn:aws:s3:::prefect-host-dev-1a2b3c4d/*"]}]})
+    return [
+        bucket,
+        stack_resource(rules.AWS_PUBLIC_ACCESS_BLOCK, "storage-pab",
+                       {"bucket": UNKNOWN_STRING_VALUE, "blockPublicAcls": True, "blockPublicPolicy": True,
+                        "ignorePublicAcls": True, "restrictPublicBuckets": True}, depends),
+        stack_resource(rules.AWS_BUCKET_ENCRYPTION[0], "storage-encryption",
+                       {"bucket": UNKNOWN_STRING_VALUE,
+                        "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}, depends),
+        stack_resource(rules.AWS_BUCKET_POLICY, "storage-tls-only",
+                       {"bucket": UNKNOWN_STRING_VALUE, "policy": policy}, depends),
+    ]
+
+
+def test_stack_rules_follow_property_dependencies_through_unknowns(analyzer):
+    response = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=preview_storage(with_dependencies=True)))
+    assert list(response.diagnostics) == []
+
+
+def test_stack_rule_that_cannot_decide_in_a_preview_is_advisory(analyzer):
+    response = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=preview_storage(with_dependencies=False)))
+    diagnostics = {d.policyName: d for d in response.diagnostics}
+    assert set(diagnostics) == {"CKV2_AWS_6", "CKV_AWS_19", "prefect-host-s3-tls-only"}
+    assert {d.enforcementLevel for d in diagnostics.values()} == {proto.ADVISORY}
+    assert all("can't run policy" in d.message for d in diagnostics.values())
+
+
+def test_stack_rule_reports_the_bucket(analyzer):
+    resources = [r for r in preview_storage(with_dependencies=True) if r.name != "storage-pab"]
+    [diagnostic] = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=resources)).diagnostics
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV2_AWS_6", proto.MANDATORY)
+    assert diagnostic.urn == resources[0].urn
