@@ -1,0 +1,135 @@
+"""What the bootstrap prints: one line per step with its duration, progress while waiting, no secrets.
+
+Every line goes through `redact`, so a secret that reaches a message (an auth string echoed in a
+journal line, a key in an error) is masked before it is written anywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, TextIO
+
+MASK = "********"
+# Shorter fragments would mask ordinary words; real secrets here are far longer.
+_MIN_SECRET_LEN = 6
+_SPINNER = "|/-\\"
+
+
+class Console:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, *,
+                 progress_interval: float = 10.0):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.progress_interval = progress_interval
+        self._secrets: list[str] = []
+        self._lock = threading.Lock()
+
+    # --- secrets -------------------------------------------------------------------------------
+    def add_secret(self, value: str | None) -> None:
+        """Mask `value` (and each of its lines, for multi-line keys) in everything printed later."""
+        if not value:
+            return
+        candidates = [value.strip()] + [line.strip() for line in value.splitlines()]
+        if ":" in value and "\n" not in value:  # user:password: the password alone is secret too
+            candidates.append(value.split(":", 1)[1])
+        for secret in candidates:
+            if len(secret) >= _MIN_SECRET_LEN and secret not in self._secrets:
+                self._secrets.append(secret)
+        # Longest first, so a secret containing another is masked whole.
+        self._secrets.sort(key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    # --- plain lines ---------------------------------------------------------------------------
+    def line(self, text: str = "") -> None:
+        self._write(self.out, text + "\n")
+
+    def warn(self, text: str) -> None:
+        self._write(self.err, f"warning: {text}\n")
+
+    def error(self, text: str) -> None:
+        self._write(self.err, f"error: {text}\n")
+
+    def block(self, title: str, text: str) -> None:
+        """A titled block on stderr (for example the service journal after a failure)."""
+        body = "\n".join(f"    {line}" for line in text.rstrip("\n").splitlines())
+        self._write(self.err, f"{title}\n{body}\n")
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        with self._lock:
+            stream.write(self.redact(text))
+            stream.flush()
+
+    # --- steps ---------------------------------------------------------------------------------
+    @contextmanager
+    def step(self, name: str, *, changed: bool = False) -> Iterator["StepStatus"]:
+        """Run a block as one step: a progress display while it runs, then `[tag] name  1.2 s`.
+
+        `changed` (also settable on the yielded status) marks steps that modified the host or the
+        server; a converged host prints none of those.
+        """
+        status = StepStatus(changed)
+        started = time.monotonic()
+        progress = _Progress(self, name, started)
+        progress.start()
+        try:
+            yield status
+        except BaseException:
+            progress.stop()
+            self._finish_line(progress, f"  [failed]   {name:<46} {time.monotonic() - started:6.1f} s\n")
+            raise
+        progress.stop()
+        tag = "changed" if status.changed else "ok"
+        self._finish_line(progress, f"  [{tag}]{' ' * (9 - len(tag))}{name:<46} "
+                                    f"{time.monotonic() - started:6.1f} s\n")
+
+    def _finish_line(self, progress: "_Progress", text: str) -> None:
+        if progress.tty:
+            text = "\r\033[K" + text
+        self._write(self.out, text)
+
+    def is_tty(self) -> bool:
+        isatty = getattr(self.out, "isatty", None)
+        return bool(isatty and isatty())
+
+
+class StepStatus:
+    def __init__(self, changed: bool):
+        self.changed = changed
+
+
+class _Progress:
+    """A spinner on a terminal; elsewhere (CI logs, pipes) a line every `progress_interval` s."""
+
+    def __init__(self, console: Console, name: str, started: float):
+        self.console = console
+        self.name = name
+        self.started = started
+        self.tty = console.is_tty()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        tick = 0.1 if self.tty else self.console.progress_interval
+        frame = 0
+        while not self._stop.wait(tick):
+            elapsed = time.monotonic() - self.started
+            if self.tty:
+                text = f"\r\033[K  [{_SPINNER[frame % 4]}]        {self.name:<46} {elapsed:6.1f} s"
+                frame += 1
+            else:
+                text = f"  [...]      {self.name:<46} {elapsed:6.0f} s so far\n"
+            self.console._write(self.console.out, text)

@@ -1,0 +1,145 @@
+"""What the host looks like now, gathered in ONE round trip and parsed by a pure function.
+
+The script runs as the SSH user, checks `sudo -n`, and reads the rest as root (the env file is
+0600 root). It prints `key=value` lines; `parse_facts` turns them into a typed HostFacts.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from prefect_host import server_files as sf
+from prefect_host.errors import HostUnsupported
+from prefect_host.ssh import HostSession
+
+_END = "facts_end=1"
+
+FACTS_SCRIPT = f"""\
+echo "login_user=$(id -un)"
+if ! sudo -n true 2>/dev/null; then
+  echo "sudo=no"; echo "sudo_error=$(sudo -n true 2>&1 | head -n 1)"; echo "{_END}"; exit 0
+fi
+echo "sudo=yes"
+sudo -n sh <<'ROOT_FACTS'
+cd /
+sha() {{ [ -f "$1" ] && sha256sum "$1" | cut -d' ' -f1; }}
+. /etc/os-release 2>/dev/null
+echo "os_id=$ID"
+echo "os_version_id=$VERSION_ID"
+echo "os_pretty_name=$PRETTY_NAME"
+echo "arch=$(uname -m)"
+py=$(command -v python3)
+echo "python3=$py"
+[ -n "$py" ] && echo "python3_version=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+command -v cloud-init >/dev/null 2>&1 &&
+  echo "cloud_init_status=$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
+[ -x {sf.UV_PATH} ] && echo "uv_version=$({sf.UV_PATH} --version 2>/dev/null | cut -d' ' -f2)"
+echo "venv_python=$(readlink -e {sf.VENV_DIR}/bin/python)"
+for d in {sf.VENV_DIR}/lib/python3*/site-packages/prefect-*.dist-info; do
+  [ -d "$d" ] && v="${{d##*/prefect-}}" && echo "venv_prefect_version=${{v%.dist-info}}"
+done
+[ -f {sf.BYTECODE_MARKER} ] && echo "bytecode_version=$(cat {sf.BYTECODE_MARKER})"
+echo "bytecode_job=$(systemctl show -p ActiveState --value {sf.BYTECODE_UNIT} 2>/dev/null)"
+echo "service_user_home=$(getent passwd {sf.SERVICE_USER} | cut -d: -f6)"
+[ -d {sf.STATE_DIR} ] && echo "state_dir_exists=1"
+echo "env_sha256=$(sha {sf.ENV_FILE})"
+echo "unit_sha256=$(sha {sf.UNIT_PATH})"
+[ -f {sf.APPLIED_DIGEST_FILE} ] && echo "applied_digest=$(cat {sf.APPLIED_DIGEST_FILE})"
+echo "unit_enabled=$(systemctl is-enabled {sf.UNIT_NAME} 2>/dev/null)"
+systemctl show {sf.UNIT_NAME} -p ActiveState -p MainPID -p NeedDaemonReload -p NRestarts 2>/dev/null | sed 's/^/unit_/'
+echo "{_END}"
+ROOT_FACTS
+"""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    login_user: str
+    sudo_ok: bool
+    sudo_error: str | None = None
+    os_id: str | None = None
+    os_version_id: str | None = None
+    os_pretty_name: str | None = None
+    arch: str | None = None
+    python3: str | None = None
+    python3_version: str | None = None
+    cloud_init_status: str | None = None  # None: no cloud-init on this host
+    uv_version: str | None = None
+    venv_python: str | None = None  # None: no venv, or its interpreter is gone (OS upgrade)
+    venv_prefect_version: str | None = None
+    bytecode_version: str | None = None  # the Prefect version the venv's bytecode was compiled for
+    bytecode_job: str | None = None  # ActiveState of the background compile job
+    service_user_home: str | None = None  # None: the service user does not exist
+    state_dir_exists: bool = False
+    env_sha256: str | None = None
+    unit_sha256: str | None = None
+    applied_digest: str | None = None
+    unit_enabled: str | None = None
+    unit_active_state: str | None = None
+    main_pid: int = 0
+    need_daemon_reload: bool = False
+    n_restarts: int = 0
+
+
+def parse_facts(text: str) -> HostFacts:
+    """Parse the facts script's output. Raises if it was cut short (no end marker)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    if values.get("facts_end") != "1":
+        raise HostUnsupported("Reading the host's state failed: the facts script stopped early "
+                              f"(its output: {text.strip()[-300:]!r}).")
+
+    def text_or_none(key: str) -> str | None:
+        return values.get(key) or None
+
+    def as_int(key: str) -> int:
+        try:
+            return int(values.get(key, "0") or 0)
+        except ValueError:
+            return 0
+
+    return HostFacts(
+        login_user=values.get("login_user", ""),
+        sudo_ok=values.get("sudo") == "yes",
+        sudo_error=text_or_none("sudo_error"),
+        os_id=text_or_none("os_id"),
+        os_version_id=text_or_none("os_version_id"),
+        os_pretty_name=text_or_none("os_pretty_name"),
+        arch=text_or_none("arch"),
+        python3=text_or_none("python3"),
+        python3_version=text_or_none("python3_version"),
+        cloud_init_status=(values["cloud_init_status"] or "unknown") if "cloud_init_status" in values else None,
+        uv_version=text_or_none("uv_version"),
+        venv_python=text_or_none("venv_python"),
+        venv_prefect_version=text_or_none("venv_prefect_version"),
+        bytecode_version=text_or_none("bytecode_version"),
+        bytecode_job=text_or_none("bytecode_job"),
+        service_user_home=text_or_none("service_user_home"),
+        state_dir_exists=values.get("state_dir_exists") == "1",
+        env_sha256=text_or_none("env_sha256"),
+        unit_sha256=text_or_none("unit_sha256"),
+        applied_digest=text_or_none("applied_digest"),
+        unit_enabled=text_or_none("unit_enabled"),
+        unit_active_state=text_or_none("unit_ActiveState"),
+        main_pid=as_int("unit_MainPID"),
+        need_daemon_reload=values.get("unit_NeedDaemonReload") == "yes",
+        n_restarts=as_int("unit_NRestarts"),
+    )
+
+
+def gather_facts(session: HostSession) -> HostFacts:
+    result = session.run("sh -s", stdin=FACTS_SCRIPT, timeout=60, label="read the host's state")
+    return parse_facts(result.stdout)
+
+
+def service_state(session: HostSession) -> tuple[str, int, int]:
+    """(ActiveState, MainPID, NRestarts) of the server unit, for watching a start."""
+    out = session.run(f"systemctl show {shlex.quote(sf.UNIT_NAME)} -p ActiveState -p MainPID -p NRestarts",
+                      timeout=30, label="systemctl show").stdout
+    values = dict(line.partition("=")[::2] for line in out.splitlines())
+    return (values.get("ActiveState", ""), int(values.get("MainPID") or 0),
+            int(values.get("NRestarts") or 0))

@@ -1,0 +1,342 @@
+"""An SSH session to the host: pinned host key, bounded retries, commands through `sudo -n`.
+
+The host key is pinned (the stack generated it and installed it on first boot), so there is no
+trust-on-first-use: paramiko's RejectPolicy refuses unknown keys and a different key ends the
+connection attempt before authentication, i.e. before anything is sent to the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import io
+import random
+import select
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from prefect_host.errors import (
+    CommandFailed,
+    ConnectError,
+    HostKeyMismatch,
+    SudoError,
+    UsageError,
+)
+
+SSH_PORT = 22
+DEFAULT_CONNECT_TIMEOUT = 300.0
+# Per attempt: a booting VM may accept TCP but stall before its banner; do not wait on one attempt.
+_ATTEMPT_TIMEOUT = 15.0
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 5.0
+_KEEPALIVE_SECONDS = 15
+_STDERR_TAIL_LINES = 20
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint, as `ssh-keygen -lf` prints it."""
+    return "SHA256:" + base64.b64encode(sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class PinnedHostKey:
+    key: paramiko.PKey
+
+    @classmethod
+    def parse(cls, line: str, *, setting: str) -> "PinnedHostKey":
+        """Parse an OpenSSH public key line (`ssh-ed25519 AAAA... [comment]`)."""
+        parts = (line or "").split()
+        if len(parts) < 2:
+            raise UsageError(f"{setting}: expected an OpenSSH public key line such as "
+                             f"\"ssh-ed25519 AAAA...\", got {line!r}.")
+        key_type, blob = parts[0], parts[1]
+        try:
+            raw = base64.b64decode(blob, validate=True)
+            key = paramiko.PKey.from_type_string(key_type, raw)
+        except (binascii.Error, paramiko.SSHException, paramiko.pkey.UnknownKeyType, ValueError) as exc:
+            raise UsageError(f"{setting}: {key_type} {blob[:16]}... is not a valid OpenSSH public key "
+                             f"({exc}); allowed types: ssh-ed25519, ecdsa-sha2-nistp256/384/521, "
+                             "ssh-rsa.") from None
+        if key.get_name() != key_type and not (key_type == "ssh-rsa" and key.get_name().startswith("rsa")):
+            raise UsageError(f"{setting}: the key type says {key_type} but the key is {key.get_name()}.")
+        return cls(key)
+
+    @property
+    def key_type(self) -> str:
+        return self.key.get_name()
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+
+def load_private_key(data: str | bytes, *, source: str) -> paramiko.PKey:
+    """Load an unencrypted private key (OpenSSH or PEM) from memory; nothing is written to disk."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        try:
+            loaded = serialization.load_ssh_private_key(raw, password=None)
+        except ValueError:
+            loaded = serialization.load_pem_private_key(raw, password=None)
+    except TypeError:
+        raise UsageError(f"{source}: the private key is encrypted; give an unencrypted key "
+                         "(for example a copy decrypted with `ssh-keygen -p`).") from None
+    except (ValueError, paramiko.SSHException):
+        raise UsageError(f"{source}: not a private key in OpenSSH or PEM format.") from None
+    if isinstance(loaded, ed25519.Ed25519PrivateKey):
+        key_class = paramiko.Ed25519Key
+    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
+        key_class = paramiko.ECDSAKey
+    elif isinstance(loaded, rsa.RSAPrivateKey):
+        key_class = paramiko.RSAKey
+    else:
+        raise UsageError(f"{source}: unsupported private key type {type(loaded).__name__}; "
+                         "allowed: ED25519, ECDSA, RSA.")
+    return key_class.from_private_key(io.StringIO(raw.decode()))
+
+
+def load_private_key_file(path: str | Path, *, setting: str = "--identity") -> paramiko.PKey:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{setting} {path}: cannot read the file ({exc.strerror}).") from None
+    return load_private_key(data, source=f"{setting} {path}")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+
+def sudo_command(script: str, *, as_user: str | None = None, cwd: str = "/") -> str:
+    """`script` run by sh under `sudo -n` (never prompts), as root or `as_user`.
+
+    The cwd is set because Prefect's CLI reads `.env` from it and fails on an unreadable one.
+    """
+    user = f"-u {shlex.quote(as_user)} " if as_user else ""
+    return f"sudo -n {user}-- sh -c {shlex.quote(f'cd {shlex.quote(cwd)} && {script}')}"
+
+
+class HostSession:
+    """One authenticated SSH connection; `run` executes commands, `put_file` writes files."""
+
+    def __init__(self, client: paramiko.SSHClient, *, host: str, user: str, port: int = SSH_PORT):
+        self._client = client
+        self.host = host
+        self.user = user
+        self.port = port
+
+    @classmethod
+    def connect(cls, host: str, *, user: str, identity: paramiko.PKey, host_key: PinnedHostKey,
+                port: int = SSH_PORT, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "HostSession":
+        """Connect, retrying with full-jitter backoff until `connect_timeout` while the host boots.
+
+        Retried: refused/unreachable/timeouts, resets, banner errors, and authentication failures
+        (a new VM's cloud-init may not have installed the key yet). Never retried: a host key
+        mismatch, which raises HostKeyMismatch at once.
+        """
+        deadline = time.monotonic() + connect_timeout
+        attempt = 0
+        while True:
+            client = paramiko.SSHClient()
+            # Known-hosts syntax: the bare host on port 22, `[host]:port` otherwise.
+            known_name = host if port == SSH_PORT else f"[{host}]:{port}"
+            client.get_host_keys().add(known_name, host_key.key_type, host_key.key)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            remaining = deadline - time.monotonic()
+            per_attempt = max(1.0, min(_ATTEMPT_TIMEOUT, remaining))
+            try:
+                client.connect(host, port=port, username=user, pkey=identity,
+                               timeout=per_attempt, banner_timeout=per_attempt,
+                               auth_timeout=per_attempt, allow_agent=False, look_for_keys=False)
+                _check_negotiated_key(client, host_key, host, port)
+                break
+            except paramiko.BadHostKeyException as exc:
+                client.close()
+                raise _mismatch(host, port, host_key, exc.key) from None
+            except HostKeyMismatch:
+                client.close()
+                raise
+            except socket.gaierror as exc:
+                client.close()
+                raise ConnectError(f"--host {host}: the name does not resolve ({exc.strerror}).") from None
+            except paramiko.ssh_exception.IncompatiblePeer as exc:
+                client.close()
+                raise ConnectError(f"{user}@{host}:{port}: no SSH algorithms in common ({exc}).") from None
+            except paramiko.AuthenticationException:
+                client.close()
+                last_error = (f"the host refused the key {fingerprint(identity)} for user {user} "
+                              "(is it the private half of the key in the user's authorized_keys?)")
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                client.close()
+                last_error = _describe(exc)
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectError(
+                    f"Could not open an SSH session to {user}@{host}:{port} within "
+                    f"{connect_timeout:g} s ({attempt} attempt(s)); last error: {last_error}. Check the "
+                    f"address, that port {port} is open to this machine (sshAllowedCidrs), and that the "
+                    "VM is running; a longer --connect-timeout helps when it is still booting."
+                )
+            # Full jitter: spreads retries out and never waits longer than the time left.
+            time.sleep(min(remaining, random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** attempt))))
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(_KEEPALIVE_SECONDS)
+        return cls(client, host=host, user=user, port=port)
+
+    # --- commands ------------------------------------------------------------------------------
+    def run(self, command: str, *, sudo: bool = False, as_user: str | None = None,
+            stdin: bytes | str | None = None, timeout: float = 600.0, label: str | None = None,
+            check: bool = True) -> CommandResult:
+        """Run `command` (a shell line); stdout and stderr are read fully before the exit status.
+
+        Secrets go in `stdin`, never in `command` (a command line shows in `ps` and in errors).
+        """
+        label = label or command
+        if sudo or as_user:
+            command = sudo_command(command, as_user=as_user)
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectError(f"The SSH session to {self.user}@{self.host} was closed.")
+        channel = transport.open_session(timeout=30)
+        try:
+            channel.exec_command(command)
+            out, err, status = _exchange(channel, _as_bytes(stdin), time.monotonic() + timeout)
+        finally:
+            channel.close()
+        stdout = out.decode(errors="replace")
+        stderr = err.decode(errors="replace")
+        if status is None:
+            raise CommandFailed(label, None, _tail(stderr))
+        if (sudo or as_user) and status == 1 and _sudo_refused(stderr):
+            raise SudoError(sudo_refused_message(self.user, self.host, _tail(stderr)))
+        if check and status != 0:
+            raise CommandFailed(label, status, _tail(stderr))
+        return CommandResult(stdout, stderr, status)
+
+    def put_file(self, path: str, content: bytes | str, *, mode: int, owner: str = "root",
+                 group: str | None = None, label: str | None = None) -> None:
+        """Atomically write a file as root; the content travels on stdin, never on a command line."""
+        self.run(write_file_script(path, mode=mode, owner=owner, group=group), sudo=True,
+                 stdin=content, label=label or f"write {path}")
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "HostSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_file_script(path: str, *, mode: int, owner: str = "root", group: str | None = None) -> str:
+    """A shell script that writes stdin to `path` atomically with the given owner and mode.
+
+    umask 077 keeps the temporary file private until its final mode is set.
+    """
+    q = shlex.quote
+    directory = path.rsplit("/", 1)[0] or "/"
+    return (f"umask 077 && mkdir -p {q(directory)} && tmp=$(mktemp {q(path + '.XXXXXX')}) && "
+            f"cat > \"$tmp\" && chown {q(owner)}:{q(group or owner)} \"$tmp\" && "
+            f"chmod {mode:04o} \"$tmp\" && mv -f \"$tmp\" {q(path)}")
+
+
+def _exchange(channel: paramiko.Channel, stdin: bytes | None,
+              deadline: float) -> tuple[bytes, bytes, int | None]:
+    """Feed stdin and drain stdout and stderr together until EOF, so neither side can block the
+    other on a full window; then wait for the exit status. Returns status None on timeout."""
+    out, err = bytearray(), bytearray()
+    pending = memoryview(stdin or b"")
+    if not pending:
+        channel.shutdown_write()
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            progressed = True
+        if pending and channel.send_ready():
+            sent = channel.send(pending[:32768])
+            pending = pending[sent:]
+            progressed = True
+            if not pending:
+                channel.shutdown_write()
+        if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        if time.monotonic() > deadline:
+            return bytes(out), bytes(err), None
+        if not progressed:
+            # The channel's fileno becomes readable on stdout data, stderr data and EOF alike.
+            select.select([channel], [], [], 0.01 if pending else 0.2)
+    while not channel.exit_status_ready():
+        if time.monotonic() > deadline:
+            return bytes(out), bytes(err), None
+        channel.status_event.wait(0.2)
+    return bytes(out), bytes(err), channel.recv_exit_status()
+
+
+def _as_bytes(data: bytes | str | None) -> bytes | None:
+    return data.encode() if isinstance(data, str) else data
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.rstrip().splitlines()[-_STDERR_TAIL_LINES:])
+
+
+def _check_negotiated_key(client: paramiko.SSHClient, pinned: PinnedHostKey, host: str, port: int) -> None:
+    """paramiko puts the pinned key's type first in its offer, and a server without that type
+    negotiates another one; so compare type and key bytes explicitly before going on."""
+    transport = client.get_transport()
+    offered = transport.get_remote_server_key() if transport else None
+    if offered is None or offered.get_name() != pinned.key_type or offered.asbytes() != pinned.key.asbytes():
+        raise _mismatch(host, port, pinned, offered)
+
+
+def _mismatch(host: str, port: int, pinned: PinnedHostKey, offered: paramiko.PKey | None) -> HostKeyMismatch:
+    offered_text = (f"{offered.get_name()} {fingerprint(offered)}" if offered is not None else "no key")
+    return HostKeyMismatch(
+        f"Host key mismatch for {host}:{port}: expected the pinned {pinned.key_type} "
+        f"{pinned.fingerprint} (hostPublicKey / --host-key), but the host offered {offered_text}. "
+        "Nothing was sent to the host. Either the address now belongs to another machine, or the "
+        "host was rebuilt with a new key: check that --host and --host-key come from the same stack."
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        codes = {e.errno for e in exc.errors.values()}
+        if codes == {errno.ECONNREFUSED}:
+            return "connection refused (sshd not up yet?)"
+        return "no route to the host / connection refused"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+def sudo_refused_message(user: str, host: str, detail: str) -> str:
+    return (f"{user}@{host} cannot run commands through `sudo -n` ({detail.strip() or 'sudo refused'}). "
+            "The bootstrap needs passwordless sudo for the SSH user (--user / sshUser), as cloud "
+            "images give their default user.")
+
+
+def _sudo_refused(stderr: str) -> bool:
+    return stderr.lstrip().startswith("sudo:") and (
+        "password is required" in stderr or "not in the sudoers" in stderr
+        or "not allowed to" in stderr)

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Install, configure and start the Prefect server on the stack's VM, and write this laptop's profile.
+
+    scripts/bootstrap.py --stack dev                    # runs `pulumi stack output` itself
+    scripts/bootstrap.py --outputs outputs.json         # the JSON of `pulumi stack output --json --show-secrets`
+    scripts/bootstrap.py --outputs outputs.json --client-only --activate   # a teammate's laptop
+
+Exit status: 0 = server verified and profile written; 1 = an error (one paragraph on stderr);
+2 = invalid command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect_host.bootstrap import resolve_inputs, run
+from prefect_host.console import Console
+from prefect_host.errors import PrefectHostError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bootstrap.py",
+        description="Install Prefect on the stack's VM as a hardened systemd service, verify it, and "
+                    "write a Prefect profile on this machine. Flags win over --outputs, which wins over "
+                    "--stack.")
+    source = parser.add_argument_group("where the stack outputs come from")
+    source.add_argument("--outputs", metavar="FILE",
+                        help="JSON of `pulumi stack output --json --show-secrets`")
+    source.add_argument("--stack", metavar="NAME",
+                        help="run `pulumi stack output --json --show-secrets --stack NAME` "
+                             "(with --outputs: only names the default profile)")
+    host = parser.add_argument_group("the host (default: from the outputs)")
+    host.add_argument("--host", help="address to SSH to (default: publicIp)")
+    host.add_argument("--user", help="SSH user with passwordless sudo (default: sshUser)")
+    host.add_argument("--identity", metavar="FILE", help="SSH private key (default: sshPrivateKey)")
+    host.add_argument("--host-key", metavar='"ssh-ed25519 AAAA..."',
+                      help="the host's pinned public key (default: hostPublicKey)")
+    host.add_argument("--connect-timeout", type=float, default=300.0, metavar="SECONDS",
+                      help="how long to keep trying SSH (and to wait for cloud-init); default 300")
+    packages = host.add_mutually_exclusive_group()
+    packages.add_argument("--index-url", metavar="URL",
+                          help="simple index the VM installs uv and Prefect from (default PyPI)")
+    packages.add_argument("--find-links", metavar="URL",
+                          help="a page of links to wheels; the VM then installs from it only")
+    laptop = parser.add_argument_group("this machine")
+    laptop.add_argument("--client-only", action="store_true",
+                        help="only write the Prefect profile (no SSH); for teammates' laptops")
+    laptop.add_argument("--profile", metavar="NAME",
+                        help="profile name (default: prefect-host-<stack or host>)")
+    laptop.add_argument("--activate", action="store_true", help="make the profile the active one")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        inputs = resolve_inputs(
+            outputs_file=args.outputs, stack=args.stack, host=args.host, user=args.user,
+            identity=args.identity, host_key=args.host_key, profile=args.profile,
+            activate=args.activate, client_only=args.client_only, index_url=args.index_url,
+            find_links=args.find_links, connect_timeout=args.connect_timeout)
+        target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"
+        console.line(f"prefect-host bootstrap: Prefect {inputs.prefect_version} for {target}")
+        summary = run(inputs, console)
+    except PrefectHostError as exc:
+        console.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        console.error("interrupted; run the bootstrap again to finish (it continues where it stopped).")
+        return 130
+    state = "active" if summary.profile_active else f"activate with: prefect profile use {summary.profile_name}"
+    console.line(f"Done in {summary.seconds:.1f} s. Prefect server {summary.server_version}.")
+    console.line(f"  UI:      {summary.ui_url}")
+    console.line(f"  API:     {summary.api_url}")
+    console.line(f"  profile: {summary.profile_name} ({state}) in {summary.profile_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

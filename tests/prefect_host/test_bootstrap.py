@@ -1,0 +1,92 @@
+"""Input precedence (flags > --outputs > --stack) and the profile child process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from prefect_host.bootstrap import ProfileProcess, resolve_inputs
+from prefect_host.errors import OutputsError, ProfileError
+
+AUTH = "admin:Precedence-Secret-42"
+
+
+def _outputs(**changes) -> dict:
+    data = {
+        "cloud": "gcp", "publicIp": "203.0.113.7", "sshUser": "admin", "hostPublicKey": "ssh-ed25519 AAAAfromoutputs",
+        "apiUrl": "http://203.0.113.7:4200/api", "uiUrl": "http://203.0.113.7:4200", "prefectVersion": "3.9.1",
+        "prefectAuthString": AUTH, "bucketName": "b", "bucketRegion": "europe-west1", "iamGroupName": "g",
+        "iamUserName": "u", "awsAccessKeyId": "AKIA", "awsSecretAccessKey": "secret-from-outputs",
+        "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nPRIVATEMATERIAL\n-----END OPENSSH PRIVATE KEY-----\n",
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@pytest.fixture
+def outputs_file(tmp_path):
+    def write(**changes) -> str:
+        path = tmp_path / "outputs.json"
+        path.write_text(json.dumps(_outputs(**changes)))
+        return str(path)
+    return write
+
+
+def test_outputs_fill_everything(outputs_file):
+    inputs = resolve_inputs(outputs_file=outputs_file(), stack=None)
+    assert (inputs.host, inputs.user, inputs.host_key) == ("203.0.113.7", "admin", "ssh-ed25519 AAAAfromoutputs")
+    assert inputs.identity_file is None and "PRIVATEMATERIAL" in inputs.identity_text
+    assert inputs.profile_name == "prefect-host-203.0.113.7"
+    assert inputs.api_url == "http://203.0.113.7:4200/api" and inputs.auth_string == AUTH
+    assert AUTH not in repr(inputs) and "PRIVATEMATERIAL" not in repr(inputs)
+
+
+def test_flags_win_over_outputs(outputs_file):
+    inputs = resolve_inputs(outputs_file=outputs_file(), stack=None, host="10.0.0.5", user="debian",
+                            identity="/keys/id", host_key="ssh-ed25519 AAAAfromflag", profile="mine")
+    assert (inputs.host, inputs.user, inputs.host_key) == ("10.0.0.5", "debian", "ssh-ed25519 AAAAfromflag")
+    assert inputs.identity_file == Path("/keys/id") and inputs.identity_text is None
+    assert inputs.profile_name == "mine"
+    assert inputs.api_url == "http://203.0.113.7:4200/api"  # the server's public URL stays the stack's
+
+
+def test_outputs_file_wins_over_stack_which_only_names_the_profile(outputs_file, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # `pulumi` would fail: it must not be run
+    inputs = resolve_inputs(outputs_file=outputs_file(), stack="dev")
+    assert inputs.profile_name == "prefect-host-dev" and inputs.host == "203.0.113.7"
+    with pytest.raises(OutputsError, match="pulumi CLI is not on PATH"):
+        resolve_inputs(outputs_file=None, stack="dev")
+
+
+def test_client_only_needs_no_identity(outputs_file):
+    inputs = resolve_inputs(outputs_file=outputs_file(sshPrivateKey=None), stack=None, client_only=True)
+    assert inputs.client_only and inputs.identity_text is None
+
+
+def _dead_api() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+
+
+def test_profile_process_writes_then_reports_the_unreachable_server(tmp_path, monkeypatch):
+    for var in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY", "PREFECT_PROFILE",
+                "PREFECT_PROFILES_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    child = ProfileProcess()
+    with pytest.raises(ProfileError, match="'team' was written, but the server cannot be reached"):
+        child.run({"name": "team", "api_url": _dead_api(), "auth_string": AUTH, "activate": True})
+    profiles = tmp_path / "home" / "profiles.toml"
+    assert stat.S_IMODE(profiles.stat().st_mode) == 0o600 and 'active = "team"' in profiles.read_text()
+
+
+def test_cancelled_profile_process_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    child = ProfileProcess()
+    child.cancel()
+    assert not (tmp_path / "home" / "profiles.toml").exists()

@@ -1,0 +1,215 @@
+"""Facts parsing and step planning: pure functions, from sample outputs of the facts script."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from prefect_host import server_files as sf
+from prefect_host.errors import HostUnsupported
+from prefect_host.facts import parse_facts
+from prefect_host.steps import Desired, PackageSource, plan
+
+AUTH = "admin:Sup3r'$ecret\\pw"
+API_URL = "http://203.0.113.7:4200/api"
+
+FRESH = """\
+login_user=admin
+sudo=yes
+os_id=debian
+os_version_id=13
+os_pretty_name=Debian GNU/Linux 13 (trixie)
+arch=x86_64
+python3=/usr/bin/python3
+python3_version=3.13.5
+venv_python=
+service_user_home=
+env_sha256=
+unit_sha256=
+unit_enabled=
+unit_MainPID=0
+unit_NRestarts=0
+unit_ActiveState=inactive
+unit_NeedDaemonReload=no
+facts_end=1
+"""
+
+
+def desired(**changes) -> Desired:
+    base = Desired(prefect_version="3.9.1", env_text=sf.env_file_text(api_url=API_URL, auth_string=AUTH),
+                   unit_text=sf.unit_text(), packages=PackageSource(find_links="http://10.77.0.1:8000/"))
+    return dataclasses.replace(base, **changes)
+
+
+def converged_output(want: Desired) -> str:
+    return f"""\
+login_user=admin
+sudo=yes
+os_id=debian
+os_version_id=13
+arch=x86_64
+python3=/usr/bin/python3
+python3_version=3.13.5
+uv_version={want.uv_version}
+venv_python=/usr/bin/python3.13
+venv_prefect_version={want.prefect_version}
+bytecode_version={want.prefect_version}
+bytecode_job=inactive
+service_user_home={sf.STATE_DIR}
+state_dir_exists=1
+env_sha256={sf.sha256_text(want.env_text)}
+unit_sha256={sf.sha256_text(want.unit_text)}
+applied_digest={want.digest}
+unit_enabled=enabled
+unit_MainPID=4242
+unit_NRestarts=0
+unit_ActiveState=active
+unit_NeedDaemonReload=no
+facts_end=1
+"""
+
+
+def names(steps) -> list[str]:
+    return [step.name for step in steps]
+
+
+def test_parse_fresh_host():
+    facts = parse_facts(FRESH)
+    assert facts.sudo_ok and facts.login_user == "admin" and facts.os_version_id == "13"
+    assert facts.python3 == "/usr/bin/python3" and facts.python3_version == "3.13.5"
+    assert facts.cloud_init_status is None  # no cloud-init line: not installed
+    assert facts.uv_version is None and facts.venv_python is None and facts.venv_prefect_version is None
+    assert facts.service_user_home is None and not facts.state_dir_exists
+    assert facts.env_sha256 is None and facts.unit_enabled is None and facts.main_pid == 0
+
+
+def test_parse_converged_host():
+    want = desired()
+    facts = parse_facts(converged_output(want))
+    assert facts.uv_version == "0.13.8" and facts.venv_prefect_version == "3.9.1"
+    assert facts.unit_active_state == "active" and facts.main_pid == 4242
+    assert facts.applied_digest == want.digest and not facts.need_daemon_reload
+
+
+def test_parse_host_without_sudo():
+    facts = parse_facts("login_user=bob\nsudo=no\nsudo_error=sudo: a password is required\nfacts_end=1\n")
+    assert not facts.sudo_ok and facts.sudo_error == "sudo: a password is required"
+
+
+def test_cut_short_output_is_an_error():
+    with pytest.raises(HostUnsupported, match="stopped early"):
+        parse_facts(FRESH.replace("facts_end=1\n", ""))
+
+
+def test_cloud_init_states():
+    assert parse_facts("cloud_init_status=running\n" + FRESH).cloud_init_status == "running"
+    assert parse_facts("cloud_init_status=\n" + FRESH).cloud_init_status == "unknown"
+
+
+def test_fresh_host_gets_every_step_in_order():
+    steps = plan(parse_facts(FRESH), desired())
+    assert names(steps) == [
+        "create service user prefect", "install uv 0.13.8", "create the virtualenv",
+        "install prefect 3.9.1", f"write {sf.ENV_FILE}", f"install {sf.UNIT_NAME}",
+        f"enable {sf.UNIT_NAME}", "start the Prefect server", "compile bytecode (in the background)"]
+    assert [step.starts_server for step in steps].count(True) == 1 and steps[-2].starts_server
+
+
+def test_converged_host_gets_no_steps():
+    want = desired()
+    assert plan(parse_facts(converged_output(want)), want) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda w: dataclasses.replace(w, env_text=sf.env_file_text(api_url=API_URL, auth_string="admin:rotated")),
+     [f"write {sf.ENV_FILE}", "restart the Prefect server"]),
+    (lambda w: dataclasses.replace(w, unit_text=w.unit_text + "# edited\n"),
+     [f"install {sf.UNIT_NAME}", "restart the Prefect server"]),
+    (lambda w: dataclasses.replace(w, prefect_version="3.9.2"),
+     ["install prefect 3.9.2", "restart the Prefect server", "compile bytecode (in the background)"]),
+    (lambda w: dataclasses.replace(w, uv_version="0.14.0"), ["install uv 0.14.0"]),
+])
+def test_one_change_gives_only_its_steps(change, expected):
+    before = desired()
+    facts = parse_facts(converged_output(before))
+    assert names(plan(facts, change(before))) == expected
+
+
+def test_stopped_server_is_started_without_other_steps():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace("unit_ActiveState=active", "unit_ActiveState=failed"))
+    assert names(plan(facts, want)) == ["start the Prefect server"]
+
+
+def test_interrupted_run_restarts_although_files_match():
+    """Files written but the restart never happened (no applied digest): restart now."""
+    want = desired()
+    facts = parse_facts(converged_output(want).replace(f"applied_digest={want.digest}\n", ""))
+    assert names(plan(facts, want)) == ["restart the Prefect server"]
+
+
+def test_pending_daemon_reload_reinstalls_the_unit():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace("NeedDaemonReload=no", "NeedDaemonReload=yes"))
+    steps = plan(facts, want)
+    assert names(steps) == [f"install {sf.UNIT_NAME}"]
+    assert [c.script for c in steps[0].commands][-1] == "systemctl daemon-reload"
+
+
+def test_broken_venv_is_recreated_and_refilled():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace("venv_python=/usr/bin/python3.13", "venv_python="))
+    assert names(plan(facts, want)) == ["create the virtualenv", "install prefect 3.9.1",
+                                        "compile bytecode (in the background)"]
+
+
+def test_bytecode_is_compiled_once_in_the_background():
+    want = desired()
+    missing = converged_output(want).replace(f"bytecode_version={want.prefect_version}\n", "")
+    steps = plan(parse_facts(missing), want)
+    assert names(steps) == ["compile bytecode (in the background)"]
+    script = steps[0].commands[0].script
+    assert script.startswith("systemd-run --quiet --no-block") and "compileall" in script
+    assert f"echo 3.9.1 > {sf.BYTECODE_MARKER}" in script
+    # Still running from the previous run (a re-run right after a fresh install): leave it be.
+    assert plan(parse_facts(missing.replace("bytecode_job=inactive", "bytecode_job=active")), want) == []
+    # Compiled for an older version: compile again.
+    older = converged_output(want).replace("bytecode_version=3.9.1", "bytecode_version=3.8.3")
+    assert names(plan(parse_facts(older), want)) == ["compile bytecode (in the background)"]
+
+
+def test_cloud_init_still_running_is_waited_for_first():
+    want = desired(cloud_init_timeout=123.0)
+    steps = plan(parse_facts("cloud_init_status=running\n" + converged_output(want)), want)
+    assert names(steps) == ["wait for cloud-init to finish"]
+    assert "cloud-init status --wait" in steps[0].commands[0].script
+    assert steps[0].commands[0].timeout == 123.0
+    for settled in ("done", "disabled", "error"):
+        assert plan(parse_facts(f"cloud_init_status={settled}\n" + converged_output(want)), want) == []
+
+
+def test_secrets_only_travel_on_stdin():
+    steps = plan(parse_facts(FRESH), desired())
+    password = AUTH.split(":", 1)[1]
+    for step in steps:
+        for command in step.commands:
+            assert password not in command.script and password not in command.label
+    env_command = next(c for s in steps for c in s.commands if c.label == f"write {sf.ENV_FILE}")
+    assert f"PREFECT_SERVER_API_AUTH_STRING={sf.env_value(AUTH)}\n".encode() in env_command.stdin
+    assert "chmod 0600" in env_command.script
+
+
+def test_package_source_flags():
+    steps = plan(parse_facts(FRESH), desired(packages=PackageSource(find_links="http://10.77.0.1:8000/")))
+    install = next(s for s in steps if s.name.startswith("install prefect")).commands[0].script
+    assert "--no-index --find-links http://10.77.0.1:8000/" in install and "prefect==3.9.1" in install
+    assert "--compile-bytecode" not in install  # compiled later, in the background
+    uv = next(s for s in steps if s.name.startswith("install uv")).commands[0]
+    assert "--find-links http://10.77.0.1:8000/" in uv.script and b"def choose_wheel" in uv.stdin
+    steps = plan(parse_facts(FRESH), desired(packages=PackageSource(index_url="https://mirror.example/simple")))
+    install = next(s for s in steps if s.name.startswith("install prefect")).commands[0].script
+    assert "--index-url https://mirror.example/simple" in install and "--no-index" not in install
+    default = plan(parse_facts(FRESH), desired(packages=PackageSource()))
+    install = next(s for s in default if s.name.startswith("install prefect")).commands[0].script
+    assert "--index-url" not in install and "--find-links" not in install

@@ -1,0 +1,72 @@
+"""The env file and the unit text (the e2e tests prove both on a real systemd)."""
+
+from __future__ import annotations
+
+import pytest
+
+from prefect_host import server_files as sf
+
+
+def _settings(text: str) -> dict[str, str]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_env_file_has_every_server_setting():
+    settings = _settings(sf.env_file_text(api_url="http://203.0.113.7:4200/api", auth_string="admin:pw"))
+    assert settings == {
+        "PREFECT_HOME": "'/var/lib/prefect'",
+        "PREFECT_SERVER_API_HOST": "'0.0.0.0'",
+        "PREFECT_SERVER_API_PORT": "'4200'",
+        "PREFECT_SERVER_UI_API_URL": "'http://203.0.113.7:4200/api'",
+        "PREFECT_SERVER_API_AUTH_STRING": "'admin:pw'",
+        "PREFECT_SERVER_UI_STATIC_DIRECTORY": "'/var/lib/prefect/ui-build'",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "'false'",
+    }
+    assert sf.UI_STATIC_DIR.startswith(sf.STATE_DIR + "/")  # writable: inside StateDirectory
+
+
+@pytest.mark.parametrize("value, quoted", [
+    ("plain", "'plain'"),
+    ('a$b"c\\d`e #f', "'a$b\"c\\d`e #f'"),           # literal inside single quotes
+    ("it's", '"it\'s"'),                                # a single quote: double quotes instead
+    ("it's $5 \"x\" \\ `y`", '"it\'s \\$5 \\"x\\" \\\\ \\`y\\`"'),
+])
+def test_env_values_are_quoted_for_systemd(value, quoted):
+    assert sf.env_value(value) == quoted
+
+
+def test_env_values_reject_line_breaks():
+    for bad in ("a\nb", "a\rb", "a\0b"):
+        with pytest.raises(ValueError):
+            sf.env_value(bad)
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_unit_runs_the_server_as_the_service_user_and_restarts_it():
+    unit = _directives(sf.unit_text())
+    assert unit["User"] == ["prefect"] and unit["Group"] == ["prefect"]
+    assert unit["EnvironmentFile"] == [sf.ENV_FILE]
+    assert unit["WorkingDirectory"] == [sf.STATE_DIR]
+    assert unit["ExecStart"] == ["/opt/prefect-host/venv/bin/prefect server start"]
+    assert unit["Restart"] == ["always"]
+    assert unit["StateDirectory"] == ["prefect"]  # /var/lib/prefect, owned by the service user
+    assert unit["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_is_sandboxed():
+    unit = _directives(sf.unit_text())
+    assert unit["ProtectSystem"] == ["strict"] and unit["NoNewPrivileges"] == ["yes"]
+    assert unit["CapabilityBoundingSet"] == [""] and unit["PrivateUsers"] == ["yes"]
+    assert unit["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
+    assert "@system-service" in unit["SystemCallFilter"]
+    assert "MemoryDenyWriteExecute" not in unit
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in sf.unit_text()  # the secret stays in the 0600 file
