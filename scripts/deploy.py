@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Deploy a flow to your Prefect host: run it in the flow's project directory.
+
+    python scripts/deploy.py FILE.py:flow_function [--profile NAME] [--name NAME] [--pool default]
+        [--interval 300 | --cron '0 6 * * *'] [--param KEY=VALUE ...] [--run-now [--timeout 300]]
+
+Uploads the directory (minus .prefectignore and the default excludes) to
+s3://<bucket>/flows/<deployment>/ and creates or updates the deployment; see prefect_host/deploy.py.
+"""
+
+import sys
+
+from prefect_host.deploy import main
+
+if __name__ == "__main__":
+    sys.exit(main())
