@@ -1,15 +1,20 @@
-"""The bootstrap: resolve inputs, converge the host over SSH, verify over HTTP, write the profile.
+"""The bootstrap: resolve inputs, converge the host over SSH, verify over HTTP, register the
+storage blocks, write the profile.
 
 Inputs come from flags, then `--outputs FILE`, then `--stack NAME` (first one that has a value
-wins). Everything is validated before the first connection, so bad input changes nothing.
+wins). Everything is validated before the first connection, and the bucket is probed before the
+first change, so bad input changes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
+import queue
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -31,6 +36,8 @@ from prefect_host.errors import (
     VerifyError,
 )
 from prefect_host.outputs import StackOutputs
+from prefect_host.profile import ANSWER_PREFIX, results_settings
+from prefect_host.storage import block_slug
 
 if TYPE_CHECKING:
     import httpx
@@ -41,6 +48,12 @@ if TYPE_CHECKING:
 WORK_POOL_NAME = "default"
 WORK_POOL_TYPE = "process"
 JOURNAL_LINES = 40
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 16  # each is a Python process with Prefect loaded, its flow runs more processes
+# Workers check in seconds after they start; the margin covers a slow host, and a server that is
+# itself still starting (after a reboot) while a worker retries.
+WORKERS_TIMEOUT = 120.0
+CHILD_TIMEOUT = 300.0
 _VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
 _PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -65,13 +78,23 @@ class BootstrapInputs:
     find_links: str | None = None
     connect_timeout: float = 300.0
     port: int = 22
+    workers: int = DEFAULT_WORKERS
+    # The stack outputs (with the S3 endpoint the flag gives) for result storage; None: --no-storage.
+    storage: StackOutputs | None = field(default=None, repr=False)
+
+    @property
+    def results_block(self) -> str | None:
+        """The results block the bootstrap registers (named after the profile), for the profile and
+        the workers' environment; None without storage."""
+        return f"s3-bucket/{block_slug(self.profile_name)}-results" if self.storage else None
 
 
 def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | None = None,
                    user: str | None = None, identity: str | None = None, host_key: str | None = None,
                    profile: str | None = None, activate: bool = False, client_only: bool = False,
                    index_url: str | None = None, find_links: str | None = None,
-                   connect_timeout: float = 300.0) -> BootstrapInputs:
+                   connect_timeout: float = 300.0, workers: int = DEFAULT_WORKERS, no_storage: bool = False,
+                   s3_endpoint_url: str | None = None) -> BootstrapInputs:
     """Merge flags > --outputs > --stack into validated inputs; raises before anything is changed."""
     if outputs_file:
         outputs = StackOutputs.from_file(outputs_file)
@@ -89,6 +112,16 @@ def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | N
     if index_url and find_links:
         raise UsageError("--index-url and --find-links: give one of them (--find-links installs from "
                          "that page only, without an index).")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers {workers!r}: must be a whole number from 0 to {MAX_WORKERS} (0: no "
+                         "worker on the host; each one runs its own flow runs).")
+    if s3_endpoint_url is not None:
+        if no_storage:
+            raise UsageError("--s3-endpoint-url and --no-storage: the endpoint is for result storage, "
+                             "which --no-storage leaves out; give one of them.")
+        _check_url("--s3-endpoint-url", s3_endpoint_url)
+    elif outputs.s3_endpoint_url is not None:
+        _check_url("s3EndpointUrl", outputs.s3_endpoint_url)
     resolved_host = host or outputs.public_ip
     if not resolved_host or any(c.isspace() for c in resolved_host):
         raise UsageError(f"--host {resolved_host!r}: must be a host name or IP address.")
@@ -107,6 +140,8 @@ def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | N
     if not _PROFILE.match(profile_name):
         raise UsageError(f"--profile {profile_name!r}: use letters, digits, '.', '_' and '-' only, "
                          "starting with a letter or digit.")
+    if not client_only:
+        _check_prefect_aws_fits(outputs.prefect_version)
     if not client_only and not identity and not outputs.ssh_private_key:
         raise UsageError("No SSH identity: pass --identity FILE (the private key whose public half is in "
                          f"{resolved_user}'s authorized_keys on the host). The outputs have no "
@@ -118,8 +153,24 @@ def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | N
         profile_name=profile_name, activate=activate, client_only=client_only,
         identity_file=Path(identity) if identity else None,
         identity_text=None if identity else outputs.ssh_private_key,
-        index_url=index_url, find_links=find_links, connect_timeout=float(connect_timeout),
+        index_url=index_url, find_links=find_links, connect_timeout=float(connect_timeout), workers=workers,
+        storage=None if no_storage else dataclasses.replace(
+            outputs, s3_endpoint_url=s3_endpoint_url or outputs.s3_endpoint_url),
     )
+
+
+def _check_prefect_aws_fits(prefect_version: str) -> None:
+    from prefect_host.steps import PREFECT_AWS_MIN_PREFECT, PREFECT_AWS_VERSION
+
+    if _release(prefect_version) < _release(PREFECT_AWS_MIN_PREFECT):
+        raise UsageError(f"prefectVersion {prefect_version}: the host's workers and the storage blocks need "
+                         f"prefect-aws {PREFECT_AWS_VERSION}, which needs Prefect {PREFECT_AWS_MIN_PREFECT} or "
+                         "later; raise prefectVersion in the stack config.")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """3.9.1rc2 -> (3, 9, 1): enough to compare releases against a minimum."""
+    return tuple(int(part) for part in re.match(r"\d+(?:\.\d+)*", version).group().split("."))
 
 
 def _check_url(setting: str, url: str) -> None:
@@ -137,45 +188,65 @@ class Summary:
     profile_path: Path
     profile_active: bool
     server_version: str
+    workers: int | None  # None: --client-only, the host was not touched
+    results_block: str | None
+    results_url: str | None  # s3://bucket/results/
 
 
 def run(inputs: BootstrapInputs, console: Console) -> Summary:
     started = time.monotonic()
     console.add_secret(inputs.auth_string)
     console.add_secret(inputs.identity_text)
+    if inputs.storage is not None:
+        console.add_secret(inputs.storage.aws_secret_access_key)
     request = {"name": inputs.profile_name, "api_url": inputs.api_url, "auth_string": inputs.auth_string,
-               "activate": inputs.activate}
+               "activate": inputs.activate, "results_block": inputs.results_block}
+    profile_step = f"profile {inputs.profile_name}: write it, reach the server through it"
     if inputs.client_only:
         from prefect_host.profile import write_and_check
 
-        def profile_step() -> Any:
-            return write_and_check(**request)
+        # The blocks exist on the server already (the full bootstrap registered them): find them.
+        with console.step(profile_step) as status:
+            result = write_and_check(**request, find_results_in_bucket=(
+                inputs.storage.bucket_name if inputs.storage is not None else None))
+            status.changed = result.changed
     else:
+        from prefect_host.profile import ProfileResult
+
         child = ProfileProcess()
         try:
             converge_host(inputs, console)
+            if inputs.storage is not None:
+                with console.step(f"storage block {inputs.results_block}") as status:
+                    blocks = child.call("register_storage_blocks", api_url=inputs.api_url,
+                                        auth_string=inputs.auth_string, outputs=inputs.storage.to_mapping(),
+                                        profile_name=inputs.profile_name)
+                    status.changed = bool(blocks["changed"])
+            with console.step(profile_step) as status:
+                result = ProfileResult(**child.call("profile", **request))
+                status.changed = result.changed
         except BaseException:
             child.cancel()
             raise
-
-        def profile_step() -> Any:
-            return child.run(request)
-    with console.step(f"profile {inputs.profile_name}: write it, reach the server through it") as status:
-        result = profile_step()
-        status.changed = result.changed
+        child.close()
     for warning in result.warnings:
         console.warn(warning)
+    bucket = inputs.storage.bucket_name if inputs.storage is not None else None
     return Summary(seconds=time.monotonic() - started, ui_url=inputs.ui_url, api_url=inputs.api_url,
                    profile_name=result.name, profile_path=Path(result.path), profile_active=result.active,
-                   server_version=result.server_version)
+                   server_version=result.server_version, workers=None if inputs.client_only else inputs.workers,
+                   results_block=result.results_block,
+                   results_url=f"s3://{bucket}/results/" if bucket and result.results_block else None)
 
 
 class ProfileProcess:
-    """The profile step in a child process, started before the host steps.
+    """The laptop's Prefect work (storage blocks, profile) in a child process, started before the
+    host steps.
 
     Importing Prefect costs ~1.5 s of CPU. In a thread it would compete with SSH and HTTP for the
     GIL; in a process of its own it runs on another core meanwhile, which keeps a re-run on a
-    converged host well under 3 s. The request (with the auth string) goes over stdin.
+    converged host under 3 s. Requests (with the auth string and keys) go over stdin, one JSON line
+    each; each gets one answer line (prefect_host.profile.serve).
     """
 
     def __init__(self) -> None:
@@ -183,35 +254,71 @@ class ProfileProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
         self._process = subprocess.Popen([sys.executable, "-m", "prefect_host.profile"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # Pipes are read by threads (select() does not work on pipes on Windows); stderr is drained
+        # so that the child never blocks on it, and its last line explains a crash.
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._stderr_tail: list[str] = []
+        threading.Thread(target=self._read_answers, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
 
-    def run(self, request: dict[str, Any]) -> Any:
-        from prefect_host.profile import ProfileResult
+    def _read_answers(self) -> None:
+        for line in self._process.stdout:
+            if line.startswith(ANSWER_PREFIX):
+                self._answers.put(line[len(ANSWER_PREFIX):])
+        self._answers.put(None)  # end of output: the child exited
 
-        out, err = self._process.communicate(json.dumps(request), timeout=300)
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            if line.strip():
+                self._stderr_tail = [*self._stderr_tail[-4:], line.rstrip()]
+
+    def call(self, op: str, **arguments: Any) -> Any:
+        """Run one operation in the child; its PrefectHostError comes back as a ProfileError."""
         try:
-            answer = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            last = err.strip().splitlines()[-1] if err.strip() else "no output"
-            raise ProfileError(f"Writing the Prefect profile failed in its child process: {last}") from None
-        if "error" in answer:
-            raise ProfileError(answer["error"])
-        return ProfileResult(**answer["result"])
+            self._process.stdin.write(json.dumps({"op": op, **arguments}) + "\n")
+            self._process.stdin.flush()
+        except OSError:
+            pass  # the child has exited; reading its answer says why
+        try:
+            answer = self._answers.get(timeout=CHILD_TIMEOUT)
+        except queue.Empty:
+            self.cancel()
+            raise ProfileError(f"The laptop's Prefect step ({op}) did not answer within {CHILD_TIMEOUT:g} s.") from None
+        if answer is None:
+            self._process.wait()
+            last = self._stderr_tail[-1] if self._stderr_tail else "no output"
+            raise ProfileError(f"The laptop's Prefect step ({op}) failed in its child process: {last}")
+        decoded = json.loads(answer)
+        if "error" in decoded:
+            raise ProfileError(decoded["error"])
+        return decoded["result"]
+
+    def close(self) -> None:
+        """End the child: it exits at the end of its stdin, or is killed when it is still busy."""
+        if self._process.poll() is None:
+            try:
+                self._process.stdin.close()
+                self._process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.cancel()
+        self._process.wait()
 
     def cancel(self) -> None:
         if self._process.poll() is None:
             self._process.kill()
-        self._process.communicate()
+        self._process.wait()
 
 
 def converge_host(inputs: BootstrapInputs, console: Console) -> None:
-    """Connect, read facts, run the steps still needed, verify the server, ensure the work pool."""
+    """Connect, read facts, probe the bucket, run the steps still needed, verify the server, ensure
+    the work pool, then converge the workers and wait for them to check in."""
     import httpx
     import paramiko
 
     from prefect_host import server_files as sf
     from prefect_host.facts import gather_facts
     from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key, load_private_key_file
-    from prefect_host.steps import Desired, PackageSource, plan
+    from prefect_host.steps import Desired, DesiredWorkers, PackageSource, plan, plan_workers
     from prefect_host.verify import check_server, ensure_work_pool
 
     pinned = PinnedHostKey.parse(inputs.host_key, setting="--host-key / hostPublicKey")
@@ -225,6 +332,12 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> None:
         unit_text=sf.unit_text(),
         packages=PackageSource(index_url=inputs.index_url, find_links=inputs.find_links),
         cloud_init_timeout=inputs.connect_timeout,
+        workers=DesiredWorkers(
+            count=inputs.workers,
+            env_text=sf.worker_env_file_text(
+                auth_string=inputs.auth_string, ui_url=inputs.ui_url,
+                result_settings=results_settings(inputs.results_block) if inputs.results_block else {}),
+            unit_text=sf.worker_unit_text(pool=WORK_POOL_NAME)),
     )
     console.line(f"  host key pinned: {pinned.key_type} {pinned.fingerprint}")
     with console.step(f"connect to {inputs.user}@{inputs.host}"):
@@ -238,6 +351,9 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> None:
             if facts.cloud_init_status == "error":
                 console.warn("cloud-init on the host reports an error (`cloud-init status --long` there "
                              "says more); continuing, since SSH with the pinned key works.")
+            if inputs.storage is not None:
+                # Before the first change: a key the bucket refuses is bad input, like a wrong host key.
+                _probe_bucket(inputs.storage, console)
             steps = plan(facts, desired)
             if any(step.starts_server for step in steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job
@@ -261,6 +377,20 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> None:
                 status.changed = _http(lambda: ensure_work_pool(
                     client, api_url=inputs.api_url, auth_string=inputs.auth_string, name=WORK_POOL_NAME,
                     pool_type=WORK_POOL_TYPE, base_job_template=_process_job_template))
+            for step in plan_workers(facts, desired):
+                with _journal_on_failure(step.starts_workers, session, console, units=desired.workers.units), \
+                        console.step(step.name, changed=True):
+                    for command in step.commands:
+                        session.run(command.script, sudo=True, stdin=command.stdin,
+                                    timeout=command.timeout, label=command.label)
+                    # Gone for good: out of the pool's list of workers, instead of shown offline there.
+                    for instance in step.stops_workers:
+                        _http(lambda: _forget_worker(client, inputs, f"{facts.hostname}-{instance}"))
+            if desired.workers.count:
+                names = [f"{facts.hostname}-{i}" for i in range(1, desired.workers.count + 1)]
+                with _journal_on_failure(True, session, console, units=desired.workers.units), \
+                        console.step(f"{_describe_names(names)} polling pool {WORK_POOL_NAME!r}"):
+                    _wait_for_workers(session, client, inputs, dict(zip(desired.workers.units, names)))
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise ConnectError(f"The SSH session to {inputs.user}@{inputs.host} broke ({exc or type(exc).__name__}); "
                            "run the bootstrap again: it continues where it stopped.") from None
@@ -309,27 +439,107 @@ def _healthy_on_host(session: "HostSession") -> bool:
 
 
 @contextmanager
-def _journal_on_failure(wanted: bool, session: "HostSession", console: Console) -> Iterator[None]:
-    """When the server fails to start or to verify, its journal says why: print its tail."""
+def _journal_on_failure(wanted: bool, session: "HostSession", console: Console,
+                        units: list[str] | None = None) -> Iterator[None]:
+    """When a service fails to start or to verify, its journal says why: print its tail."""
     try:
         yield
     except PrefectHostError:
         if wanted:
-            _print_journal(session, console)
+            _print_journal(session, console, units)
         raise
 
 
-def _print_journal(session: "HostSession", console: Console) -> None:
+def _print_journal(session: "HostSession", console: Console, units: list[str] | None = None) -> None:
     from prefect_host import server_files as sf
 
+    units = units or [sf.UNIT_NAME]
+    selection = " ".join(f"-u {shlex.quote(unit)}" for unit in units)
     try:
-        result = session.run(f"journalctl -u {sf.UNIT_NAME} -n {JOURNAL_LINES} --no-pager -o short-iso",
+        result = session.run(f"journalctl {selection} -n {JOURNAL_LINES} --no-pager -o short-iso",
                              sudo=True, timeout=30, check=False, label="journalctl")
     except Exception:  # the journal is a help for the error that follows, never a new failure
         return
     if result.stdout.strip():
-        console.block(f"Last {JOURNAL_LINES} lines of `journalctl -u {sf.UNIT_NAME}` on {session.host}:",
+        console.block(f"Last {JOURNAL_LINES} lines of `journalctl {selection}` on {session.host}:",
                       result.stdout)
+
+
+def _probe_bucket(storage: StackOutputs, console: Console) -> None:
+    from prefect_host.storage import probe_bucket
+
+    with console.step(f"S3 bucket {storage.bucket_name}: put, get, delete"):
+        probe_bucket(storage)
+
+
+def _wait_for_workers(session: "HostSession", client: "httpx.Client", inputs: BootstrapInputs,
+                      workers: dict[str, str]) -> None:
+    """Wait until every worker unit (unit -> worker name) has checked in since its unit started: its
+    record in the pool is ONLINE with a heartbeat no older than the start. Host and server share
+    one clock (the server runs on the host), so the two times compare. Stops early when a unit fails
+    or restarts."""
+    from datetime import datetime
+
+    from prefect_host.verify import basic_auth
+
+    started = _worker_units(session, list(workers))
+    url = f"{inputs.api_url}/work_pools/{WORK_POOL_NAME}/workers/filter"
+    deadline = time.monotonic() + WORKERS_TIMEOUT
+    next_watch = time.monotonic() + 5.0
+    while True:
+        response = _http(lambda: client.post(url, json={}, auth=basic_auth(inputs.auth_string)))
+        if response.status_code != 200:
+            raise VerifyError(f"POST {url} answered HTTP {response.status_code}: {response.text[:300]}")
+        records = {record["name"]: record for record in response.json()}
+
+        def checked_in(unit: str) -> bool:
+            record = records.get(workers[unit]) or {}
+            heartbeat = record.get("last_heartbeat_time")
+            return (record.get("status") == "ONLINE" and heartbeat is not None
+                    and datetime.fromisoformat(heartbeat).timestamp() >= started[unit]["since"])
+
+        waiting = [unit for unit in workers if not checked_in(unit)]
+        if not waiting:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise VerifyError(f"Worker(s) {', '.join(workers[unit] for unit in waiting)} did not check in with "
+                              f"the server within {WORKERS_TIMEOUT:g} s (their journal is printed above).")
+        if now >= next_watch:
+            for unit, state in _worker_units(session, list(workers)).items():
+                if state["state"] == "failed" or state["restarts"] > started[unit]["restarts"]:
+                    raise VerifyError(f"{unit} on {inputs.host} exited while starting (state {state['state']}, "
+                                      f"{state['restarts'] - started[unit]['restarts']} restart(s)); its journal "
+                                      "is printed above.")
+            next_watch = now + 5.0
+        time.sleep(0.5)
+
+
+def _forget_worker(client: "httpx.Client", inputs: BootstrapInputs, name: str) -> None:
+    from prefect_host.verify import basic_auth
+
+    url = f"{inputs.api_url}/work_pools/{WORK_POOL_NAME}/workers/{urllib.parse.quote(name, safe='')}"
+    response = client.delete(url, auth=basic_auth(inputs.auth_string))
+    if response.status_code not in (204, 404):  # 404: it never checked in
+        raise VerifyError(f"DELETE {url} answered HTTP {response.status_code}: {response.text[:300]}")
+
+
+def _worker_units(session: "HostSession", units: list[str]) -> dict[str, dict[str, Any]]:
+    """unit -> {"since": start time (epoch s), "restarts": NRestarts, "state": ActiveState}."""
+    out = session.run("systemctl show --timestamp=unix -p Id -p ActiveEnterTimestamp -p NRestarts "
+                      f"-p ActiveState {' '.join(shlex.quote(u) for u in units)}",
+                      timeout=30, label="systemctl show (workers)").stdout
+    found: dict[str, dict[str, Any]] = {}
+    for block in out.strip().split("\n\n"):
+        values = dict(line.partition("=")[::2] for line in block.splitlines())
+        found[values.get("Id", "")] = {
+            "since": float(values.get("ActiveEnterTimestamp", "").lstrip("@") or "inf"),
+            "restarts": int(values.get("NRestarts") or 0), "state": values.get("ActiveState", "")}
+    return found
+
+
+def _describe_names(names: list[str]) -> str:
+    return f"worker {names[0]}" if len(names) == 1 else f"workers {names[0]} ... {names[-1]}"
 
 
 def _http(call: Any) -> Any:

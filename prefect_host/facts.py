@@ -14,6 +14,7 @@ from prefect_host.errors import HostUnsupported
 from prefect_host.ssh import HostSession
 
 _END = "facts_end=1"
+_WORKER_GLOB = sf.worker_unit_name("*")
 
 FACTS_SCRIPT = f"""\
 echo "login_user=$(id -un)"
@@ -48,9 +49,44 @@ echo "unit_sha256=$(sha {sf.UNIT_PATH})"
 [ -f {sf.APPLIED_DIGEST_FILE} ] && echo "applied_digest=$(cat {sf.APPLIED_DIGEST_FILE})"
 echo "unit_enabled=$(systemctl is-enabled {sf.UNIT_NAME} 2>/dev/null)"
 systemctl show {sf.UNIT_NAME} -p ActiveState -p MainPID -p NeedDaemonReload -p NRestarts 2>/dev/null | sed 's/^/unit_/'
+# What systemd puts for %H in the worker names.
+echo "hostname=$(uname -n)"
+for d in {sf.VENV_DIR}/lib/python3*/site-packages/prefect_aws-*.dist-info; do
+  [ -d "$d" ] && v="${{d##*/prefect_aws-}}" && echo "venv_prefect_aws_version=${{v%.dist-info}}"
+done
+echo "worker_env_sha256=$(sha {sf.WORKER_ENV_FILE})"
+echo "worker_unit_sha256=$(sha {sf.WORKER_UNIT_PATH})"
+[ -f {sf.WORKER_APPLIED_DIGEST_FILE} ] && echo "worker_applied_digest=$(cat {sf.WORKER_APPLIED_DIGEST_FILE})"
+# Every worker instance systemd knows (loaded, or enabled but not loaded): one line each.
+workers=$( {{ systemctl list-units --all --plain --no-legend '{_WORKER_GLOB}' 2>/dev/null | cut -d' ' -f1
+             cd /etc/systemd/system/multi-user.target.wants 2>/dev/null &&
+               ls -d {_WORKER_GLOB} 2>/dev/null; }} | sort -u)
+[ -n "$workers" ] && systemctl show -p Id -p UnitFileState -p ActiveState -p NeedDaemonReload $workers | awk -F= '
+  $1 == "Id" {{ id = $2 }} $1 == "UnitFileState" {{ f = $2 }} $1 == "ActiveState" {{ a = $2 }}
+  $1 == "NeedDaemonReload" {{ r = $2 }}
+  /^$/ {{ if (id != "") print "worker_unit=" id "," f "," a "," r; id = f = a = r = "" }}
+  END {{ if (id != "") print "worker_unit=" id "," f "," a "," r }}'
 echo "{_END}"
 ROOT_FACTS
 """
+
+
+@dataclass(frozen=True)
+class WorkerUnit:
+    """One instance of the worker template, as systemd sees it."""
+    name: str  # prefect-worker@1.service
+    enabled: str  # UnitFileState: enabled, disabled, ...
+    active_state: str
+    need_daemon_reload: bool
+
+    @property
+    def instance(self) -> str:
+        return self.name.split("@", 1)[1].removesuffix(".service")
+
+    @property
+    def running(self) -> bool:
+        """Running or about to (activating covers a pending automatic restart)."""
+        return self.active_state in ("active", "activating", "reloading")
 
 
 @dataclass(frozen=True)
@@ -80,14 +116,26 @@ class HostFacts:
     main_pid: int = 0
     need_daemon_reload: bool = False
     n_restarts: int = 0
+    hostname: str | None = None
+    venv_prefect_aws_version: str | None = None
+    worker_env_sha256: str | None = None
+    worker_unit_sha256: str | None = None
+    worker_applied_digest: str | None = None
+    workers: tuple[WorkerUnit, ...] = ()
 
 
 def parse_facts(text: str) -> HostFacts:
     """Parse the facts script's output. Raises if it was cut short (no end marker)."""
     values: dict[str, str] = {}
+    workers: list[WorkerUnit] = []
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep:
+        if not sep:
+            continue
+        if key.strip() == "worker_unit":
+            name, enabled, active, reload = (value.strip().split(",") + ["", "", ""])[:4]
+            workers.append(WorkerUnit(name, enabled, active, reload == "yes"))
+        else:
             values[key.strip()] = value.strip()
     if values.get("facts_end") != "1":
         raise HostUnsupported("Reading the host's state failed: the facts script stopped early "
@@ -128,6 +176,12 @@ def parse_facts(text: str) -> HostFacts:
         main_pid=as_int("unit_MainPID"),
         need_daemon_reload=values.get("unit_NeedDaemonReload") == "yes",
         n_restarts=as_int("unit_NRestarts"),
+        hostname=text_or_none("hostname"),
+        venv_prefect_aws_version=text_or_none("venv_prefect_aws_version"),
+        worker_env_sha256=text_or_none("worker_env_sha256"),
+        worker_unit_sha256=text_or_none("worker_unit_sha256"),
+        worker_applied_digest=text_or_none("worker_applied_digest"),
+        workers=tuple(workers),
     )
 
 

@@ -13,8 +13,10 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect_host.errors import PrefectHostError, ProfileError
+from prefect_host.storage import RESULTS_FOLDER
 
 # Set in the environment, these win over any profile (Prefect's precedence).
 _OVERRIDING_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")
@@ -29,9 +31,18 @@ class ProfileWritten:
     warnings: list[str] = field(default_factory=list)
 
 
-def write_profile(name: str, *, api_url: str, auth_string: str, activate: bool) -> ProfileWritten:
-    """Create or update profile `name` with the server's URL and auth string; file mode 0600."""
+def results_settings(results_block: str) -> dict[str, str]:
+    """Results of every flow run persisted to `results_block` ("s3-bucket/NAME"): for the laptop
+    profile and for the workers' environment alike."""
+    return {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": results_block, "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+
+
+def write_profile(name: str, *, api_url: str, auth_string: str, activate: bool,
+                  results_block: str | None = None) -> ProfileWritten:
+    """Create or update profile `name` with the server's URL and auth string, and with result
+    storage in `results_block` when given (otherwise result settings stay as they are); mode 0600."""
     try:
+        import prefect.settings
         from prefect.settings import (
             PREFECT_API_AUTH_STRING,
             PREFECT_API_KEY,
@@ -52,8 +63,11 @@ def write_profile(name: str, *, api_url: str, auth_string: str, activate: bool) 
         before = (_settings_of(profiles, name), profiles.active_name)
         # update_profile merges into an existing profile (add_profile would refuse the name);
         # an API key would make the server answer 401 to the basic-auth client, so drop it.
-        profiles.update_profile(name, {PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string,
-                                       PREFECT_API_KEY: None})
+        updates = {PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string, PREFECT_API_KEY: None}
+        if results_block:
+            updates |= {getattr(prefect.settings, setting): value
+                        for setting, value in results_settings(results_block).items()}
+        profiles.update_profile(name, updates)
         if activate:
             profiles.set_active(name)
         changed = not path.exists() or before != (_settings_of(profiles, name), profiles.active_name)
@@ -91,6 +105,47 @@ class ProfileCheck:
     server_version: str
     laptop_version: str
     warnings: list[str]
+
+
+class ServerUnreachable(PrefectHostError):
+    """The server did not answer the profile step's request."""
+
+
+def find_results_block(*, api_url: str, auth_string: str, bucket: str, preferred: str) -> str:
+    """The results block on the server for `bucket`: `preferred` ("s3-bucket/NAME") when it is one,
+    else the newest S3Bucket block on that bucket with folder results/ (the bootstrap names the
+    block after the operator's profile, which a teammate's profile name may not match).
+
+    Raises ServerUnreachable when the server cannot be asked, ProfileError when it has none."""
+    import prefect.context
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
+    from prefect.settings.profiles import Profile
+
+    block_type, _, preferred_name = preferred.partition("/")
+    server = Profile(name="prefect-host-lookup", settings={
+        PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string, PREFECT_API_KEY: None})
+    try:
+        with prefect.context.use_profile(server, override_environment_variables=True), \
+                get_client(sync_client=True) as client:
+            documents = client.read_block_documents_by_type(block_type, include_secrets=False)
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 404:  # 404: the block type is not registered, so no such block
+            raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from None
+        documents = []
+    except Exception as exc:  # any other failure means the server did not answer; say why
+        raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from None
+    candidates = [d for d in documents if not d.is_anonymous and d.data.get("bucket_name") == bucket
+                  and (d.data.get("bucket_folder") or "").strip("/") == RESULTS_FOLDER]
+    if not candidates:
+        raise ProfileError(f"The server at {api_url} has no results block for bucket {bucket!r} (an S3Bucket "
+                           f"block with folder {RESULTS_FOLDER}/, such as {preferred}): the full bootstrap "
+                           "(without --client-only) registers it; run it once, or pass --no-storage. "
+                           "The profile was not written.")
+    chosen = next((d for d in candidates if d.name == preferred_name),
+                  max(candidates, key=lambda d: d.updated))
+    return f"{block_type}/{chosen.name}"
 
 
 def check_profile(name: str) -> ProfileCheck:
@@ -137,31 +192,99 @@ class ProfileResult:
     changed: bool
     server_version: str
     warnings: list[str]
+    results_block: str | None = None
 
 
-def write_and_check(name: str, *, api_url: str, auth_string: str, activate: bool) -> ProfileResult:
-    """The laptop step: write the profile, then reach the server through it."""
-    written = write_profile(name, api_url=api_url, auth_string=auth_string, activate=activate)
+def write_and_check(name: str, *, api_url: str, auth_string: str, activate: bool,
+                    results_block: str | None = None, find_results_in_bucket: str | None = None) -> ProfileResult:
+    """The laptop step: write the profile, then reach the server through it.
+
+    With `find_results_in_bucket` (a teammate's --client-only run), the results block is looked up
+    on the server first (`results_block` is the preferred name); none there is an error and
+    nothing is written."""
+    if find_results_in_bucket and results_block:
+        try:
+            results_block = find_results_block(api_url=api_url, auth_string=auth_string,
+                                               bucket=find_results_in_bucket, preferred=results_block)
+        except ServerUnreachable as exc:
+            # As without storage: the profile is written (with the block the bootstrap would have
+            # registered), and the error says the server did not answer.
+            write_profile(name, api_url=api_url, auth_string=auth_string, activate=activate,
+                          results_block=results_block)
+            raise ProfileError(f"Profile {name!r} was written, but the server cannot be reached through it: "
+                               f"{exc}") from None
+    written = write_profile(name, api_url=api_url, auth_string=auth_string, activate=activate,
+                            results_block=results_block)
     checked = check_profile(name)
     return ProfileResult(name=name, path=str(written.path), active=written.active, changed=written.changed,
                          server_version=checked.server_version,
-                         warnings=written.warnings + checked.warnings)
+                         warnings=written.warnings + checked.warnings, results_block=results_block)
+
+
+def register_storage_blocks(*, api_url: str, auth_string: str, outputs: dict[str, str],
+                            profile_name: str) -> dict[str, Any]:
+    """The storage blocks on the server (prefect_host.storage.register_blocks); {"changed": [slugs]}.
+
+    A converged server is recognised with one request and without prefect-aws, whose import costs
+    as much as Prefect's (~0.8 s): that keeps a re-run of the bootstrap under 3 s."""
+    from prefect_host.outputs import StackOutputs
+    from prefect_host.storage import register_blocks
+
+    stack = StackOutputs.from_mapping(outputs)
+    if storage_blocks_current(api_url=api_url, auth_string=auth_string, outputs=stack, profile_name=profile_name):
+        return {"changed": []}
+    return {"changed": list(register_blocks(api_url, auth_string, stack, profile_name).changed)}
+
+
+def storage_blocks_current(*, api_url: str, auth_string: str, outputs, profile_name: str) -> bool:
+    """True when the results block register_blocks saves for `profile_name` exists with the stack's
+    bucket and folder, referencing the credentials block of that name holding the stack's key,
+    region and endpoint. Any doubt (missing block, an error) is False: register_blocks decides."""
+    from prefect.client.orchestration import get_client
+
+    from prefect_host.storage import block_slug, prefect_api
+
+    slug = block_slug(profile_name)
+    try:
+        with prefect_api(api_url, auth_string), get_client(sync_client=True) as client:
+            results = client.read_block_document_by_name(f"{slug}-{RESULTS_FOLDER}", "s3-bucket", include_secrets=True)
+    except Exception:  # not there, or unreadable: register_blocks saves it or reports the error
+        return False
+    reference = (results.block_document_references.get("credentials") or {}).get("block_document") or {}
+    credentials = results.data.get("credentials") or {}
+    return (results.data.get("bucket_name") == outputs.bucket_name
+            and results.data.get("bucket_folder") == RESULTS_FOLDER
+            and reference.get("name") == slug
+            and credentials.get("aws_access_key_id") == outputs.aws_access_key_id
+            and credentials.get("aws_secret_access_key") == outputs.aws_secret_access_key
+            and credentials.get("region_name") == outputs.bucket_region
+            and (credentials.get("aws_client_parameters") or {}).get("endpoint_url") == outputs.s3_endpoint_url)
+
+
+ANSWER_PREFIX = "prefect-host-answer "
+_OPERATIONS = {
+    "profile": lambda request: asdict(write_and_check(**request)),
+    "register_storage_blocks": lambda request: register_storage_blocks(**request),
+}
 
 
 def serve() -> int:
-    """`python -m prefect_host.profile`: import Prefect at once, then run one write_and_check whose
-    arguments arrive as JSON on stdin (the auth string must not be on a command line), and print
-    {"result": ...} or {"error": ...} as the last line. Empty stdin: nothing to do."""
-    import prefect.settings.profiles  # noqa: F401  the slow part, done while the parent works
+    """`python -m prefect_host.profile`: import Prefect at once, then answer requests, one JSON
+    object per stdin line ({"op": ..., arguments}; the auth string and keys must not be on a command
+    line), each with one stdout line: ANSWER_PREFIX and {"result": ...} or {"error": ...}. Ends at
+    the end of stdin."""
+    import prefect.client.orchestration  # noqa: F401  the slow part, done while the parent works
 
-    raw = sys.stdin.read()
-    if not raw.strip():
-        return 0
-    try:
-        answer = {"result": asdict(write_and_check(**json.loads(raw)))}
-    except PrefectHostError as exc:
-        answer = {"error": str(exc)}
-    print(json.dumps(answer))
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        operation = _OPERATIONS[request.pop("op")]
+        try:
+            answer = {"result": operation(request)}
+        except PrefectHostError as exc:
+            answer = {"error": str(exc)}
+        print(ANSWER_PREFIX + json.dumps(answer), flush=True)
     return 0
 
 

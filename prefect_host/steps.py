@@ -16,6 +16,12 @@ from prefect_host.facts import HostFacts
 from prefect_host.ssh import write_file_script
 
 UV_VERSION = "0.13.8"
+# prefect-aws, for the workers (they pull flow code from S3) and the storage blocks. Pinned here, not
+# a stack output: it must match the laptop's (requirements.txt), because the laptop saves the blocks
+# and the workers load them, and each prefect-aws version registers its own block schemas. 0.7.12
+# requires prefect >= 3.8.4 and is the release current with Prefect 3.9.1, the default prefectVersion.
+PREFECT_AWS_VERSION = "0.7.12"
+PREFECT_AWS_MIN_PREFECT = "3.8.4"
 _GET_UV_SOURCE = Path(__file__).with_name("get_uv.py")
 # cloud-init has nothing left to do in these states (bootstrap reports "error" as a warning).
 _CLOUD_INIT_SETTLED = {"done", "disabled", "error", "degraded done"}
@@ -43,13 +49,33 @@ class PackageSource:
 
 
 @dataclass(frozen=True)
+class DesiredWorkers:
+    """Worker instances 1..count of the template unit, all with one env file."""
+    count: int
+    env_text: str = field(repr=False)  # holds the auth string
+    unit_text: str
+
+    @property
+    def units(self) -> list[str]:
+        return [sf.worker_unit_name(i) for i in range(1, self.count + 1)]
+
+
+@dataclass(frozen=True)
 class Desired:
     prefect_version: str
     env_text: str = field(repr=False)  # holds the auth string
     unit_text: str
+    workers: DesiredWorkers
     packages: PackageSource = PackageSource()
     uv_version: str = UV_VERSION
+    prefect_aws_version: str = PREFECT_AWS_VERSION
     cloud_init_timeout: float = 300.0
+
+    @property
+    def worker_digest(self) -> str:
+        """Identifies what the workers must run with: a change in any part means a restart."""
+        return sf.sha256_text("\0".join((self.prefect_version, self.prefect_aws_version,
+                                          self.workers.unit_text, self.workers.env_text)))
 
     @property
     def digest(self) -> str:
@@ -71,6 +97,10 @@ class Step:
     commands: tuple[Command, ...]
     # A step after which the server is (re)started: bootstrap watches the start.
     starts_server: bool = False
+    # A step after which worker instances are (re)started: bootstrap waits for them to check in.
+    starts_workers: bool = False
+    # Worker instances ("2", "3") this step stops for good: bootstrap removes them from the pool.
+    stops_workers: tuple[str, ...] = ()
 
 
 def plan(facts: HostFacts, desired: Desired) -> list[Step]:
@@ -89,8 +119,9 @@ def plan(facts: HostFacts, desired: Desired) -> list[Step]:
     if venv_missing:
         steps.append(_create_venv())
     install_prefect = venv_missing or facts.venv_prefect_version != desired.prefect_version
-    if install_prefect:
-        steps.append(_install_prefect(desired))
+    install_aws = venv_missing or facts.venv_prefect_aws_version != desired.prefect_aws_version
+    if install_prefect or install_aws:
+        steps.append(_install_packages(desired, prefect=install_prefect, prefect_aws=install_aws))
     if facts.env_sha256 != sf.sha256_text(desired.env_text):
         steps.append(Step(f"write {sf.ENV_FILE}", (_write(sf.ENV_FILE, desired.env_text, 0o600),)))
     if facts.unit_sha256 != sf.sha256_text(desired.unit_text) or facts.need_daemon_reload:
@@ -106,10 +137,57 @@ def plan(facts: HostFacts, desired: Desired) -> list[Step]:
             # The digest is recorded only once systemd has accepted the (re)start.
             f"systemctl restart {sf.UNIT_NAME} && printf '%s\\n' {desired.digest} > "
             f"{sf.APPLIED_DIGEST_FILE}", f"systemctl restart {sf.UNIT_NAME}"),), starts_server=True))
-    compiled = not install_prefect and facts.bytecode_version == desired.prefect_version
+    compiled = not (install_prefect or install_aws) and facts.bytecode_version == desired.prefect_version
     if not compiled and facts.bytecode_job not in ("active", "activating"):
         steps.append(_compile_bytecode(desired))
     return steps
+
+
+def plan_workers(facts: HostFacts, desired: Desired) -> list[Step]:
+    """The steps that leave exactly workers 1..N enabled and running with the desired config; []
+    when converged. Run after the server's steps (and its work pool) are in place."""
+    workers = desired.workers
+    steps: list[Step] = []
+    if facts.worker_env_sha256 != sf.sha256_text(workers.env_text):
+        steps.append(Step(f"write {sf.WORKER_ENV_FILE}", (_write(sf.WORKER_ENV_FILE, workers.env_text, 0o600),)))
+    if (facts.worker_unit_sha256 != sf.sha256_text(workers.unit_text)
+            or any(unit.need_daemon_reload for unit in facts.workers)):
+        steps.append(Step(f"install {sf.WORKER_UNIT_TEMPLATE}", (
+            _write(sf.WORKER_UNIT_PATH, workers.unit_text, 0o644),
+            Command("systemctl daemon-reload", "systemctl daemon-reload"))))
+    wanted = workers.units
+    known = {unit.name: unit for unit in facts.workers}
+    # Only numbered instances are ours to stop (an operator may run `prefect-worker@gpu` by hand).
+    extra = [unit for unit in facts.workers if unit.name not in wanted and unit.instance.isdigit()
+             and (unit.enabled == "enabled" or unit.running)]
+    if extra:
+        names = [unit.name for unit in extra]
+        steps.append(Step(f"stop and disable {_instances(names)}", (Command(
+            f"systemctl disable --quiet --now {' '.join(names)}", f"systemctl disable --now {' '.join(names)}"),),
+            stops_workers=tuple(unit.instance for unit in extra)))
+    not_enabled = [name for name in wanted if name not in known or known[name].enabled != "enabled"]
+    if not_enabled:
+        steps.append(Step(f"enable {_instances(not_enabled)}", (Command(
+            f"systemctl enable --quiet {' '.join(not_enabled)}", f"systemctl enable {' '.join(not_enabled)}"),)))
+    if wanted and facts.worker_applied_digest != desired.worker_digest:
+        verb = "restart" if any(name in known and known[name].running for name in wanted) else "start"
+        steps.append(Step(f"{verb} {_instances(wanted)}", (Command(
+            # The digest is recorded only once systemd has accepted the (re)starts.
+            f"systemctl restart {' '.join(wanted)} && printf '%s\\n' {desired.worker_digest} > "
+            f"{sf.WORKER_APPLIED_DIGEST_FILE}", f"systemctl restart {' '.join(wanted)}"),), starts_workers=True))
+    else:
+        stopped = [name for name in wanted if name not in known or not known[name].running]
+        if stopped:
+            steps.append(Step(f"start {_instances(stopped)}", (Command(
+                f"systemctl start {' '.join(stopped)}", f"systemctl start {' '.join(stopped)}"),),
+                starts_workers=True))
+    return steps
+
+
+def _instances(units: list[str]) -> str:
+    """prefect-worker@1.service, @2, @3 -> "prefect-worker@{1,2,3}" (short, and still a name to type)."""
+    numbers = [name.split("@", 1)[1].removesuffix(".service") for name in units]
+    return f"prefect-worker@{numbers[0]}" if len(numbers) == 1 else f"prefect-worker@{{{','.join(numbers)}}}"
 
 
 def _create_user() -> Step:
@@ -139,16 +217,22 @@ def _create_venv() -> Step:
         f"--python /usr/bin/python3 {venv}", f"uv venv {sf.VENV_DIR}"),))
 
 
-def _install_prefect(desired: Desired) -> Step:
+def _install_packages(desired: Desired, *, prefect: bool, prefect_aws: bool) -> Step:
+    # Both pins on every install, so uv keeps the pair consistent whichever of them changed.
     # No --compile-bytecode here: compiling takes ~5 s, and a first start without bytecode is only
     # ~2 s slower, so the bytecode is compiled after the start, off the critical path (below).
-    requirement = shlex.quote(f"prefect=={desired.prefect_version}")
-    return Step(f"install prefect {desired.prefect_version}", (Command(
+    wanted = []
+    if prefect:
+        wanted.append(f"prefect {desired.prefect_version}")
+    if prefect_aws:
+        wanted.append(f"prefect-aws {desired.prefect_aws_version}")
+    requirements = f"prefect=={desired.prefect_version} prefect-aws=={desired.prefect_aws_version}"
+    return Step(f"install {' and '.join(wanted)}", (Command(
         f"rm -f {shlex.quote(sf.BYTECODE_MARKER)} && "
         f"UV_CACHE_DIR={shlex.quote(sf.UV_CACHE_DIR)} UV_PYTHON_DOWNLOADS=never "
         f"{shlex.quote(sf.UV_PATH)} pip install --quiet "
-        f"--python {shlex.quote(sf.VENV_DIR + '/bin/python')} {desired.packages.uv_args()} {requirement}",
-        f"uv pip install prefect=={desired.prefect_version}", timeout=900),))
+        f"--python {shlex.quote(sf.VENV_DIR + '/bin/python')} {desired.packages.uv_args()} {requirements}",
+        f"uv pip install {requirements}", timeout=900),))
 
 
 def _compile_bytecode(desired: Desired) -> Step:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Install, configure and start the Prefect server on the stack's VM, and write this laptop's profile.
+"""Install, configure and start the Prefect server and its workers on the stack's VM, register the
+S3 result storage, and write this laptop's profile.
 
     scripts/bootstrap.py --stack dev                    # runs `pulumi stack output` itself
     scripts/bootstrap.py --outputs outputs.json         # the JSON of `pulumi stack output --json --show-secrets`
+    scripts/bootstrap.py --outputs outputs.json --workers 2 --activate
     scripts/bootstrap.py --outputs outputs.json --client-only --activate   # a teammate's laptop
 
 Exit status: 0 = server verified and profile written; 1 = an error (one paragraph on stderr);
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect_host.bootstrap import resolve_inputs, run
+from prefect_host.bootstrap import DEFAULT_WORKERS, WORK_POOL_NAME, resolve_inputs, run
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
 
@@ -44,6 +46,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           help="simple index the VM installs uv and Prefect from (default PyPI)")
     packages.add_argument("--find-links", metavar="URL",
                           help="a page of links to wheels; the VM then installs from it only")
+    host.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                      help=f"worker processes on the VM polling the {WORK_POOL_NAME!r} pool (units "
+                           f"prefect-worker@1..N; others are stopped); default {DEFAULT_WORKERS}, 0 for none")
+    storage = parser.add_argument_group("result storage (default: the stack's bucket)")
+    storage.add_argument("--no-storage", action="store_true",
+                         help="leave result storage alone: no bucket probe, no blocks, no result settings "
+                              "in the profile or the workers' environment")
+    storage.add_argument("--s3-endpoint-url", metavar="URL",
+                         help="an S3-compatible endpoint for the bucket (default: s3EndpointUrl from the "
+                              "outputs, else AWS)")
     laptop = parser.add_argument_group("this machine")
     laptop.add_argument("--client-only", action="store_true",
                         help="only write the Prefect profile (no SSH); for teammates' laptops")
@@ -61,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             outputs_file=args.outputs, stack=args.stack, host=args.host, user=args.user,
             identity=args.identity, host_key=args.host_key, profile=args.profile,
             activate=args.activate, client_only=args.client_only, index_url=args.index_url,
-            find_links=args.find_links, connect_timeout=args.connect_timeout)
+            find_links=args.find_links, connect_timeout=args.connect_timeout, workers=args.workers,
+            no_storage=args.no_storage, s3_endpoint_url=args.s3_endpoint_url)
         target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"
         console.line(f"prefect-host bootstrap: Prefect {inputs.prefect_version} for {target}")
         summary = run(inputs, console)
@@ -76,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     console.line(f"  UI:      {summary.ui_url}")
     console.line(f"  API:     {summary.api_url}")
     console.line(f"  profile: {summary.profile_name} ({state}) in {summary.profile_path}")
+    if summary.workers is not None:
+        console.line(f"  workers: {summary.workers} on the VM, polling work pool {WORK_POOL_NAME!r}")
+    if summary.results_block:
+        console.line(f"  results: {summary.results_url} (block {summary.results_block})")
     return 0
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from prefect_host.local import LocalHost, PackageIndex, build_image, ensure_wheelhouse
-
-# What the guest installs from the package index; the wheels are downloaded once and cached.
-GUEST_REQUIREMENTS = ["prefect==3.9.1", "prefect-aws==0.7.12", "uv==0.13.8"]
-GUEST_PYTHON = "3.13"  # Debian 13's python3
+from prefect_host.local.s3 import S3Server
+# What the guest installs from the package index (downloaded once and cached), for Debian 13's python3.
+from prefect_host.local.wheelhouse import GUEST_PYTHON, GUEST_REQUIREMENTS
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +55,27 @@ def fresh_host() -> Iterator[Callable[..., LocalHost]]:
     yield make
     for host in hosts:
         host.destroy()
+
+
+@pytest.fixture(scope="module")
+def module_host() -> Iterator[LocalHost]:
+    """A booted guest of one test module's own, for tests that change the host in ways other
+    modules must not see (local_host stays as the bootstrap tests expect it); removed afterwards."""
+    with LocalHost.create(build_image()) as host:
+        host.boot()
+        yield host
+
+
+@pytest.fixture(scope="module")
+def module_package_index(module_host: LocalHost, wheelhouse: Path) -> Iterator[PackageIndex]:
+    """The wheelhouse served on module_host's gateway."""
+    with PackageIndex(wheelhouse, module_host.gateway) as index:
+        yield index
+
+
+@pytest.fixture(scope="module")
+def module_s3_server(module_host: LocalHost) -> Iterator[S3Server]:
+    """An S3-API server (moto, IAM auth enforced) bound on module_host's gateway, where the guest's
+    workers reach it; `.provision(bucket)` creates the bucket and an IAM user's key, as infra/ does."""
+    with S3Server(module_host.gateway) as server:
+        yield server

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefect_host.bootstrap import ProfileProcess, resolve_inputs
-from prefect_host.errors import OutputsError, ProfileError
+from prefect_host.errors import OutputsError, ProfileError, UsageError
 
 AUTH = "admin:Precedence-Secret-42"
 
@@ -80,9 +80,16 @@ def test_profile_process_writes_then_reports_the_unreachable_server(tmp_path, mo
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
     child = ProfileProcess()
     with pytest.raises(ProfileError, match="'team' was written, but the server cannot be reached"):
-        child.run({"name": "team", "api_url": _dead_api(), "auth_string": AUTH, "activate": True})
+        child.call("profile", name="team", api_url=_dead_api(), auth_string=AUTH, activate=True,
+                   results_block="s3-bucket/team-results")
     profiles = tmp_path / "home" / "profiles.toml"
     assert stat.S_IMODE(profiles.stat().st_mode) == 0o600 and 'active = "team"' in profiles.read_text()
+    assert 'PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK = "s3-bucket/team-results"' in profiles.read_text()
+    # The child answers one request after another until its stdin ends.
+    with pytest.raises(ProfileError, match="cannot reach it"):
+        child.call("register_storage_blocks", api_url=_dead_api(), auth_string=AUTH, outputs=_outputs(),
+                   profile_name="team")
+    child.close()
 
 
 def test_cancelled_profile_process_writes_nothing(tmp_path, monkeypatch):
@@ -90,3 +97,45 @@ def test_cancelled_profile_process_writes_nothing(tmp_path, monkeypatch):
     child = ProfileProcess()
     child.cancel()
     assert not (tmp_path / "home" / "profiles.toml").exists()
+
+
+def test_storage_is_on_by_default_with_the_outputs_endpoint_or_the_flag(outputs_file):
+    inputs = resolve_inputs(outputs_file=outputs_file(), stack=None, profile="Team_Dev.1")
+    assert inputs.storage.bucket_name == "b" and inputs.storage.s3_endpoint_url is None
+    assert inputs.results_block == "s3-bucket/team-dev-1-results" and inputs.workers == 1
+    assert "secret-from-outputs" not in repr(inputs)
+    from_outputs = resolve_inputs(outputs_file=outputs_file(s3EndpointUrl="http://10.0.0.1:9000"), stack=None)
+    assert from_outputs.storage.s3_endpoint_url == "http://10.0.0.1:9000"
+    flag = resolve_inputs(outputs_file=outputs_file(s3EndpointUrl="http://10.0.0.1:9000"), stack=None,
+                          s3_endpoint_url="https://minio.example:9000")
+    assert flag.storage.s3_endpoint_url == "https://minio.example:9000"  # the flag wins
+    off = resolve_inputs(outputs_file=outputs_file(), stack=None, no_storage=True, workers=0)
+    assert off.storage is None and off.results_block is None and off.workers == 0
+
+
+@pytest.mark.parametrize("arguments, changes, message", [
+    ({"workers": 17}, {}, "--workers 17: must be a whole number from 0 to 16"),
+    ({"workers": -1}, {}, "--workers -1"),
+    ({"s3_endpoint_url": "minio:9000"}, {}, "--s3-endpoint-url 'minio:9000': must be an http:// or https:// URL"),
+    ({}, {"s3EndpointUrl": "ftp://x"}, "s3EndpointUrl 'ftp://x': must be an http:// or https:// URL"),
+    ({"no_storage": True, "s3_endpoint_url": "http://x:9000"}, {}, "--s3-endpoint-url and --no-storage"),
+    ({}, {"prefectVersion": "3.8.3"}, "prefectVersion 3.8.3: the host's workers and the storage blocks need "
+                                      "prefect-aws 0.7.12, which needs Prefect 3.8.4 or later"),
+])
+def test_bad_worker_and_storage_inputs_name_the_setting(outputs_file, arguments, changes, message):
+    with pytest.raises(UsageError) as caught:
+        resolve_inputs(outputs_file=outputs_file(**changes), stack=None, **arguments)
+    assert message in str(caught.value)
+
+
+def test_client_only_accepts_an_older_server(outputs_file):
+    """A teammate's laptop installs nothing on the host: prefect-aws's minimum does not apply."""
+    assert resolve_inputs(outputs_file=outputs_file(prefectVersion="3.8.3"), stack=None, client_only=True)
+
+
+def test_results_block_is_the_one_register_blocks_saves(outputs_file, laptop):
+    """The workers' environment names the block before the child registers it: same name."""
+    from fixtures_server import PROFILE
+
+    inputs = resolve_inputs(outputs_file=outputs_file(), stack=None, profile=PROFILE)
+    assert inputs.results_block == laptop.blocks.results_slug

@@ -9,7 +9,7 @@ import pytest
 from prefect_host import server_files as sf
 from prefect_host.errors import HostUnsupported
 from prefect_host.facts import parse_facts
-from prefect_host.steps import Desired, PackageSource, plan
+from prefect_host.steps import Desired, DesiredWorkers, PackageSource, plan, plan_workers
 
 AUTH = "admin:Sup3r'$ecret\\pw"
 API_URL = "http://203.0.113.7:4200/api"
@@ -36,9 +36,21 @@ facts_end=1
 """
 
 
+RESULTS = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
+           "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+
+
+def workers(count: int = 1, **changes) -> DesiredWorkers:
+    base = DesiredWorkers(count=count, env_text=sf.worker_env_file_text(
+        auth_string=AUTH, ui_url="http://203.0.113.7:4200", result_settings=RESULTS),
+        unit_text=sf.worker_unit_text(pool="default"))
+    return dataclasses.replace(base, **changes)
+
+
 def desired(**changes) -> Desired:
     base = Desired(prefect_version="3.9.1", env_text=sf.env_file_text(api_url=API_URL, auth_string=AUTH),
-                   unit_text=sf.unit_text(), packages=PackageSource(find_links="http://10.77.0.1:8000/"))
+                   unit_text=sf.unit_text(), packages=PackageSource(find_links="http://10.77.0.1:8000/"),
+                   workers=workers())
     return dataclasses.replace(base, **changes)
 
 
@@ -54,6 +66,7 @@ python3_version=3.13.5
 uv_version={want.uv_version}
 venv_python=/usr/bin/python3.13
 venv_prefect_version={want.prefect_version}
+venv_prefect_aws_version={want.prefect_aws_version}
 bytecode_version={want.prefect_version}
 bytecode_job=inactive
 service_user_home={sf.STATE_DIR}
@@ -66,8 +79,16 @@ unit_MainPID=4242
 unit_NRestarts=0
 unit_ActiveState=active
 unit_NeedDaemonReload=no
-facts_end=1
+hostname=ph-7
+worker_env_sha256={sf.sha256_text(want.workers.env_text)}
+worker_unit_sha256={sf.sha256_text(want.workers.unit_text)}
+worker_applied_digest={want.worker_digest}
+{worker_lines(want.workers.count)}facts_end=1
 """
+
+
+def worker_lines(count: int, *, enabled: str = "enabled", state: str = "active") -> str:
+    return "".join(f"worker_unit=prefect-worker@{i}.service,{enabled},{state},no\n" for i in range(1, count + 1))
 
 
 def names(steps) -> list[str]:
@@ -111,14 +132,15 @@ def test_fresh_host_gets_every_step_in_order():
     steps = plan(parse_facts(FRESH), desired())
     assert names(steps) == [
         "create service user prefect", "install uv 0.13.8", "create the virtualenv",
-        "install prefect 3.9.1", f"write {sf.ENV_FILE}", f"install {sf.UNIT_NAME}",
+        "install prefect 3.9.1 and prefect-aws 0.7.12", f"write {sf.ENV_FILE}", f"install {sf.UNIT_NAME}",
         f"enable {sf.UNIT_NAME}", "start the Prefect server", "compile bytecode (in the background)"]
     assert [step.starts_server for step in steps].count(True) == 1 and steps[-2].starts_server
 
 
 def test_converged_host_gets_no_steps():
     want = desired()
-    assert plan(parse_facts(converged_output(want)), want) == []
+    facts = parse_facts(converged_output(want))
+    assert plan(facts, want) == [] and plan_workers(facts, want) == []
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -160,7 +182,7 @@ def test_pending_daemon_reload_reinstalls_the_unit():
 def test_broken_venv_is_recreated_and_refilled():
     want = desired()
     facts = parse_facts(converged_output(want).replace("venv_python=/usr/bin/python3.13", "venv_python="))
-    assert names(plan(facts, want)) == ["create the virtualenv", "install prefect 3.9.1",
+    assert names(plan(facts, want)) == ["create the virtualenv", "install prefect 3.9.1 and prefect-aws 0.7.12",
                                         "compile bytecode (in the background)"]
 
 
@@ -213,3 +235,127 @@ def test_package_source_flags():
     default = plan(parse_facts(FRESH), desired(packages=PackageSource()))
     install = next(s for s in default if s.name.startswith("install prefect")).commands[0].script
     assert "--index-url" not in install and "--find-links" not in install
+
+
+# --- workers ----------------------------------------------------------------------------------------
+
+def test_parse_worker_facts():
+    want = desired(workers=workers(2))
+    facts = parse_facts(converged_output(want) + "worker_unit=prefect-worker@gpu.service,disabled,failed,yes\n")
+    assert facts.hostname == "ph-7" and facts.venv_prefect_aws_version == "0.7.12"
+    assert facts.worker_applied_digest == want.worker_digest
+    assert [(w.name, w.instance, w.enabled, w.running, w.need_daemon_reload) for w in facts.workers] == [
+        ("prefect-worker@1.service", "1", "enabled", True, False),
+        ("prefect-worker@2.service", "2", "enabled", True, False),
+        ("prefect-worker@gpu.service", "gpu", "disabled", False, True)]
+    assert parse_facts(FRESH).workers == () and parse_facts(FRESH).worker_env_sha256 is None
+
+
+def test_fresh_host_gets_the_worker_steps_after_the_server():
+    steps = plan_workers(parse_facts(FRESH), desired())
+    assert names(steps) == [f"write {sf.WORKER_ENV_FILE}", f"install {sf.WORKER_UNIT_TEMPLATE}",
+                            "enable prefect-worker@1", "start prefect-worker@1"]
+    assert [step.starts_workers for step in steps] == [False, False, False, True]
+    start = steps[-1].commands[0].script
+    assert start.startswith("systemctl restart prefect-worker@1.service && ")
+    assert start.endswith(f"{desired().worker_digest} > {sf.WORKER_APPLIED_DIGEST_FILE}")
+
+
+def test_host_from_before_the_workers_gets_prefect_aws_without_a_server_restart():
+    """A host bootstrapped before workers existed: prefect is there, prefect-aws and the units not."""
+    want = desired()
+    old = converged_output(want).replace("venv_prefect_aws_version=0.7.12\n", "")
+    old = "".join(line + "\n" for line in old.splitlines() if not line.startswith("worker_"))
+    facts = parse_facts(old)
+    assert names(plan(facts, want)) == ["install prefect-aws 0.7.12", "compile bytecode (in the background)"]
+    install = plan(facts, want)[0].commands[0].script
+    assert "prefect==3.9.1 prefect-aws==0.7.12" in install  # both pinned: uv keeps them consistent
+    assert names(plan_workers(facts, want)) == [f"write {sf.WORKER_ENV_FILE}", f"install {sf.WORKER_UNIT_TEMPLATE}",
+                                                "enable prefect-worker@1", "start prefect-worker@1"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda w: dataclasses.replace(w, workers=workers(env_text=sf.worker_env_file_text(
+        auth_string="admin:rotated", ui_url="http://203.0.113.7:4200", result_settings=RESULTS))),
+     [f"write {sf.WORKER_ENV_FILE}", "restart prefect-worker@1"]),
+    (lambda w: dataclasses.replace(w, workers=workers(unit_text=w.workers.unit_text + "# edited\n")),
+     [f"install {sf.WORKER_UNIT_TEMPLATE}", "restart prefect-worker@1"]),
+    (lambda w: dataclasses.replace(w, prefect_version="3.9.2"), ["restart prefect-worker@1"]),
+    (lambda w: dataclasses.replace(w, prefect_aws_version="0.7.13"), ["restart prefect-worker@1"]),
+    (lambda w: dataclasses.replace(w, workers=workers(3)),
+     ["enable prefect-worker@{2,3}", "start prefect-worker@{2,3}"]),
+])
+def test_one_worker_change_gives_only_its_steps(change, expected):
+    before = desired()
+    facts = parse_facts(converged_output(before))
+    assert names(plan_workers(facts, change(before))) == expected
+
+
+def test_a_new_prefect_aws_reinstalls_without_restarting_the_server():
+    before = desired()
+    facts = parse_facts(converged_output(before))
+    assert names(plan(facts, dataclasses.replace(before, prefect_aws_version="0.7.13"))) == [
+        "install prefect-aws 0.7.13", "compile bytecode (in the background)"]
+
+
+def test_fewer_workers_stop_and_disable_the_rest_but_not_hand_made_instances():
+    facts = parse_facts(converged_output(desired(workers=workers(3)))
+                        + "worker_unit=prefect-worker@gpu.service,enabled,active,no\n")
+    steps = plan_workers(facts, desired(workers=workers(1)))
+    assert names(steps) == ["stop and disable prefect-worker@{2,3}"]
+    assert steps[0].commands[0].script == \
+        "systemctl disable --quiet --now prefect-worker@2.service prefect-worker@3.service"
+    assert steps[0].stops_workers == ("2", "3")
+    none = plan_workers(facts, desired(workers=workers(0)))
+    assert names(none) == ["stop and disable prefect-worker@{1,2,3}"]
+
+
+def test_stopped_or_disabled_extra_instances_are_left_alone():
+    facts = parse_facts(converged_output(desired()) + "worker_unit=prefect-worker@2.service,disabled,failed,no\n")
+    assert plan_workers(facts, desired()) == []
+
+
+def test_a_dead_worker_is_started_alone():
+    want = desired(workers=workers(2))
+    facts = parse_facts(converged_output(want).replace("prefect-worker@2.service,enabled,active",
+                                                       "prefect-worker@2.service,enabled,failed"))
+    steps = plan_workers(facts, want)
+    assert names(steps) == ["start prefect-worker@2"] and steps[0].starts_workers
+    assert steps[0].commands[0].script == "systemctl start prefect-worker@2.service"
+
+
+def test_an_auto_restarting_worker_counts_as_running():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace(",enabled,active,", ",enabled,activating,"))
+    assert plan_workers(facts, want) == []
+
+
+def test_a_disabled_worker_is_enabled_again():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace(",enabled,active,", ",disabled,active,"))
+    assert names(plan_workers(facts, want)) == ["enable prefect-worker@1"]
+
+
+def test_pending_daemon_reload_of_a_worker_reinstalls_the_template():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace(",enabled,active,no", ",enabled,active,yes"))
+    steps = plan_workers(facts, want)
+    assert names(steps) == [f"install {sf.WORKER_UNIT_TEMPLATE}"]
+    assert steps[0].commands[-1].script == "systemctl daemon-reload"
+
+
+def test_interrupted_worker_restart_is_done_again():
+    want = desired()
+    facts = parse_facts(converged_output(want).replace(f"worker_applied_digest={want.worker_digest}\n", ""))
+    assert names(plan_workers(facts, want)) == ["restart prefect-worker@1"]
+
+
+def test_worker_secrets_only_travel_on_stdin():
+    steps = plan_workers(parse_facts(FRESH), desired())
+    password = AUTH.split(":", 1)[1]
+    for step in steps:
+        for command in step.commands:
+            assert password not in command.script and password not in command.label
+    env_command = steps[0].commands[0]
+    assert f"PREFECT_API_AUTH_STRING={sf.env_value(AUTH)}\n".encode() in env_command.stdin
+    assert "chmod 0600" in env_command.script and f"mv -f \"$tmp\" {sf.WORKER_ENV_FILE}" in env_command.script

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from prefect_host.errors import ProfileError
 from prefect_host.profile import newer_client_warning, write_profile
 
 API = "http://203.0.113.7:4200/api"
@@ -98,3 +99,77 @@ def test_newer_laptop_is_warned_about():
     assert "newer than the server's 3.9.1" in newer_client_warning("3.10.0", "3.9.1")
     assert newer_client_warning("3.9.1", "3.9.1") is None
     assert newer_client_warning("3.8.3", "3.9.1") is None
+
+
+def test_results_block_sets_persistence_and_the_block(profiles_path):
+    written = write_profile("team", api_url=API, auth_string=AUTH, activate=False,
+                            results_block="s3-bucket/team-results")
+    assert written.changed
+    assert _read(profiles_path)["profiles"]["team"] == {
+        "PREFECT_API_URL": API, "PREFECT_API_AUTH_STRING": AUTH,
+        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results", "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+    again = write_profile("team", api_url=API, auth_string=AUTH, activate=False, results_block="s3-bucket/team-results")
+    assert not again.changed
+    # Without a block (--no-storage) the result settings stay as they are.
+    write_profile("team", api_url=API, auth_string=AUTH, activate=False)
+    assert _read(profiles_path)["profiles"]["team"]["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == "s3-bucket/team-results"
+
+
+# --- against a real server with the blocks registered (fixtures_server) -----------------------------
+
+def test_find_results_block_prefers_the_named_one_and_else_finds_it_by_bucket(stack_outputs, laptop):
+    from prefect_host.profile import find_results_block
+
+    def find(bucket: str, preferred: str) -> str:
+        return find_results_block(api_url=stack_outputs.api_url, auth_string=stack_outputs.prefect_auth_string,
+                                  bucket=bucket, preferred=preferred)
+
+    assert find(stack_outputs.bucket_name, laptop.blocks.results_slug) == laptop.blocks.results_slug
+    # A teammate whose profile has another name finds the operator's block through the bucket.
+    assert find(stack_outputs.bucket_name, "s3-bucket/teammate-results") == laptop.blocks.results_slug
+    with pytest.raises(ProfileError, match="has no results block for bucket 'other-bucket'.*not written"):
+        find("other-bucket", "s3-bucket/teammate-results")
+
+
+def test_find_results_block_tells_an_unreachable_server_apart(stack_outputs):
+    from prefect_host.profile import ServerUnreachable, find_results_block
+
+    with pytest.raises(ServerUnreachable, match="401"):
+        find_results_block(api_url=stack_outputs.api_url, auth_string="admin:wrong", bucket="b",
+                           preferred="s3-bucket/x-results")
+
+
+def test_client_only_profile_gets_the_servers_results_block(stack_outputs, laptop, profiles_path):
+    from prefect_host.profile import write_and_check
+
+    result = write_and_check("teammate", api_url=stack_outputs.api_url, auth_string=stack_outputs.prefect_auth_string,
+                             activate=False, results_block="s3-bucket/teammate-results",
+                             find_results_in_bucket=stack_outputs.bucket_name)
+    assert result.results_block == laptop.blocks.results_slug and result.server_version == "3.9.1"
+    settings = _read(profiles_path)["profiles"]["teammate"]
+    assert settings["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == laptop.blocks.results_slug
+    again = write_and_check("teammate", api_url=stack_outputs.api_url, auth_string=stack_outputs.prefect_auth_string,
+                            activate=False, results_block="s3-bucket/teammate-results",
+                            find_results_in_bucket=stack_outputs.bucket_name)
+    assert not again.changed
+
+
+def test_converged_storage_blocks_are_recognised_without_saving(stack_outputs, laptop):
+    import dataclasses
+
+    from fixtures_server import PROFILE
+    from prefect_host.profile import register_storage_blocks, storage_blocks_current
+
+    def current(outputs, profile: str = PROFILE) -> bool:
+        return storage_blocks_current(api_url=outputs.api_url, auth_string=outputs.prefect_auth_string,
+                                      outputs=outputs, profile_name=profile)
+
+    assert current(stack_outputs)
+    assert register_storage_blocks(api_url=stack_outputs.api_url, auth_string=stack_outputs.prefect_auth_string,
+                                   outputs=stack_outputs.to_mapping(), profile_name=PROFILE) == {"changed": []}
+    # Anything the bootstrap sets that differs: not current, so register_blocks runs.
+    assert not current(dataclasses.replace(stack_outputs, aws_secret_access_key="rotated-secret"))
+    assert not current(dataclasses.replace(stack_outputs, s3_endpoint_url="http://127.0.0.1:1"))
+    assert not current(dataclasses.replace(stack_outputs, bucket_region="eu-west-3"))
+    assert not current(dataclasses.replace(stack_outputs, bucket_name="another-bucket"))
+    assert not current(stack_outputs, profile="never-registered")

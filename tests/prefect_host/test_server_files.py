@@ -70,3 +70,46 @@ def test_unit_is_sandboxed():
     assert "@system-service" in unit["SystemCallFilter"]
     assert "MemoryDenyWriteExecute" not in unit
     assert "PREFECT_SERVER_API_AUTH_STRING" not in sf.unit_text()  # the secret stays in the 0600 file
+
+
+def test_worker_env_has_the_local_api_the_poll_interval_and_the_result_storage():
+    results = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
+               "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+    settings = _settings(sf.worker_env_file_text(auth_string="admin:it's", ui_url="http://203.0.113.7:4200",
+                                                 result_settings=results))
+    assert settings == {
+        "PREFECT_HOME": "'/var/lib/prefect-worker'",
+        "PREFECT_API_URL": "'http://127.0.0.1:4200/api'",
+        "PREFECT_API_AUTH_STRING": '"admin:it\'s"',
+        "PREFECT_UI_URL": "'http://203.0.113.7:4200'",
+        "PREFECT_WORKER_QUERY_SECONDS": "'5'",
+        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "'s3-bucket/team-results'",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "'true'",
+    }
+    # Without storage: no result settings at all (a run then keeps its results on the host).
+    bare = _settings(sf.worker_env_file_text(auth_string="a:b", ui_url="http://h:4200", result_settings={}))
+    assert not [name for name in bare if name.startswith("PREFECT_RESULTS_")]
+
+
+def test_worker_template_runs_one_named_worker_per_instance_as_the_service_user():
+    unit = _directives(sf.worker_unit_text(pool="default"))
+    assert unit["User"] == ["prefect"] and unit["Group"] == ["prefect"]
+    assert unit["EnvironmentFile"] == [sf.WORKER_ENV_FILE]
+    assert unit["ExecStart"] == ["/opt/prefect-host/venv/bin/prefect worker start --pool default --type process "
+                                 "--name %H-%i"]
+    assert unit["Restart"] == ["always"] and unit["WantedBy"] == ["multi-user.target"]
+    assert unit["After"] == [f"network-online.target {sf.UNIT_NAME}"]
+    # Flow runs get a writable home and state of their own, not the server's.
+    assert unit["Environment"] == [f"HOME={sf.WORKER_STATE_DIR}"]
+    assert unit["WorkingDirectory"] == [sf.WORKER_STATE_DIR] and unit["StateDirectory"] == ["prefect-worker"]
+    assert unit["InaccessiblePaths"] == [f"-{sf.STATE_DIR}"]
+    assert sf.worker_unit_name(2) == "prefect-worker@2.service"
+
+
+def test_worker_template_is_sandboxed_and_holds_no_secret():
+    unit = _directives(sf.worker_unit_text(pool="default"))
+    assert unit["ProtectSystem"] == ["strict"] and unit["NoNewPrivileges"] == ["yes"]
+    assert unit["CapabilityBoundingSet"] == [""] and unit["PrivateUsers"] == ["yes"] and unit["PrivateTmp"] == ["yes"]
+    assert unit["SystemCallFilter"] == ["@system-service", "~@privileged"]
+    assert "ProcSubset" not in unit and "MemoryDenyWriteExecute" not in unit and "RemoveIPC" not in unit
+    assert "AUTH_STRING" not in sf.worker_unit_text(pool="default")

@@ -122,6 +122,9 @@ def test_index_url_and_find_links_exclude_each_other(tmp_path):
     (["--user", "Root;rm"], "--user 'Root;rm': not a valid Unix user name"),
     (["--host-key", "ssh-ed25519 bm90IGEga2V5"], "--host-key / hostPublicKey"),
     (["--identity", "/nonexistent/id"], "--identity /nonexistent/id: cannot read the file"),
+    (["--workers", "99"], "--workers 99: must be a whole number from 0 to 16"),
+    (["--s3-endpoint-url", "minio:9000"], "--s3-endpoint-url 'minio:9000': must be an http:// or https:// URL"),
+    (["--no-storage", "--s3-endpoint-url", "http://minio:9000"], "--s3-endpoint-url and --no-storage"),
 ])
 def test_bad_flag_values_name_the_flag(tmp_path, outputs_file, args, expected):
     result = run_cli("--outputs", outputs_file(outputs()), "--connect-timeout", "1", *args, tmp_path=tmp_path)

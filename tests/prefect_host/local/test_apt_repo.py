@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -70,9 +69,7 @@ def test_index_and_release_describe_exactly_the_files_present(repo):
 
 def test_a_second_call_reuses_the_cached_repository(repo):
     release_written = (repo / "Release").stat().st_mtime_ns
-    started = time.monotonic()
     assert ensure_apt_repo(["caddy", "caddy"], suite="trixie") == repo
-    assert time.monotonic() - started < 2
     assert (repo / "Release").stat().st_mtime_ns == release_written
 
 
