@@ -33,3 +33,16 @@ test-fast: $(STAMP)
 
 plan: $(STAMP)
 	$(PY) scripts/plan.py $(CONFIG)
+
+# A Prefect host on this machine (a local Debian guest, a local S3 server), bootstrapped and running a
+# scheduled flow; it keeps running until `make demo-down`. State in .demo/.
+demo: $(STAMP) $(SYSDEPS)
+	$(PY) scripts/demo.py up
+
+demo-down: $(STAMP)
+	$(PY) scripts/demo.py down
+
+# Our bootstrap against the tutorial's pip path on fresh local hosts; writes bench/latest.md.
+BENCH_ARGS ?= --repeat 3
+bench: $(STAMP) $(SYSDEPS)
+	$(PY) scripts/bench_bootstrap.py $(BENCH_ARGS)
