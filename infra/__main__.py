@@ -35,8 +35,16 @@ pulumi.export("sshUser", SSH_USER)
 if keys.operator_private_key is not None:
     pulumi.export("sshPrivateKey", keys.operator_private_key)
 pulumi.export("hostPublicKey", keys.host_public_key)
-pulumi.export("apiUrl", host.public_ip.apply(lambda ip: f"http://{ip}:4200/api"))
-pulumi.export("uiUrl", host.public_ip.apply(lambda ip: f"http://{ip}:4200"))
+pulumi.export("apiUrl", host.public_ip.apply(lambda ip: f"{config.server_url(ip)}/api"))
+pulumi.export("uiUrl", host.public_ip.apply(config.server_url))
+pulumi.export("tlsMode", config.tls_mode)
+# Exported only when they apply, so the bootstrap's Caddyfile follows the outputs alone.
+if config.domain is not None:
+    pulumi.export("domain", config.domain)
+if config.tls_mode == "acme":
+    pulumi.export("acmeCa", config.acme_ca)
+    if config.acme_email is not None:
+        pulumi.export("acmeEmail", config.acme_email)
 pulumi.export("prefectVersion", config.prefect_version)
 pulumi.export("prefectAuthString", credentials.auth_string)
 pulumi.export("bucketName", storage.bucket_name)

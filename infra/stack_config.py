@@ -13,6 +13,7 @@ import binascii
 import ipaddress
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,12 +34,17 @@ DEFAULT_ALLOWED_CIDRS = ("0.0.0.0/0",)
 DEFAULT_IAM_GROUP = "S3-FullAccess"
 # AWS key pairs import only these two types, so they are the ones both clouds accept.
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
+TLS_SETTINGS = ("auto", "acme", "internal", "off")
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
+# Caddy's port for plain HTTP when tls is off: the port users and the tutorial know.
+PLAINTEXT_PORT = 4200
 
 # Keys of the prefect-host namespace, in the order they are validated (the issue's table).
 KEYS = (
     "cloud", "instanceType", "image", "diskSizeGb", "allowedCidrs", "sshAllowedCidrs",
     "allowPublicSsh", "prefectVersion", "bucketName", "iamGroupName", "s3Access",
-    "sshPublicKey", "retainData",
+    "sshPublicKey", "retainData", "domain", "tls", "acmeEmail", "acmeCa", "allowPlaintext",
 )
 PROVIDER_KEYS = ("aws:region", "gcp:project", "gcp:region", "gcp:zone")
 
@@ -64,10 +70,21 @@ class StackConfig:
     s3_access: str
     ssh_public_key: str | None
     retain_data: bool
+    domain: str | None
+    tls_mode: str  # resolved: acme, internal or off (never auto)
+    acme_email: str | None
+    acme_ca: str
+    allow_plaintext: bool
     aws_region: str
     gcp_project: str | None
     gcp_region: str | None
     gcp_zone: str | None
+
+    def server_url(self, public_ip: str) -> str:
+        """Where users reach the UI (the API is under /api): HTTPS on 443 through Caddy, with the
+        domain when there is one, else the static IP; plain HTTP on 4200 only when tls is off."""
+        host = self.domain or public_ip
+        return f"http://{host}:{PLAINTEXT_PORT}" if self.tls_mode == "off" else f"https://{host}"
 
     @property
     def resource_prefix(self) -> str:
@@ -99,7 +116,7 @@ def _slug(text: str, *, max_len: int) -> str:
 def _error(key: str, raw: str | None, allowed: str) -> StackConfigError:
     if raw is None:
         return StackConfigError(f"Config {key} is not set; it is required: {allowed}.")
-    return StackConfigError(f"Config {key} = {json.dumps(raw)} is invalid; allowed: {allowed}.")
+    return StackConfigError(f"Config {key} = {json.dumps(raw, ensure_ascii=False)} is invalid; allowed: {allowed}.")
 
 
 def parse_choice(key: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -224,6 +241,74 @@ def parse_ssh_public_key(key: str, raw: str) -> str:
     return raw.strip()
 
 
+_DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+
+
+def parse_domain(key: str, raw: str) -> str:
+    """A DNS name that can get a public certificate, lower-cased (DNS ignores case)."""
+    allowed = ("a DNS name you point at the static IP, e.g. prefect.example.com: two or more labels of "
+               "letters, digits and inner hyphens, at most 63 characters each and 253 in all, no trailing "
+               "dot, no wildcard, not an IP address (international names in their xn-- form)")
+    name = raw.lower()
+    if (len(name) > 253 or not re.fullmatch(rf"{_DNS_LABEL}(\.{_DNS_LABEL})+", name)
+            or name.rsplit(".", 1)[1].isdigit()):
+        raise _error(key, raw, allowed)
+    return name
+
+
+def parse_acme_email(key: str, raw: str) -> str:
+    if len(raw) > 254 or not re.fullmatch(r"[A-Za-z0-9.!$%&*+/=?^_|~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", raw):
+        raise _error(key, raw, "an e-mail address such as ops@example.com, where the ACME CA may send "
+                               "expiry notices")
+    return raw
+
+
+def parse_acme_ca(key: str, raw: str) -> str:
+    """The https URL of an ACME directory; it is exported as a plain output, so no credentials in it."""
+    allowed = (f"the https:// URL of an ACME (RFC 8555) directory without credentials, spaces or quotes, e.g. "
+               f"{LETS_ENCRYPT_DIRECTORY} (the default) or Let's Encrypt staging {LETS_ENCRYPT_STAGING_DIRECTORY}")
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise _error(key, raw, allowed) from None
+    if (parts.scheme != "https" or not parts.hostname or "@" in parts.netloc or parts.fragment
+            or not port_ok or re.search(r"[\s\"'{}#`\\]", raw)):
+        raise _error(key, raw, allowed)
+    return raw
+
+
+def resolve_tls_mode(key: str, raw: str, *, domain: str | None, allow_plaintext: bool) -> str:
+    """`auto` is acme with a domain and internal without; acme needs a domain; off needs the opt-in."""
+    setting = parse_choice(key, raw, TLS_SETTINGS)
+    if setting == "auto":
+        return "acme" if domain else "internal"
+    if setting == "acme" and domain is None:
+        raise _error(key, raw, f"acme only together with {NAMESPACE}:domain (the DNS name pointing at the "
+                               "static IP); without a domain use internal (or auto)")
+    if setting == "internal" and domain is not None:
+        raise _error(key, raw, f"internal only without {NAMESPACE}:domain (Caddy's own CA certifies the static "
+                               f"IP, not {domain}); with a domain use acme (or auto)")
+    if setting == "off" and not allow_plaintext:
+        raise _error(key, raw, f"auto, acme or internal; off sends the API's auth string over the network in "
+                               f"clear text, so it needs {NAMESPACE}:allowPlaintext true as well")
+    return setting
+
+
+def check_acme_reachable(key: str, allowed_cidrs: tuple[str, ...], acme_ca: str) -> None:
+    """Let's Encrypt validates from many undisclosed addresses on the internet: with ports 80/443
+    closed to the world the certificate can never be issued."""
+    if acme_ca not in (LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY):
+        return
+    if not any(ipaddress.ip_network(c) == ipaddress.ip_network("0.0.0.0/0") for c in allowed_cidrs):
+        raise StackConfigError(
+            f"Config {key} = {json.dumps(list(allowed_cidrs))} keeps ports 80 and 443 closed to Let's Encrypt, "
+            f"which validates the domain from addresses all over the internet; allowed with tls acme and "
+            f"Let's Encrypt: a list including 0.0.0.0/0, or use {NAMESPACE}:tls internal, or an ACME CA "
+            f"({NAMESPACE}:acmeCa) that can reach the listed ranges."
+        )
+
+
 def parse_aws_region(key: str, raw: str | None) -> str:
     allowed = "an AWS region such as eu-west-1 (pulumi config set aws:region eu-west-1); the bucket is S3 on both clouds"
     if raw is None:
@@ -282,6 +367,7 @@ def parse_stack_config(
         cloud = parse_choice(full("cloud"), raw("cloud", "aws"), CLOUDS)
         allow_public_ssh = parse_bool(full("allowPublicSsh"), raw("allowPublicSsh", "false"))
         allowed_cidrs, bucket_name, ssh_public_key = raw("allowedCidrs"), raw("bucketName"), raw("sshPublicKey")
+        domain, acme_email, acme_ca = raw("domain"), raw("acmeEmail"), raw("acmeCa")
         fields = dict(
             cloud=cloud,
             instance_type=parse_instance_type(full("instanceType"), raw("instanceType", DEFAULT_INSTANCE_TYPES[cloud]), cloud),
@@ -297,9 +383,25 @@ def parse_stack_config(
             s3_access=parse_choice(full("s3Access"), raw("s3Access", S3_ACCESS_LEVELS[0]), S3_ACCESS_LEVELS),
             ssh_public_key=None if ssh_public_key is None else parse_ssh_public_key(full("sshPublicKey"), ssh_public_key),
             retain_data=parse_bool(full("retainData"), raw("retainData", "true")),
+            domain=None if domain is None else parse_domain(full("domain"), domain),
+            allow_plaintext=parse_bool(full("allowPlaintext"), raw("allowPlaintext", "false")),
+            acme_email=None if acme_email is None else parse_acme_email(full("acmeEmail"), acme_email),
+            acme_ca=LETS_ENCRYPT_DIRECTORY if acme_ca is None else parse_acme_ca(full("acmeCa"), acme_ca),
             aws_region=parse_aws_region("aws:region", values.get("aws:region")),
             gcp_project=None, gcp_region=None, gcp_zone=None,
         )
+        fields["tls_mode"] = resolve_tls_mode(full("tls"), raw("tls", "auto"), domain=fields["domain"],
+                                              allow_plaintext=fields["allow_plaintext"])
+        if fields["tls_mode"] == "acme":
+            check_acme_reachable(full("allowedCidrs"), fields["allowed_cidrs"], fields["acme_ca"])
+        else:
+            # Set but unused would hide a mistake, most often a forgotten domain.
+            for name, value in (("acmeEmail", acme_email), ("acmeCa", acme_ca)):
+                if value is not None:
+                    raise StackConfigError(
+                        f"Config {full(name)} = {json.dumps(value)} only applies when certificates come from "
+                        f"ACME ({NAMESPACE}:tls acme, or auto with {NAMESPACE}:domain set); tls is "
+                        f"{fields['tls_mode']} here. Set {NAMESPACE}:domain, or remove {full(name)}.")
         if cloud == "gcp":
             zone = parse_gcp_zone("gcp:zone", values.get("gcp:zone"))
             fields.update(gcp_project=parse_gcp_project("gcp:project", values.get("gcp:project")), gcp_zone=zone,

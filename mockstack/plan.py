@@ -152,6 +152,19 @@ def format_plan(run: StackRun) -> str:
             f"{len(run.outputs)} outputs (values not shown)\n\n{_table(outputs)}")
 
 
+def tls_summary(outputs: dict[str, Any]) -> str:
+    """How clients will reach the server, from the outputs that say so (tlsMode, domain, acmeCa)."""
+    mode = outputs.get("tlsMode")
+    if mode == "acme":
+        return (f"TLS: acme: Caddy on the host gets a certificate for {outputs.get('domain')} from "
+                f"{outputs.get('acmeCa')} (point the domain's DNS at publicIp); URLs https://{outputs.get('domain')}")
+    if mode == "internal":
+        return ("TLS: internal: Caddy's own CA on the host certifies publicIp; the bootstrap pins that CA in "
+                "the Prefect profile; URLs https://<publicIp>")
+    return ("TLS: off (allowPlaintext): the API's auth string crosses the network in clear text; "
+            "URLs http://<publicIp>:4200")
+
+
 def policy_violations(resources: Iterable[MockResource]) -> list | None:
     """The policy pack's verdict, or None when the pack is not there (policy/rules.py)."""
     if not (REPO_ROOT / "policy" / "rules.py").exists():
@@ -183,6 +196,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO
         raise run.error
 
     print(f"Plan for stack {stack} ({config.get(f'{PROJECT}:cloud', 'aws')}) from {args.config}\n", file=out)
+    print(f"{tls_summary(run.outputs)}\n", file=out)
     print(format_plan(run), file=out)
     violations = policy_violations(run.resources)
     if violations is None:

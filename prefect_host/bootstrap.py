@@ -1,5 +1,6 @@
-"""The bootstrap: resolve inputs, converge the host over SSH, verify over HTTP, register the
-storage blocks, write the profile.
+"""The bootstrap: resolve inputs, converge the host over SSH (Prefect on loopback behind Caddy's
+TLS, or on 4200 itself when tlsMode is off), verify over HTTPS, register the storage blocks, write
+the profile with the server's CA pinned.
 
 Inputs come from flags, then `--outputs FILE`, then `--stack NAME` (first one that has a value
 wins). Everything is validated before the first connection, and the bucket is probed before the
@@ -8,6 +9,7 @@ first change, so bad input changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -38,8 +40,11 @@ from prefect_host.errors import (
 from prefect_host.outputs import StackOutputs
 from prefect_host.profile import ANSWER_PREFIX, results_settings
 from prefect_host.storage import block_slug
+from prefect_host.tls import CaCertificate, TlsSettings, load_ca_certificate, settings_from_outputs
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
     from prefect_host.facts import HostFacts
@@ -81,6 +86,15 @@ class BootstrapInputs:
     workers: int = DEFAULT_WORKERS
     # The stack outputs (with the S3 endpoint the flag gives) for result storage; None: --no-storage.
     storage: StackOutputs | None = field(default=None, repr=False)
+    tls: TlsSettings = TlsSettings(mode="off", address=None)
+    public_ip: str = ""
+    # --ca-file: the CA this machine verifies the server against (default: internal mode, the CA
+    # read from the host; acme, the system trust store).
+    ca: CaCertificate | None = None
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls.mode != "off"
 
     @property
     def results_block(self) -> str | None:
@@ -94,7 +108,8 @@ def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | N
                    profile: str | None = None, activate: bool = False, client_only: bool = False,
                    index_url: str | None = None, find_links: str | None = None,
                    connect_timeout: float = 300.0, workers: int = DEFAULT_WORKERS, no_storage: bool = False,
-                   s3_endpoint_url: str | None = None) -> BootstrapInputs:
+                   s3_endpoint_url: str | None = None, apt_source: str | None = None,
+                   acme_ca_root: str | None = None, ca_file: str | None = None) -> BootstrapInputs:
     """Merge flags > --outputs > --stack into validated inputs; raises before anything is changed."""
     if outputs_file:
         outputs = StackOutputs.from_file(outputs_file)
@@ -142,7 +157,20 @@ def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | N
                          "starting with a letter or digit.")
     if not client_only:
         _check_prefect_aws_fits(outputs.prefect_version)
-    if not client_only and not identity and not outputs.ssh_private_key:
+    tls = settings_from_outputs(outputs, apt_source=apt_source, acme_ca_root_pem=(
+        None if acme_ca_root is None else _read_text("--acme-ca-root", acme_ca_root)))
+    ca = None if ca_file is None else load_ca_certificate(_read_text("--ca-file", ca_file),
+                                                          source=f"--ca-file {ca_file}")
+    if ca is not None and tls.mode == "off":
+        raise UsageError(f"--ca-file {ca_file}: this stack's tlsMode is off (plain HTTP), so there is no "
+                         "certificate to verify; leave --ca-file out.")
+    has_identity = bool(identity or outputs.ssh_private_key)
+    if client_only and tls.mode == "internal" and ca is None and not has_identity:
+        raise UsageError(f"tlsMode internal: {outputs.public_ip} has a certificate from its own CA, which this "
+                         "machine must pin. Pass --ca-file FILE (the CA file the operator's bootstrap wrote "
+                         "beside their profile; check its SHA-256 fingerprint with them), or an SSH identity "
+                         "(--identity FILE) to read the CA from the host over the pinned SSH session.")
+    if not client_only and not has_identity:
         raise UsageError("No SSH identity: pass --identity FILE (the private key whose public half is in "
                          f"{resolved_user}'s authorized_keys on the host). The outputs have no "
                          "sshPrivateKey because the stack was given sshPublicKey.")
@@ -156,7 +184,15 @@ def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | N
         index_url=index_url, find_links=find_links, connect_timeout=float(connect_timeout), workers=workers,
         storage=None if no_storage else dataclasses.replace(
             outputs, s3_endpoint_url=s3_endpoint_url or outputs.s3_endpoint_url),
+        tls=tls, public_ip=outputs.public_ip, ca=ca,
     )
+
+
+def _read_text(flag: str, path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{flag} {path}: cannot read the file ({getattr(exc, 'strerror', None) or exc}).") from None
 
 
 def _check_prefect_aws_fits(prefect_version: str) -> None:
@@ -191,6 +227,9 @@ class Summary:
     workers: int | None  # None: --client-only, the host was not touched
     results_block: str | None
     results_url: str | None  # s3://bucket/results/
+    tls_mode: str = "off"
+    ca: CaCertificate | None = None  # the CA the profile pins (PREFECT_API_SSL_CERT_FILE)
+    ca_path: Path | None = None
 
 
 def run(inputs: BootstrapInputs, console: Console) -> Summary:
@@ -199,15 +238,25 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
     console.add_secret(inputs.identity_text)
     if inputs.storage is not None:
         console.add_secret(inputs.storage.aws_secret_access_key)
+    if inputs.tls.mode == "off":
+        console.warn("tlsMode is off (allowPlaintext): every request carries the API's auth string over the "
+                     "network in clear text. Set tls to auto, internal or acme in the stack config.")
     request = {"name": inputs.profile_name, "api_url": inputs.api_url, "auth_string": inputs.auth_string,
                "activate": inputs.activate, "results_block": inputs.results_block}
     profile_step = f"profile {inputs.profile_name}: write it, reach the server through it"
+    ca_step = f"CA certificate for profile {inputs.profile_name}"
+    ca_path = None
     if inputs.client_only:
-        from prefect_host.profile import write_and_check
+        from prefect_host.profile import store_ca, write_and_check
 
+        ca = _client_trust(inputs, console)
+        if ca is not None:
+            with console.step(ca_step) as status:
+                stored = store_ca(inputs.profile_name, ca.pem)
+                status.changed, ca_path = stored["changed"], stored["path"]
         # The blocks exist on the server already (the full bootstrap registered them): find them.
         with console.step(profile_step) as status:
-            result = write_and_check(**request, find_results_in_bucket=(
+            result = write_and_check(**request, ssl_cert_file=ca_path, find_results_in_bucket=(
                 inputs.storage.bucket_name if inputs.storage is not None else None))
             status.changed = result.changed
     else:
@@ -215,15 +264,19 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
 
         child = ProfileProcess()
         try:
-            converge_host(inputs, console)
+            ca = converge_host(inputs, console)
+            if ca is not None:
+                with console.step(ca_step) as status:
+                    stored = child.call("store_ca", name=inputs.profile_name, pem=ca.pem)
+                    status.changed, ca_path = stored["changed"], stored["path"]
             if inputs.storage is not None:
                 with console.step(f"storage block {inputs.results_block}") as status:
                     blocks = child.call("register_storage_blocks", api_url=inputs.api_url,
                                         auth_string=inputs.auth_string, outputs=inputs.storage.to_mapping(),
-                                        profile_name=inputs.profile_name)
+                                        profile_name=inputs.profile_name, ssl_cert_file=ca_path)
                     status.changed = bool(blocks["changed"])
             with console.step(profile_step) as status:
-                result = ProfileResult(**child.call("profile", **request))
+                result = ProfileResult(**child.call("profile", **request, ssl_cert_file=ca_path))
                 status.changed = result.changed
         except BaseException:
             child.cancel()
@@ -236,7 +289,35 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
                    profile_name=result.name, profile_path=Path(result.path), profile_active=result.active,
                    server_version=result.server_version, workers=None if inputs.client_only else inputs.workers,
                    results_block=result.results_block,
-                   results_url=f"s3://{bucket}/results/" if bucket and result.results_block else None)
+                   results_url=f"s3://{bucket}/results/" if bucket and result.results_block else None,
+                   tls_mode=inputs.tls.mode, ca=ca, ca_path=Path(ca_path) if ca_path else None)
+
+
+def _client_trust(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
+    """A teammate's --client-only run: the CA to pin. --ca-file when given; in internal mode
+    otherwise the CA read from the host over the pinned SSH session (read only, nothing changes)."""
+    if inputs.ca is not None or inputs.tls.mode != "internal":
+        return inputs.ca
+    from prefect_host.tls import read_internal_ca_root
+
+    with _ssh_session(inputs, console) as session, \
+            console.step(f"read the CA certificate from {inputs.host}"):
+        command = read_internal_ca_root(timeout=5)
+        encoded = session.run(command.script, sudo=True, timeout=command.timeout, label=command.label).stdout
+    return _host_ca(encoded, inputs)
+
+
+def _host_ca(encoded: str, inputs: BootstrapInputs) -> CaCertificate:
+    import base64
+    import binascii
+
+    from prefect_host.tls import TlsError
+
+    try:
+        pem = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise TlsError(f"The CA certificate read from {inputs.host} is not base64 of a PEM file.") from None
+    return load_ca_certificate(pem, source=f"Caddy's CA on {inputs.host}")
 
 
 class ProfileProcess:
@@ -309,42 +390,35 @@ class ProfileProcess:
         self._process.wait()
 
 
-def converge_host(inputs: BootstrapInputs, console: Console) -> None:
-    """Connect, read facts, probe the bucket, run the steps still needed, verify the server, ensure
-    the work pool, then converge the workers and wait for them to check in."""
+def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
+    """Connect, read facts, probe the bucket, run the steps still needed (Prefect's, and Caddy's in
+    front of it), verify the server over HTTPS, ensure the work pool, then converge the workers and
+    wait for them to check in. Returns the CA the laptop pins (None: the system trust store, or
+    plain HTTP)."""
     import httpx
     import paramiko
 
     from prefect_host import server_files as sf
     from prefect_host.facts import gather_facts
-    from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key, load_private_key_file
     from prefect_host.steps import Desired, DesiredWorkers, PackageSource, plan, plan_workers
+    from prefect_host.tls import desired_caddy, plan_caddy
     from prefect_host.verify import check_server, ensure_work_pool
 
-    pinned = PinnedHostKey.parse(inputs.host_key, setting="--host-key / hostPublicKey")
-    if inputs.identity_file is not None:
-        identity = load_private_key_file(inputs.identity_file, setting="--identity")
-    else:
-        identity = load_private_key(inputs.identity_text or "", source="output sshPrivateKey")
     desired = Desired(
         prefect_version=inputs.prefect_version,
-        env_text=sf.env_file_text(api_url=inputs.api_url, auth_string=inputs.auth_string),
+        env_text=sf.env_file_text(auth_string=inputs.auth_string, tls=inputs.tls_on),
         unit_text=sf.unit_text(),
         packages=PackageSource(index_url=inputs.index_url, find_links=inputs.find_links),
         cloud_init_timeout=inputs.connect_timeout,
         workers=DesiredWorkers(
             count=inputs.workers,
             env_text=sf.worker_env_file_text(
-                auth_string=inputs.auth_string, ui_url=inputs.ui_url,
+                auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on,
                 result_settings=results_settings(inputs.results_block) if inputs.results_block else {}),
             unit_text=sf.worker_unit_text(pool=WORK_POOL_NAME)),
     )
-    console.line(f"  host key pinned: {pinned.key_type} {pinned.fingerprint}")
-    with console.step(f"connect to {inputs.user}@{inputs.host}"):
-        session = HostSession.connect(inputs.host, user=inputs.user, identity=identity, host_key=pinned,
-                                      port=inputs.port, connect_timeout=inputs.connect_timeout)
     try:
-        with session, httpx.Client(timeout=10.0) as client:
+        with _ssh_session(inputs, console) as session, contextlib.ExitStack() as closing:
             with console.step("read the host's state"):
                 facts = gather_facts(session)
             _check_facts(facts, session)
@@ -355,10 +429,16 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> None:
                 # Before the first change: a key the bucket refuses is bad input, like a wrong host key.
                 _probe_bucket(inputs.storage, console)
             steps = plan(facts, desired)
+            caddy_steps = plan_caddy(facts.caddy, desired_caddy(inputs.tls))
             if any(step.starts_server for step in steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job
                 # template (~1.5 s to import): import it while this process mostly waits on the host.
                 threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True).start()
+            # Port 4200 changes hands: with TLS Prefect moves to loopback before Caddy binds 4200;
+            # with tls off Caddy lets go of it before Prefect binds it.
+            if not inputs.tls_on:
+                _run_caddy_steps(caddy_steps, session, console)
+            client = None if inputs.tls_on else closing.enter_context(httpx.Client(timeout=10.0))
             for step in steps:
                 # The journal (when wanted) comes after the step's [failed] line, before the error.
                 with _journal_on_failure(step.starts_server, session, console), \
@@ -368,6 +448,12 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> None:
                                     timeout=command.timeout, label=command.label)
                     if step.starts_server:
                         _wait_for_start(session, client, inputs)
+            ca = None
+            if inputs.tls_on:
+                _run_caddy_steps(caddy_steps, session, console)
+                ca = _server_ca(inputs, facts, session, console)
+                context = _verify_context(inputs, ca, session, console)
+                client = closing.enter_context(httpx.Client(timeout=10.0, verify=context))
             with _journal_on_failure(True, session, console), \
                     console.step("verify the server (health, auth, version, UI)"):
                 _wait_for_start(session, client, inputs)
@@ -391,9 +477,91 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> None:
                 with _journal_on_failure(True, session, console, units=desired.workers.units), \
                         console.step(f"{_describe_names(names)} polling pool {WORK_POOL_NAME!r}"):
                     _wait_for_workers(session, client, inputs, dict(zip(desired.workers.units, names)))
+            return ca if ca is not None else inputs.ca
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise ConnectError(f"The SSH session to {inputs.user}@{inputs.host} broke ({exc or type(exc).__name__}); "
                            "run the bootstrap again: it continues where it stopped.") from None
+
+
+@contextmanager
+def _ssh_session(inputs: BootstrapInputs, console: Console) -> Iterator["HostSession"]:
+    """The SSH session to the host, its key pinned (no trust on first use)."""
+    from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key, load_private_key_file
+
+    pinned = PinnedHostKey.parse(inputs.host_key, setting="--host-key / hostPublicKey")
+    if inputs.identity_file is not None:
+        identity = load_private_key_file(inputs.identity_file, setting="--identity")
+    else:
+        identity = load_private_key(inputs.identity_text or "", source="output sshPrivateKey")
+    console.line(f"  host key pinned: {pinned.key_type} {pinned.fingerprint}")
+    with console.step(f"connect to {inputs.user}@{inputs.host}"):
+        session = HostSession.connect(inputs.host, user=inputs.user, identity=identity, host_key=pinned,
+                                      port=inputs.port, connect_timeout=inputs.connect_timeout)
+    with session:
+        yield session
+
+
+def _run_caddy_steps(steps: list, session: "HostSession", console: Console) -> None:
+    from prefect_host.tls import CADDY_UNIT
+
+    for step in steps:
+        with _journal_on_failure(True, session, console, units=[CADDY_UNIT]), console.step(step.name, changed=True):
+            for command in step.commands:
+                session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout,
+                            label=command.label)
+
+
+def _server_ca(inputs: BootstrapInputs, facts: "HostFacts", session: "HostSession",
+               console: Console) -> CaCertificate | None:
+    """internal: the CA of the host's Caddy, read over the pinned SSH session (in the facts on a
+    re-run; created by Caddy's first start otherwise); --ca-file must be that same CA. acme: None
+    (the system trust store), or --ca-file (a private ACME CA's root, as in the tests)."""
+    from prefect_host.tls import CADDY_UNIT, TlsError, read_internal_ca_root
+
+    if inputs.tls.mode != "internal":
+        return None
+    pem = facts.caddy.internal_ca_root_pem
+    if pem is None:
+        with _journal_on_failure(True, session, console, units=[CADDY_UNIT]), \
+                console.step("read Caddy's CA certificate"):
+            command = read_internal_ca_root()
+            ca = _host_ca(session.run(command.script, sudo=True, timeout=command.timeout,
+                                      label=command.label).stdout, inputs)
+    else:
+        ca = load_ca_certificate(pem, source=f"Caddy's CA on {inputs.host}")
+    if inputs.ca is not None and inputs.ca.fingerprint != ca.fingerprint:
+        raise TlsError(f"--ca-file holds the CA {inputs.ca.fingerprint}, but the host's Caddy certifies with "
+                       f"{ca.fingerprint}: the file is not this server's CA (from an older host?). Leave "
+                       "--ca-file out: the bootstrap reads the CA from the host.")
+    return ca
+
+
+def _verify_context(inputs: BootstrapInputs, ca: CaCertificate | None, session: "HostSession",
+                    console: Console) -> "ssl.SSLContext":
+    """The laptop's TLS verification, once Caddy serves a certificate it trusts: the pinned CA
+    (internal, or --ca-file) or the system trust store (acme). Waits for that certificate first:
+    Caddy obtains an ACME certificate seconds to minutes after its start."""
+    from prefect_host.tls import (
+        ACME_CERTIFICATE_TIMEOUT,
+        CADDY_UNIT,
+        INTERNAL_CA_ROOT_TIMEOUT,
+        certificate_timeout_error,
+        server_ssl_context,
+        wait_for_certificate,
+    )
+
+    trusted = ca or inputs.ca
+    context = server_ssl_context(trusted.pem if trusted else None)
+    if inputs.tls.mode == "acme":
+        timeout, issuer = ACME_CERTIFICATE_TIMEOUT, inputs.tls.acme_directory
+    else:
+        timeout, issuer = INTERNAL_CA_ROOT_TIMEOUT, "the host's own CA"
+    with _journal_on_failure(True, session, console, units=[CADDY_UNIT]), \
+            console.step(f"TLS certificate for {inputs.tls.address} from {issuer}"):
+        last = wait_for_certificate(inputs.tls.address, 443, context, timeout=timeout)
+        if last is not None:
+            raise certificate_timeout_error(inputs.tls, public_ip=inputs.public_ip, waited=timeout, last=last)
+    return context
 
 
 def _check_facts(facts: "HostFacts", session: "HostSession") -> None:
@@ -407,10 +575,11 @@ def _check_facts(facts: "HostFacts", session: "HostSession") -> None:
                               "24.04 cloud images have it).")
 
 
-def _wait_for_start(session: "HostSession", client: "httpx.Client", inputs: BootstrapInputs) -> None:
-    """Wait until /api/health answers true; stop early if the service dies on the host."""
+def _wait_for_start(session: "HostSession", client: "httpx.Client | None", inputs: BootstrapInputs) -> None:
+    """Wait until /api/health answers true; stop early if the service dies on the host. Without a
+    client (TLS, before Caddy is converged) the health check runs on the host, on loopback."""
     from prefect_host.facts import service_state
-    from prefect_host.verify import HealthTimeout, wait_until_healthy
+    from prefect_host.verify import HEALTH_TIMEOUT, HealthTimeout, wait_until_healthy
 
     first_restarts = service_state(session)[2]
 
@@ -421,19 +590,35 @@ def _wait_for_start(session: "HostSession", client: "httpx.Client", inputs: Boot
                               f"(state {state}, {restarts - first_restarts} restart(s) since the start); "
                               "its journal is printed above.")
 
+    if client is None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        next_watch = time.monotonic() + 5.0
+        while not _healthy_on_host(session, inputs):
+            now = time.monotonic()
+            if now >= deadline:
+                raise HealthTimeout(f"The Prefect server on {inputs.host} did not answer on loopback "
+                                    f"within {HEALTH_TIMEOUT:g} s.")
+            if now >= next_watch:
+                watch()
+                next_watch = now + 5.0
+            time.sleep(0.5)
+        return
     try:
         wait_until_healthy(client, inputs.api_url, watch=watch)
     except HealthTimeout:
-        if _healthy_on_host(session):
+        if _healthy_on_host(session, inputs):
+            ports = "443 and 4200" if inputs.tls_on else "4200"
             raise VerifyError(f"The server is healthy on the host, but {inputs.api_url} does not answer "
-                              "from this machine: check that TCP port 4200 is open to it "
+                              f"from this machine: check that TCP ports {ports} are open to it "
                               "(allowedCidrs, firewalls) and that apiUrl has the host's public address.") from None
         raise
 
 
-def _healthy_on_host(session: "HostSession") -> bool:
-    probe = ("python3 -c \"import urllib.request; print(urllib.request.urlopen("
-             "'http://127.0.0.1:4200/api/health', timeout=3).read().decode())\"")
+def _healthy_on_host(session: "HostSession", inputs: BootstrapInputs) -> bool:
+    from prefect_host import server_files as sf
+
+    url = f"http://127.0.0.1:{sf.server_port(tls=inputs.tls_on)}/api/health"
+    probe = f"python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}', timeout=3).read().decode())\""
     result = session.run(probe, timeout=15, check=False, label="health check on the host")
     return result.exit_status == 0 and result.stdout.strip() == "true"
 

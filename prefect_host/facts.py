@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from prefect_host import server_files as sf
 from prefect_host.errors import HostUnsupported
 from prefect_host.ssh import HostSession
+from prefect_host.tls import CADDY_FACTS_SCRIPT, CaddyFacts, parse_caddy_facts
 
 _END = "facts_end=1"
 _WORKER_GLOB = sf.worker_unit_name("*")
@@ -66,7 +67,7 @@ workers=$( {{ systemctl list-units --all --plain --no-legend '{_WORKER_GLOB}' 2>
   $1 == "NeedDaemonReload" {{ r = $2 }}
   /^$/ {{ if (id != "") print "worker_unit=" id "," f "," a "," r; id = f = a = r = "" }}
   END {{ if (id != "") print "worker_unit=" id "," f "," a "," r }}'
-echo "{_END}"
+{CADDY_FACTS_SCRIPT}echo "{_END}"
 ROOT_FACTS
 """
 
@@ -122,6 +123,7 @@ class HostFacts:
     worker_unit_sha256: str | None = None
     worker_applied_digest: str | None = None
     workers: tuple[WorkerUnit, ...] = ()
+    caddy: CaddyFacts = CaddyFacts()
 
 
 def parse_facts(text: str) -> HostFacts:
@@ -182,6 +184,7 @@ def parse_facts(text: str) -> HostFacts:
         worker_unit_sha256=text_or_none("worker_unit_sha256"),
         worker_applied_digest=text_or_none("worker_applied_digest"),
         workers=tuple(workers),
+        caddy=parse_caddy_facts(text),
     )
 
 

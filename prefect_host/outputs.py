@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from prefect_host.errors import OutputsError
+
+# acme: a public certificate for `domain`; internal: Caddy's own CA certifies the public IP;
+# off: plain HTTP on port 4200 (the stack refuses it unless allowPlaintext is set).
+TLS_MODES = ("acme", "internal", "off")
+# Exported by infra/ only when they apply: a domain when one is set, the ACME settings in acme mode.
+CONDITIONAL_OUTPUTS = frozenset({"domain", "acmeCa", "acmeEmail"})
 
 
 def _output(name: str, *, secret: bool = False, required: bool = True, default: Any = None):
@@ -43,6 +50,12 @@ class StackOutputs:
     aws_secret_access_key: str = _output("awsSecretAccessKey", secret=True)
     # Absent when the operator gave `sshPublicKey`: then they hold the private half themselves.
     ssh_private_key: str | None = _output("sshPrivateKey", secret=True, required=False)
+    # Always exported by infra/. Outputs without it (a stack from before TLS, or written by hand)
+    # are read as "off" when apiUrl is http://, the plaintext server such outputs describe.
+    tls_mode: str | None = _output("tlsMode", required=False)
+    domain: str | None = _output("domain", required=False)
+    acme_ca: str | None = _output("acmeCa", required=False)
+    acme_email: str | None = _output("acmeEmail", required=False)
     # Not exported by infra/: an S3-compatible endpoint (MinIO, moto in tests) given by the user.
     s3_endpoint_url: str | None = _output("s3EndpointUrl", required=False)
 
@@ -82,6 +95,7 @@ class StackOutputs:
             raise OutputsError(f"{source}: output cloud is {values['cloud']!r}; allowed: aws, gcp, local.")
         if ":" not in values["prefect_auth_string"]:
             raise OutputsError(f"{source}: output prefectAuthString must have the form user:password.")
+        values["tls_mode"] = _check_tls(values, source)
         return cls(**values)
 
     @classmethod
@@ -124,6 +138,38 @@ class StackOutputs:
     @property
     def auth_user(self) -> str:
         return self.prefect_auth_string.split(":", 1)[0]
+
+
+def _check_tls(values: dict[str, Any], source: str) -> str:
+    """The TLS outputs agree with each other and with the URLs' scheme; returns the TLS mode."""
+    mode = values.get("tls_mode")
+    api_scheme = urllib.parse.urlsplit(values["api_url"]).scheme
+    if mode is None:
+        if api_scheme != "http":
+            raise OutputsError(f"{source}: missing output tlsMode; it is required with an {api_scheme}:// "
+                               "apiUrl (one of: " + ", ".join(TLS_MODES) + ").")
+        mode = "off"
+    if mode not in TLS_MODES:
+        raise OutputsError(f"{source}: output tlsMode is {mode!r}; allowed: {', '.join(TLS_MODES)}.")
+    scheme = "http" if mode == "off" else "https"
+    for name, key in (("apiUrl", "api_url"), ("uiUrl", "ui_url")):
+        if urllib.parse.urlsplit(values[key]).scheme != scheme:
+            raise OutputsError(f"{source}: output {name} is {values[key]!r}, but tlsMode {mode} serves "
+                               f"{scheme}:// URLs; take all outputs from the same `pulumi stack output`.")
+    if mode == "acme":
+        missing = [name for name, key in (("domain", "domain"), ("acmeCa", "acme_ca")) if key not in values]
+        if missing:
+            raise OutputsError(f"{source}: tlsMode acme needs output(s) {', '.join(missing)} "
+                               "(the certificate's domain and the ACME directory).")
+    else:
+        extra = [name for name, key in (("acmeCa", "acme_ca"), ("acmeEmail", "acme_email")) if key in values]
+        if extra:
+            raise OutputsError(f"{source}: output(s) {', '.join(extra)} only apply to tlsMode acme, "
+                               f"but tlsMode is {mode}.")
+    if mode == "internal" and "domain" in values:
+        raise OutputsError(f"{source}: tlsMode internal certifies the public IP, but output domain is "
+                           f"{values['domain']!r}; a stack with a domain uses tlsMode acme.")
+    return mode
 
 
 OUTPUT_FIELDS = {f.metadata["output"]: f.metadata for f in fields(StackOutputs)}

@@ -8,9 +8,11 @@ and `python -m prefect_host.profile` runs the whole step in a child process (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +40,19 @@ def results_settings(results_block: str) -> dict[str, str]:
 
 
 def write_profile(name: str, *, api_url: str, auth_string: str, activate: bool,
-                  results_block: str | None = None) -> ProfileWritten:
+                  results_block: str | None = None, ssl_cert_file: str | None = None) -> ProfileWritten:
     """Create or update profile `name` with the server's URL and auth string, and with result
-    storage in `results_block` when given (otherwise result settings stay as they are); mode 0600."""
+    storage in `results_block` when given (otherwise result settings stay as they are); mode 0600.
+
+    `ssl_cert_file`: the CA file the server's certificate is verified against (store_ca); None
+    means the default trust store. Verification is never turned off."""
     try:
         import prefect.settings
         from prefect.settings import (
             PREFECT_API_AUTH_STRING,
             PREFECT_API_KEY,
+            PREFECT_API_SSL_CERT_FILE,
+            PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
             PREFECT_API_URL,
             get_current_settings,
         )
@@ -63,7 +70,8 @@ def write_profile(name: str, *, api_url: str, auth_string: str, activate: bool,
         before = (_settings_of(profiles, name), profiles.active_name)
         # update_profile merges into an existing profile (add_profile would refuse the name);
         # an API key would make the server answer 401 to the basic-auth client, so drop it.
-        updates = {PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string, PREFECT_API_KEY: None}
+        updates = {PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string, PREFECT_API_KEY: None,
+                   PREFECT_API_SSL_CERT_FILE: ssl_cert_file, PREFECT_API_TLS_INSECURE_SKIP_VERIFY: None}
         if results_block:
             updates |= {getattr(prefect.settings, setting): value
                         for setting, value in results_settings(results_block).items()}
@@ -100,6 +108,43 @@ def _settings_of(profiles, name: str) -> dict[str, str] | None:
     return profile.to_environment_variables() if profile is not None else None
 
 
+def store_ca(name: str, pem: str) -> dict[str, Any]:
+    """The server's CA certificate beside the profiles file, as `<profile>-ca.pem`, for the
+    profile's PREFECT_API_SSL_CERT_FILE. Mode 0644: a CA certificate is public (it holds no key);
+    what matters is that only this user can replace it, and the directory is theirs.
+    {"path": ..., "changed": bool}."""
+    from prefect.settings import get_current_settings
+
+    profiles_path = get_current_settings().profiles_path
+    if profiles_path is None:
+        raise ProfileError("Prefect has no profiles path (PREFECT_PROFILES_PATH); cannot store the server's CA.")
+    path = Path(profiles_path).parent / f"{name}-ca.pem"
+    try:
+        if path.is_file() and path.read_text() == pem:
+            return {"path": str(path), "changed": False}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(pem)
+        staging.chmod(0o644)
+        staging.replace(path)
+    except OSError as exc:
+        raise ProfileError(f"Cannot write the server's CA certificate to {path}: {exc.strerror or exc}.") from None
+    return {"path": str(path), "changed": True}
+
+
+@contextlib.contextmanager
+def trusting(ssl_cert_file: str | None) -> Iterator[None]:
+    """Prefect's client in this process verifies the server against `ssl_cert_file` (None: as
+    configured, by default certifi's bundle)."""
+    if ssl_cert_file is None:
+        yield
+        return
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: ssl_cert_file}):
+        yield
+
+
 @dataclass(frozen=True)
 class ProfileCheck:
     server_version: str
@@ -111,7 +156,8 @@ class ServerUnreachable(PrefectHostError):
     """The server did not answer the profile step's request."""
 
 
-def find_results_block(*, api_url: str, auth_string: str, bucket: str, preferred: str) -> str:
+def find_results_block(*, api_url: str, auth_string: str, bucket: str, preferred: str,
+                       ssl_cert_file: str | None = None) -> str:
     """The results block on the server for `bucket`: `preferred` ("s3-bucket/NAME") when it is one,
     else the newest S3Bucket block on that bucket with folder results/ (the bootstrap names the
     block after the operator's profile, which a teammate's profile name may not match).
@@ -120,12 +166,18 @@ def find_results_block(*, api_url: str, auth_string: str, bucket: str, preferred
     import prefect.context
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_KEY,
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_API_URL,
+    )
     from prefect.settings.profiles import Profile
 
     block_type, _, preferred_name = preferred.partition("/")
     server = Profile(name="prefect-host-lookup", settings={
-        PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string, PREFECT_API_KEY: None})
+        PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string, PREFECT_API_KEY: None,
+        PREFECT_API_SSL_CERT_FILE: ssl_cert_file})
     try:
         with prefect.context.use_profile(server, override_environment_variables=True), \
                 get_client(sync_client=True) as client:
@@ -196,7 +248,8 @@ class ProfileResult:
 
 
 def write_and_check(name: str, *, api_url: str, auth_string: str, activate: bool,
-                    results_block: str | None = None, find_results_in_bucket: str | None = None) -> ProfileResult:
+                    results_block: str | None = None, find_results_in_bucket: str | None = None,
+                    ssl_cert_file: str | None = None) -> ProfileResult:
     """The laptop step: write the profile, then reach the server through it.
 
     With `find_results_in_bucket` (a teammate's --client-only run), the results block is looked up
@@ -205,16 +258,17 @@ def write_and_check(name: str, *, api_url: str, auth_string: str, activate: bool
     if find_results_in_bucket and results_block:
         try:
             results_block = find_results_block(api_url=api_url, auth_string=auth_string,
-                                               bucket=find_results_in_bucket, preferred=results_block)
+                                               bucket=find_results_in_bucket, preferred=results_block,
+                                               ssl_cert_file=ssl_cert_file)
         except ServerUnreachable as exc:
             # As without storage: the profile is written (with the block the bootstrap would have
             # registered), and the error says the server did not answer.
             write_profile(name, api_url=api_url, auth_string=auth_string, activate=activate,
-                          results_block=results_block)
+                          results_block=results_block, ssl_cert_file=ssl_cert_file)
             raise ProfileError(f"Profile {name!r} was written, but the server cannot be reached through it: "
                                f"{exc}") from None
     written = write_profile(name, api_url=api_url, auth_string=auth_string, activate=activate,
-                            results_block=results_block)
+                            results_block=results_block, ssl_cert_file=ssl_cert_file)
     checked = check_profile(name)
     return ProfileResult(name=name, path=str(written.path), active=written.active, changed=written.changed,
                          server_version=checked.server_version,
@@ -222,7 +276,7 @@ def write_and_check(name: str, *, api_url: str, auth_string: str, activate: bool
 
 
 def register_storage_blocks(*, api_url: str, auth_string: str, outputs: dict[str, str],
-                            profile_name: str) -> dict[str, Any]:
+                            profile_name: str, ssl_cert_file: str | None = None) -> dict[str, Any]:
     """The storage blocks on the server (prefect_host.storage.register_blocks); {"changed": [slugs]}.
 
     A converged server is recognised with one request and without prefect-aws, whose import costs
@@ -231,9 +285,11 @@ def register_storage_blocks(*, api_url: str, auth_string: str, outputs: dict[str
     from prefect_host.storage import register_blocks
 
     stack = StackOutputs.from_mapping(outputs)
-    if storage_blocks_current(api_url=api_url, auth_string=auth_string, outputs=stack, profile_name=profile_name):
-        return {"changed": []}
-    return {"changed": list(register_blocks(api_url, auth_string, stack, profile_name).changed)}
+    with trusting(ssl_cert_file):
+        if storage_blocks_current(api_url=api_url, auth_string=auth_string, outputs=stack,
+                                  profile_name=profile_name):
+            return {"changed": []}
+        return {"changed": list(register_blocks(api_url, auth_string, stack, profile_name).changed)}
 
 
 def storage_blocks_current(*, api_url: str, auth_string: str, outputs, profile_name: str) -> bool:
@@ -263,6 +319,7 @@ def storage_blocks_current(*, api_url: str, auth_string: str, outputs, profile_n
 
 ANSWER_PREFIX = "prefect-host-answer "
 _OPERATIONS = {
+    "store_ca": lambda request: store_ca(**request),
     "profile": lambda request: asdict(write_and_check(**request)),
     "register_storage_blocks": lambda request: register_storage_blocks(**request),
 }

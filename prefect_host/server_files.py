@@ -26,6 +26,9 @@ BYTECODE_UNIT = "prefect-host-bytecode.service"
 UNIT_NAME = "prefect-server.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 API_PORT = 4200
+# Prefect's port on loopback behind Caddy (prefect_host.tls).
+LOOPBACK_PORT = 4201
+UI_API_PATH = "/api"
 
 # The workers: a template unit, one instance per worker process (prefect-worker@1 ... @N).
 WORKER_UNIT_TEMPLATE = "prefect-worker@.service"
@@ -65,13 +68,21 @@ def env_value(value: str) -> str:
     return f'"{escaped}"'
 
 
-def env_file_text(*, api_url: str, auth_string: str) -> str:
+def server_port(*, tls: bool) -> int:
+    """Where Prefect listens: 127.0.0.1:4201 behind Caddy (which owns 4200 on every interface),
+    or 0.0.0.0:4200 itself when the stack's tlsMode is off."""
+    return LOOPBACK_PORT if tls else API_PORT
+
+
+def env_file_text(*, auth_string: str, tls: bool) -> str:
     settings = {
         "PREFECT_HOME": STATE_DIR,
-        "PREFECT_SERVER_API_HOST": "0.0.0.0",
-        "PREFECT_SERVER_API_PORT": str(API_PORT),
-        # What the browser UI calls; unset, it would be told http://0.0.0.0:4200/api.
-        "PREFECT_SERVER_UI_API_URL": api_url,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1" if tls else "0.0.0.0",
+        "PREFECT_SERVER_API_PORT": str(server_port(tls=tls)),
+        # What the browser UI calls, resolved against the page's own origin: the UI opened at
+        # https://<ip or domain>[:4200] calls the API there (checked in Chromium with both UIs), so a
+        # new domain or TLS mode needs no restart. Unset, it would be http://0.0.0.0:4200/api.
+        "PREFECT_SERVER_UI_API_URL": UI_API_PATH,
         "PREFECT_SERVER_API_AUTH_STRING": auth_string,
         "PREFECT_SERVER_UI_STATIC_DIRECTORY": UI_STATIC_DIR,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -81,13 +92,13 @@ def env_file_text(*, api_url: str, auth_string: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def worker_env_file_text(*, auth_string: str, ui_url: str, result_settings: dict[str, str]) -> str:
+def worker_env_file_text(*, auth_string: str, ui_url: str, result_settings: dict[str, str], tls: bool) -> str:
     """The workers' settings; a flow run inherits them, so result storage goes here too (the
     laptop profile's settings do not reach a run that a worker starts)."""
     settings = {
         "PREFECT_HOME": WORKER_STATE_DIR,
-        # The server on this host: loopback, never leaves the machine.
-        "PREFECT_API_URL": f"http://127.0.0.1:{API_PORT}/api",
+        # The server on this host: loopback, never leaves the machine (so no TLS needed).
+        "PREFECT_API_URL": f"http://127.0.0.1:{server_port(tls=tls)}/api",
         "PREFECT_API_AUTH_STRING": auth_string,
         # Links in flow-run logs ("View at ...") point at the UI users open, not at loopback.
         "PREFECT_UI_URL": ui_url,
@@ -103,7 +114,7 @@ def unit_text() -> str:
     return f"""\
 # Written by prefect-host's bootstrap; a change here is overwritten by the next run.
 [Unit]
-Description=Prefect server (API and UI on port {API_PORT})
+Description=Prefect server (API and UI)
 Documentation=https://docs.prefect.io/v3/manage/self-host
 Wants=network-online.target
 After=network-online.target

@@ -10,10 +10,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect_host import server_files as sf
-from prefect_host.facts import HostFacts
 from prefect_host.ssh import write_file_script
+
+if TYPE_CHECKING:  # facts.py imports prefect_host.tls, which builds on the Step and Command here
+    from prefect_host.facts import HostFacts
 
 UV_VERSION = "0.13.8"
 # prefect-aws, for the workers (they pull flow code from S3) and the storage blocks. Pinned here, not

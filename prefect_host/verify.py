@@ -1,4 +1,4 @@
-"""Check the server from the laptop over HTTP, as a user's browser and client will reach it.
+"""Check the server from the laptop over HTTP(S), as a user's browser and client will reach it.
 
 Plain httpx, no Prefect import: these checks must be quick, and they must not depend on the
 laptop's Prefect version.
@@ -7,6 +7,7 @@ laptop's Prefect version.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import Any, Callable
 
 import httpx
@@ -61,7 +62,9 @@ def wait_until_healthy(client: httpx.Client, api_url: str, *, timeout: float = H
 
 
 def check_server(client: httpx.Client, *, api_url: str, auth_string: str, prefect_version: str) -> None:
-    """Auth is enforced, the version is exactly the one installed, and the UI calls `api_url`."""
+    """Auth is enforced, the version is exactly the one installed, and the UI calls `api_url`.
+
+    Over HTTPS the client's TLS verification applies to every request (the caller's httpx client)."""
     api = api_url.rstrip("/")
     version_url = f"{api}/admin/version"
     anonymous = client.get(version_url)
@@ -81,7 +84,9 @@ def check_server(client: httpx.Client, *, api_url: str, auth_string: str, prefec
     if response.status_code != 200:
         raise VerifyError(f"GET {settings_url} answered HTTP {response.status_code}.")
     ui_api_url = (_json(response) or {}).get("api_url")
-    if (ui_api_url or "").rstrip("/") != api:
+    # The browser resolves it against the page's origin: "/api" (what the bootstrap sets) works on
+    # every address and port the UI is opened at.
+    if not ui_api_url or urllib.parse.urljoin(f"{api_root(api_url)}/", ui_api_url).rstrip("/") != api:
         raise VerifyError(f"The UI is configured to call {ui_api_url!r}, not {api_url!r}: browsers would "
                           "show \"Can't connect to Server API\" (PREFECT_SERVER_UI_API_URL).")
 

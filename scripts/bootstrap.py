@@ -6,6 +6,8 @@ S3 result storage, and write this laptop's profile.
     scripts/bootstrap.py --outputs outputs.json         # the JSON of `pulumi stack output --json --show-secrets`
     scripts/bootstrap.py --outputs outputs.json --workers 2 --activate
     scripts/bootstrap.py --outputs outputs.json --client-only --activate   # a teammate's laptop
+    scripts/bootstrap.py --outputs outputs.json --client-only --ca-file prefect-host-dev-ca.pem
+                                                        # a teammate without SSH, tlsMode internal
 
 Exit status: 0 = server verified and profile written; 1 = an error (one paragraph on stderr);
 2 = invalid command line.
@@ -19,6 +21,7 @@ import sys
 from prefect_host.bootstrap import DEFAULT_WORKERS, WORK_POOL_NAME, resolve_inputs, run
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
+from prefect_host.tls import browser_trust_hint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           help="simple index the VM installs uv and Prefect from (default PyPI)")
     packages.add_argument("--find-links", metavar="URL",
                           help="a page of links to wheels; the VM then installs from it only")
+    host.add_argument("--apt-source", metavar='"deb URI SUITE [COMPONENT...]"',
+                      help="one apt source line the VM installs Caddy from, instead of its own sources "
+                           "(a package mirror)")
+    host.add_argument("--acme-ca-root", metavar="FILE",
+                      help="tlsMode acme with a private ACME directory (acmeCa): the CA certificate the VM's "
+                           "Caddy must trust to reach it")
     host.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                       help=f"worker processes on the VM polling the {WORK_POOL_NAME!r} pool (units "
                            f"prefect-worker@1..N; others are stopped); default {DEFAULT_WORKERS}, 0 for none")
@@ -62,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     laptop.add_argument("--profile", metavar="NAME",
                         help="profile name (default: prefect-host-<stack or host>)")
     laptop.add_argument("--activate", action="store_true", help="make the profile the active one")
+    laptop.add_argument("--ca-file", metavar="FILE",
+                        help="the CA certificate this machine verifies the server against, pinned in the "
+                             "profile (default: tlsMode internal, the CA read from the host over SSH; acme, "
+                             "the system trust store)")
     return parser.parse_args(argv)
 
 
@@ -74,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             identity=args.identity, host_key=args.host_key, profile=args.profile,
             activate=args.activate, client_only=args.client_only, index_url=args.index_url,
             find_links=args.find_links, connect_timeout=args.connect_timeout, workers=args.workers,
-            no_storage=args.no_storage, s3_endpoint_url=args.s3_endpoint_url)
+            no_storage=args.no_storage, s3_endpoint_url=args.s3_endpoint_url, apt_source=args.apt_source,
+            acme_ca_root=args.acme_ca_root, ca_file=args.ca_file)
         target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"
         console.line(f"prefect-host bootstrap: Prefect {inputs.prefect_version} for {target}")
         summary = run(inputs, console)
@@ -88,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     console.line(f"Done in {summary.seconds:.1f} s. Prefect server {summary.server_version}.")
     console.line(f"  UI:      {summary.ui_url}")
     console.line(f"  API:     {summary.api_url}")
+    if summary.ca is not None:
+        console.line(f"  TLS:     {summary.tls_mode}, verified against the CA pinned in the profile "
+                     "(PREFECT_API_SSL_CERT_FILE)")
+        for line in browser_trust_hint(str(summary.ca_path), summary.ca.fingerprint):
+            console.line(f"    {line}")
+    elif summary.tls_mode == "acme":
+        console.line("  TLS:     acme, a public certificate verified with the system trust store")
+    else:
+        console.line("  TLS:     off: the auth string crosses the network in clear text")
     console.line(f"  profile: {summary.profile_name} ({state}) in {summary.profile_path}")
     if summary.workers is not None:
         console.line(f"  workers: {summary.workers} on the VM, polling work pool {WORK_POOL_NAME!r}")

@@ -98,7 +98,7 @@ def test_instance_is_hardened_and_wired(program):
     assert eip.inputs["instance"] == instance.id and eip.inputs["domain"] == "vpc"
     ip = eip.outputs["publicIp"]
     assert run.outputs["publicIp"] == ip
-    assert run.outputs["apiUrl"] == f"http://{ip}:4200/api" and run.outputs["uiUrl"] == f"http://{ip}:4200"
+    assert run.outputs["apiUrl"] == f"https://{ip}/api" and run.outputs["uiUrl"] == f"https://{ip}"
 
 
 def test_user_data_pins_the_host_key_and_is_secret(program):

@@ -6,6 +6,8 @@ from infra_test_configs import AWS, GCP
 import mockstack
 from stack_config import StackConfigError
 
+AWS_WITH_DOMAIN = {**AWS, "prefect-host:domain": "prefect.example.com"}
+
 # (base config, key, bad value or None to unset it, text the message must contain)
 CASES = [
     (AWS, "prefect-host:cloud", "azure", '"azure" is invalid; allowed: aws or gcp'),
@@ -32,6 +34,17 @@ CASES = [
     (GCP, "gcp:zone", "europe-west1", "zone"),
     (GCP, "gcp:region", "us-east1", "region of gcp:zone"),
     (AWS, "prefect-host:instancetype", "t3.small", "not a setting of this project"),
+    (AWS, "prefect-host:domain", "203.0.113.7", "not an IP address"),
+    (GCP, "prefect-host:domain", "*.example.com", "no wildcard"),
+    (AWS, "prefect-host:tls", "letsencrypt", "auto or acme or internal or off"),
+    (GCP, "prefect-host:tls", "acme", "only together with prefect-host:domain"),
+    (AWS, "prefect-host:tls", "off", "allowPlaintext true"),
+    (AWS_WITH_DOMAIN, "prefect-host:tls", "internal", "with a domain use acme"),
+    (AWS, "prefect-host:allowPlaintext", "yes", "true or false"),
+    (AWS_WITH_DOMAIN, "prefect-host:acmeEmail", "ops", "e-mail address"),
+    (AWS_WITH_DOMAIN, "prefect-host:acmeCa", "http://acme.example/dir", "https:// URL"),
+    (AWS, "prefect-host:acmeCa", "https://acme.example/dir", "only applies when certificates come from ACME"),
+    (AWS_WITH_DOMAIN, "prefect-host:allowedCidrs", ["198.51.100.0/24"], "closed to Let's Encrypt"),
     # Valid in shape, refused by the provider's instance type lookup: a Mac has no Debian AMI.
     (AWS, "prefect-host:instanceType", "mac2.metal", "x86_64 or arm64"),
 ]

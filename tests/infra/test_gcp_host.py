@@ -87,7 +87,7 @@ def test_instance_is_hardened_and_wired(program):
     # No service account: the VM holds no Google credentials.
     assert "serviceAccount" not in i
     ip = address.outputs["address"]
-    assert run.outputs["publicIp"] == ip and run.outputs["apiUrl"] == f"http://{ip}:4200/api"
+    assert run.outputs["publicIp"] == ip and run.outputs["apiUrl"] == f"https://{ip}/api"
 
 
 def test_metadata_blocks_project_keys_disables_the_serial_port_and_pins_the_host_key(program):

@@ -3,7 +3,7 @@
 import pytest
 from infra_test_configs import AWS, GCP
 
-from prefect_host.outputs import INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
+from prefect_host.outputs import CONDITIONAL_OUTPUTS, INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
 
 GIVEN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoZlLxqExRb/G4E/Mld64B7T1GCdfwZRHFppOzUYs26 me@laptop"
 
@@ -11,7 +11,8 @@ GIVEN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoZlLxqExRb/G4E/Mld64B7T1GCdfw
 @pytest.mark.parametrize("base, cloud", [(AWS, "aws"), (GCP, "gcp")])
 def test_exports_are_the_contract_with_secrets_secret(program, base, cloud):
     run = program(base)
-    assert set(run.outputs) == INFRA_OUTPUTS
+    # Without a domain: internal TLS, so no domain and no ACME settings.
+    assert set(run.outputs) == INFRA_OUTPUTS - CONDITIONAL_OUTPUTS
     assert run.secret_outputs == SECRET_OUTPUTS & INFRA_OUTPUTS
     outputs = StackOutputs.from_mapping(run.outputs, source="the mocked stack")
     assert outputs.cloud == cloud and outputs.ssh_user == "admin" and outputs.prefect_version == "3.9.1"
@@ -21,10 +22,42 @@ def test_exports_are_the_contract_with_secrets_secret(program, base, cloud):
 @pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
 def test_with_a_given_key_only_the_private_key_is_missing(program, base):
     run = program({**base, "prefect-host:sshPublicKey": GIVEN_KEY})
-    assert set(run.outputs) == INFRA_OUTPUTS - {"sshPrivateKey"}
+    assert set(run.outputs) == INFRA_OUTPUTS - CONDITIONAL_OUTPUTS - {"sshPrivateKey"}
     assert run.secret_outputs == SECRET_OUTPUTS - {"sshPrivateKey"}
     assert StackOutputs.from_mapping(run.outputs).ssh_private_key is None
 
 
 def test_prefect_version_is_passed_through(program):
     assert program({**AWS, "prefect-host:prefectVersion": "3.8.3"}).outputs["prefectVersion"] == "3.8.3"
+
+
+@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+def test_internal_tls_by_default_serves_https_on_the_static_ip(program, base):
+    run = program(base)
+    ip = run.outputs["publicIp"]
+    assert (run.outputs["apiUrl"], run.outputs["uiUrl"]) == (f"https://{ip}/api", f"https://{ip}")
+    assert run.outputs["tlsMode"] == "internal"
+    assert StackOutputs.from_mapping(run.outputs).tls_mode == "internal"
+
+
+@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+def test_a_domain_means_acme_with_every_setting_the_bootstrap_needs(program, base):
+    run = program({**base, "prefect-host:domain": "Prefect.Example.com", "prefect-host:acmeEmail": "ops@example.com"})
+    assert set(run.outputs) == INFRA_OUTPUTS
+    assert run.secret_outputs == SECRET_OUTPUTS
+    outputs = StackOutputs.from_mapping(run.outputs)
+    assert (outputs.api_url, outputs.ui_url) == ("https://prefect.example.com/api", "https://prefect.example.com")
+    assert (outputs.tls_mode, outputs.domain, outputs.acme_email) == ("acme", "prefect.example.com", "ops@example.com")
+    assert outputs.acme_ca == "https://acme-v02.api.letsencrypt.org/directory"
+    without_email = program({**base, "prefect-host:domain": "prefect.example.com",
+                             "prefect-host:acmeCa": "https://acme-staging-v02.api.letsencrypt.org/directory"})
+    assert set(without_email.outputs) == INFRA_OUTPUTS - {"acmeEmail"}
+    assert without_email.outputs["acmeCa"] == "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+def test_plaintext_only_with_the_opt_in_and_on_port_4200(program):
+    run = program({**AWS, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"})
+    ip = run.outputs["publicIp"]
+    assert (run.outputs["apiUrl"], run.outputs["uiUrl"]) == (f"http://{ip}:4200/api", f"http://{ip}:4200")
+    assert run.outputs["tlsMode"] == "off" and set(run.outputs) == INFRA_OUTPUTS - CONDITIONAL_OUTPUTS
+    assert StackOutputs.from_mapping(run.outputs).tls_mode == "off"

@@ -28,7 +28,8 @@ def test_defaults_for_aws():
         "image": "debian-13", "disk_size_gb": 20, "allowed_cidrs": ("0.0.0.0/0",),
         "ssh_allowed_cidrs": ("203.0.113.0/24",), "allow_public_ssh": False, "prefect_version": "3.9.1",
         "bucket_name": None, "iam_group_name": "S3-FullAccess", "s3_access": "bucket", "ssh_public_key": None,
-        "retain_data": True, "aws_region": "eu-west-1", "gcp_project": None, "gcp_region": None, "gcp_zone": None,
+        "retain_data": True, "domain": None, "tls_mode": "internal", "acme_email": None,
+        "acme_ca": "https://acme-v02.api.letsencrypt.org/directory", "allow_plaintext": False, "aws_region": "eu-west-1", "gcp_project": None, "gcp_region": None, "gcp_zone": None,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.cloud = "gcp"
@@ -50,6 +51,10 @@ def test_every_key_is_read():
         "prefect-host:prefectVersion": "3.10.0", "prefect-host:bucketName": "my.team-bucket-1",
         "prefect-host:iamGroupName": "prefect+data@team", "prefect-host:s3Access": "all",
         "prefect-host:sshPublicKey": key + "\n", "prefect-host:retainData": "false",
+        "prefect-host:domain": "Prefect.Example.com", "prefect-host:tls": "acme",
+        "prefect-host:acmeEmail": "ops+prefect@example.com",
+        "prefect-host:acmeCa": "https://ca.internal.example:8443/acme/directory",
+        "prefect-host:allowPlaintext": "true",
     })
     assert (config.instance_type, config.image, config.disk_size_gb) == ("t4g.medium", "debian-12", 2000)
     # CIDRs come back canonical (lower-case, compressed IPv6).
@@ -58,6 +63,9 @@ def test_every_key_is_read():
     assert (config.prefect_version, config.bucket_name) == ("3.10.0", "my.team-bucket-1")
     assert config.iam_group_name == "prefect+data@team"
     assert (config.s3_access, config.ssh_public_key, config.retain_data) == ("all", key, False)
+    # DNS ignores case; the certificate and the URLs use the lower-case name.
+    assert (config.domain, config.tls_mode, config.acme_email) == ("prefect.example.com", "acme", "ops+prefect@example.com")
+    assert config.acme_ca == "https://ca.internal.example:8443/acme/directory" and config.allow_plaintext
 
 
 @pytest.mark.parametrize("stack, prefix, user, bucket_prefix", [
@@ -110,6 +118,22 @@ BAD_VALUES = [
     ("aws:region", None, "AWS region"),
     ("aws:region", "Europe", "AWS region"),
     ("prefect-host:bucketname", "x", "not a setting of this project"),
+    ("prefect-host:domain", "", "DNS name"),
+    ("prefect-host:domain", "localhost", "two or more labels"),
+    ("prefect-host:domain", "203.0.113.7", "not an IP address"),
+    ("prefect-host:domain", "*.example.com", "no wildcard"),
+    ("prefect-host:domain", "prefect.example.com.", "no trailing dot"),
+    ("prefect-host:domain", "-prefect.example.com", "inner hyphens"),
+    ("prefect-host:domain", "préfect.example.com", "xn-- form"),
+    ("prefect-host:domain", "a" * 64 + ".example.com", "63 characters"),
+    ("prefect-host:domain", "prefect example.com", "DNS name"),
+    ("prefect-host:tls", "https", "auto or acme or internal or off"),
+    ("prefect-host:tls", "ACME", "auto or acme or internal or off"),
+    ("prefect-host:tls", "acme", "only together with prefect-host:domain"),
+    ("prefect-host:tls", "off", "allowPlaintext true"),
+    ("prefect-host:allowPlaintext", "1", "true or false"),
+    ("prefect-host:acmeEmail", "ops", "e-mail address"),
+    ("prefect-host:acmeCa", "https://acme.example/dir", "only applies when certificates come from ACME"),
 ]
 
 
@@ -188,3 +212,72 @@ def test_a_secret_value_never_appears_in_the_error():
         parse(values, secret_keys=frozenset({"prefect-host:bucketName"}))
     assert "Sup3r_Secret_Name" not in str(caught.value)
     assert "prefect-host:bucketName = [secret]" in str(caught.value)
+
+
+ACME_BASE = {**BASE, "prefect-host:domain": "prefect.example.com"}
+
+
+@pytest.mark.parametrize("values, mode, url", [
+    (BASE, "internal", "https://198.51.100.7"),
+    ({**BASE, "prefect-host:tls": "auto"}, "internal", "https://198.51.100.7"),
+    ({**BASE, "prefect-host:tls": "internal"}, "internal", "https://198.51.100.7"),
+    (ACME_BASE, "acme", "https://prefect.example.com"),
+    ({**ACME_BASE, "prefect-host:tls": "acme"}, "acme", "https://prefect.example.com"),
+    ({**BASE, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"}, "off", "http://198.51.100.7:4200"),
+    ({**ACME_BASE, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"}, "off",
+     "http://prefect.example.com:4200"),
+])
+def test_tls_mode_resolves_and_the_server_url_follows(values, mode, url):
+    config = parse(values)
+    assert config.tls_mode == mode and config.server_url("198.51.100.7") == url
+
+
+# One bad value per TLS key where a domain is set (acme mode): (key, raw value, text the message must contain).
+ACME_BAD_VALUES = [
+    ("prefect-host:tls", "internal", "not prefect.example.com"),
+    ("prefect-host:acmeEmail", "ops@example", "e-mail address"),
+    ("prefect-host:acmeEmail", "ops@example.com {", "e-mail address"),
+    ("prefect-host:acmeCa", "http://acme.example/dir", "https:// URL"),
+    ("prefect-host:acmeCa", "https://", "https:// URL"),
+    ("prefect-host:acmeCa", "https://user:pw@acme.example/dir", "without credentials"),
+    ("prefect-host:acmeCa", "https://acme.example/dir{", "https:// URL"),
+    ("prefect-host:acmeCa", "https://acme.example:99999/dir", "https:// URL"),
+    ("prefect-host:acmeCa", "https://acme.example/dir#x", "https:// URL"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", ACME_BAD_VALUES)
+def test_acme_settings_are_validated(key, value, allowed):
+    with pytest.raises(StackConfigError) as caught:
+        parse({**ACME_BASE, key: value})
+    message = str(caught.value)
+    assert key in message and allowed in message and value in message and "\n" not in message
+
+
+def test_acme_settings_are_accepted_and_a_private_ca_may_be_anywhere():
+    config = parse({**ACME_BASE, "prefect-host:acmeEmail": "ops@example.com",
+                    "prefect-host:acmeCa": "https://10.77.0.1:14000/dir",
+                    "prefect-host:allowedCidrs": '["10.0.0.0/8"]'})
+    assert (config.acme_email, config.acme_ca) == ("ops@example.com", "https://10.77.0.1:14000/dir")
+
+
+@pytest.mark.parametrize("directory", ["https://acme-v02.api.letsencrypt.org/directory",
+                                       "https://acme-staging-v02.api.letsencrypt.org/directory"])
+def test_lets_encrypt_needs_ports_80_and_443_open_to_the_world(directory):
+    values = {**ACME_BASE, "prefect-host:acmeCa": directory, "prefect-host:allowedCidrs": '["198.51.100.0/24"]'}
+    with pytest.raises(StackConfigError, match="prefect-host:allowedCidrs.*closed to Let's Encrypt"):
+        parse(values)
+    assert parse({**values, "prefect-host:allowedCidrs": '["198.51.100.0/24", "0.0.0.0/0"]'}).tls_mode == "acme"
+    # The same ranges are fine without ACME.
+    assert parse({**BASE, "prefect-host:allowedCidrs": '["198.51.100.0/24"]'}).tls_mode == "internal"
+
+
+@pytest.mark.parametrize("domain", ["prefect.example.com", "a.b", "xn--prfect-bva.example.com", "x-1.example.co.uk",
+                                    "a" * 63 + ".example.com", ".".join(["abcdefghi"] * 24) + ".example"])
+def test_every_accepted_domain_is_one_caddy_serves(domain):
+    """The bootstrap renders the domain into the Caddyfile with its own (independent) check."""
+    from prefect_host.caddy import CaddySettings
+
+    config = parse({**BASE, "prefect-host:domain": domain})
+    assert config.domain == domain and len(domain) <= 253
+    assert CaddySettings("acme", config.domain, 4201, acme_email=None, acme_directory=config.acme_ca).address == domain

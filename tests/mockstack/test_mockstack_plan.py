@@ -51,6 +51,7 @@ def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(cl
     assert "blockPublicAcls=True, blockPublicPolicy=True, ignorePublicAcls=True, restrictPublicBuckets=True" in out
     assert "AES256" in out and "versioning Enabled" in out and '"aws:SecureTransport": "false"' in out
     assert "retained on destroy" in out
+    assert "TLS: internal: Caddy's own CA on the host certifies publicIp" in out
     if cloud == "aws":
         assert "IMDS tokens required" in out and "gp3 20 GB encrypted=True" in out
     else:
@@ -63,6 +64,23 @@ def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(cl
         assert run.outputs[name].splitlines()[1 if "\n" in run.outputs[name] else 0] not in out
     if (REPO / "policy" / "rules.py").exists():
         assert "policy pack: 0 violations" in out and code == plan.EXIT_OK
+
+
+@pytest.mark.parametrize("extra, line", [
+    ("  prefect-host:domain: prefect.example.com\n",
+     "TLS: acme: Caddy on the host gets a certificate for prefect.example.com from "
+     "https://acme-v02.api.letsencrypt.org/directory (point the domain's DNS at publicIp); "
+     "URLs https://prefect.example.com"),
+    ("  prefect-host:tls: \"off\"\n  prefect-host:allowPlaintext: true\n",
+     "TLS: off (allowPlaintext): the API's auth string crosses the network in clear text; "
+     "URLs http://<publicIp>:4200"),
+])
+def test_plan_says_how_clients_reach_the_server(tmp_path, extra, line):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(EXAMPLES["aws"].read_text() + extra)
+    code, out, err = run_main(path)
+    assert err == "" and code == plan.EXIT_OK
+    assert line in out.splitlines()
 
 
 def test_config_error_is_one_line_and_exit_2(tmp_path):

@@ -67,6 +67,51 @@ def test_client_only_needs_no_identity(outputs_file):
     assert inputs.client_only and inputs.identity_text is None
 
 
+HTTPS = {"apiUrl": "https://203.0.113.7/api", "uiUrl": "https://203.0.113.7", "tlsMode": "internal"}
+
+
+def test_tls_settings_come_from_the_outputs_and_the_flags(outputs_file):
+    inputs = resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None,
+                            apt_source="deb [trusted=yes] http://10.77.0.1:8000/ ./")
+    assert (inputs.tls.mode, inputs.tls.address, inputs.tls_on) == ("internal", "203.0.113.7", True)
+    assert inputs.tls.apt_source == "deb [trusted=yes] http://10.77.0.1:8000/ ./" and inputs.ca is None
+    plain = resolve_inputs(outputs_file=outputs_file(), stack=None)
+    assert (plain.tls.mode, plain.tls_on) == ("off", False)
+
+
+def test_ca_file_is_checked_before_anything_happens(outputs_file, tmp_path):
+    from prefect_host.local.pebble import make_tls_ca_and_certificate
+    from prefect_host.tls import TlsError
+
+    ca_path, leaf_path, _ = make_tls_ca_and_certificate(tmp_path, "10.77.0.1")
+    inputs = resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, ca_file=str(ca_path))
+    assert inputs.ca.pem == ca_path.read_text() and len(inputs.ca.fingerprint) == 95
+    with pytest.raises(TlsError, match=f"--ca-file {leaf_path}: .* is not a CA certificate"):
+        resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, ca_file=str(leaf_path))
+    with pytest.raises(UsageError, match="--ca-file /nonexistent.pem: cannot read the file"):
+        resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, ca_file="/nonexistent.pem")
+    with pytest.raises(UsageError, match="tlsMode is off .* leave --ca-file out"):
+        resolve_inputs(outputs_file=outputs_file(), stack=None, ca_file=str(ca_path))
+    with pytest.raises(UsageError, match="--acme-ca-root /nonexistent.pem: cannot read"):
+        resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, acme_ca_root="/nonexistent.pem")
+
+
+def test_a_teammate_needs_the_ca_file_or_ssh_to_pin_an_internal_ca(outputs_file, tmp_path):
+    from prefect_host.local.pebble import make_tls_ca_and_certificate
+
+    no_key = outputs_file(**HTTPS, sshPrivateKey=None)
+    with pytest.raises(UsageError, match="tlsMode internal: .*--ca-file FILE.*--identity FILE"):
+        resolve_inputs(outputs_file=no_key, stack=None, client_only=True)
+    ca_path, _, _ = make_tls_ca_and_certificate(tmp_path, "10.77.0.1")
+    assert resolve_inputs(outputs_file=no_key, stack=None, client_only=True, ca_file=str(ca_path)).ca is not None
+    assert resolve_inputs(outputs_file=no_key, stack=None, client_only=True, identity="/keys/id").ca is None
+    # A public certificate needs nothing pinned.
+    acme = outputs_file(apiUrl="https://prefect.example.com/api", uiUrl="https://prefect.example.com",
+                        tlsMode="acme", domain="prefect.example.com",
+                        acmeCa="https://acme-v02.api.letsencrypt.org/directory", sshPrivateKey=None)
+    assert resolve_inputs(outputs_file=acme, stack=None, client_only=True).tls.address == "prefect.example.com"
+
+
 def _dead_api() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -155,13 +155,16 @@ def test_fresh_install_is_verified_and_writes_the_profile(stack, local_host, rec
     assert "compile bytecode (in the background)" in steps
     assert re.search(r"UI: +" + re.escape(stack.outputs["uiUrl"]), run.stdout)
     assert f"profile: {PROFILE} (active)" in run.stdout
+    # Outputs without tlsMode (from before TLS) describe a plaintext server: served as such, loudly.
+    assert "warning: tlsMode is off (allowPlaintext)" in run.stderr
 
     api = stack.api_url
     assert httpx.get(f"{api}/health").json() is True
     assert httpx.get(f"{api}/admin/version").status_code == 401
     user, password = AUTH.split(":", 1)
     assert httpx.get(f"{api}/admin/version", auth=(user, password)).json() == "3.9.1"
-    assert httpx.get(f"{stack.outputs['uiUrl']}/ui-settings").json()["api_url"] == api
+    # Relative: the browser calls the API on the origin it loaded the UI from.
+    assert httpx.get(f"{stack.outputs['uiUrl']}/ui-settings").json()["api_url"] == "/api"
     ui = httpx.get(stack.outputs["uiUrl"] + "/")
     assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
     pool = httpx.get(f"{api}/work_pools/default", auth=(user, password)).json()

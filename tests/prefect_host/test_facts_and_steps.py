@@ -12,7 +12,6 @@ from prefect_host.facts import parse_facts
 from prefect_host.steps import Desired, DesiredWorkers, PackageSource, plan, plan_workers
 
 AUTH = "admin:Sup3r'$ecret\\pw"
-API_URL = "http://203.0.113.7:4200/api"
 
 FRESH = """\
 login_user=admin
@@ -42,13 +41,13 @@ RESULTS = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
 
 def workers(count: int = 1, **changes) -> DesiredWorkers:
     base = DesiredWorkers(count=count, env_text=sf.worker_env_file_text(
-        auth_string=AUTH, ui_url="http://203.0.113.7:4200", result_settings=RESULTS),
+        auth_string=AUTH, ui_url="https://203.0.113.7", result_settings=RESULTS, tls=True),
         unit_text=sf.worker_unit_text(pool="default"))
     return dataclasses.replace(base, **changes)
 
 
 def desired(**changes) -> Desired:
-    base = Desired(prefect_version="3.9.1", env_text=sf.env_file_text(api_url=API_URL, auth_string=AUTH),
+    base = Desired(prefect_version="3.9.1", env_text=sf.env_file_text(auth_string=AUTH, tls=True),
                    unit_text=sf.unit_text(), packages=PackageSource(find_links="http://10.77.0.1:8000/"),
                    workers=workers())
     return dataclasses.replace(base, **changes)
@@ -144,7 +143,7 @@ def test_converged_host_gets_no_steps():
 
 
 @pytest.mark.parametrize("change, expected", [
-    (lambda w: dataclasses.replace(w, env_text=sf.env_file_text(api_url=API_URL, auth_string="admin:rotated")),
+    (lambda w: dataclasses.replace(w, env_text=sf.env_file_text(auth_string="admin:rotated", tls=True)),
      [f"write {sf.ENV_FILE}", "restart the Prefect server"]),
     (lambda w: dataclasses.replace(w, unit_text=w.unit_text + "# edited\n"),
      [f"install {sf.UNIT_NAME}", "restart the Prefect server"]),
@@ -276,7 +275,7 @@ def test_host_from_before_the_workers_gets_prefect_aws_without_a_server_restart(
 
 @pytest.mark.parametrize("change, expected", [
     (lambda w: dataclasses.replace(w, workers=workers(env_text=sf.worker_env_file_text(
-        auth_string="admin:rotated", ui_url="http://203.0.113.7:4200", result_settings=RESULTS))),
+        auth_string="admin:rotated", ui_url="https://203.0.113.7", result_settings=RESULTS, tls=True))),
      [f"write {sf.WORKER_ENV_FILE}", "restart prefect-worker@1"]),
     (lambda w: dataclasses.replace(w, workers=workers(unit_text=w.workers.unit_text + "# edited\n")),
      [f"install {sf.WORKER_UNIT_TEMPLATE}", "restart prefect-worker@1"]),
@@ -359,3 +358,15 @@ def test_worker_secrets_only_travel_on_stdin():
     env_command = steps[0].commands[0]
     assert f"PREFECT_API_AUTH_STRING={sf.env_value(AUTH)}\n".encode() in env_command.stdin
     assert "chmod 0600" in env_command.script and f"mv -f \"$tmp\" {sf.WORKER_ENV_FILE}" in env_command.script
+
+
+def test_caddy_facts_come_in_the_same_round_trip():
+    from prefect_host.facts import FACTS_SCRIPT
+    from prefect_host.tls import CADDY_FACTS_SCRIPT
+
+    assert CADDY_FACTS_SCRIPT in FACTS_SCRIPT
+    assert FACTS_SCRIPT.index(CADDY_FACTS_SCRIPT) < FACTS_SCRIPT.rindex('echo "facts_end=1"')  # inside ROOT_FACTS
+    facts = parse_facts(FRESH.replace("facts_end=1", "caddy_package=installed 2.6.2-13+b1\n"
+                                                     "caddy_ActiveState=active\nfacts_end=1"))
+    assert (facts.caddy.package_version, facts.caddy.active_state) == ("2.6.2-13+b1", "active")
+    assert parse_facts(FRESH).caddy.package_version is None

@@ -3,13 +3,13 @@ import json
 import pytest
 
 from prefect_host.errors import OutputsError
-from prefect_host.outputs import INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
+from prefect_host.outputs import CONDITIONAL_OUTPUTS, INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
 
 GOOD = {
     "cloud": "aws", "publicIp": "203.0.113.7", "sshUser": "admin",
     "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n-----END OPENSSH PRIVATE KEY-----\n",
     "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdummy",
-    "apiUrl": "http://203.0.113.7:4200/api", "uiUrl": "http://203.0.113.7:4200",
+    "apiUrl": "https://203.0.113.7/api", "uiUrl": "https://203.0.113.7", "tlsMode": "internal",
     "prefectVersion": "3.9.1", "prefectAuthString": "admin:hunter2-very-secret",
     "bucketName": "prefect-host-dev-abc123", "bucketRegion": "eu-west-1",
     "iamGroupName": "S3-FullAccess", "iamUserName": "prefect-host-dev",
@@ -35,8 +35,9 @@ def test_infra_outputs_are_the_issue_contract():
     assert INFRA_OUTPUTS == {
         "cloud", "publicIp", "sshUser", "sshPrivateKey", "hostPublicKey", "apiUrl", "uiUrl",
         "prefectVersion", "prefectAuthString", "bucketName", "bucketRegion", "iamGroupName",
-        "iamUserName", "awsAccessKeyId", "awsSecretAccessKey",
+        "iamUserName", "awsAccessKeyId", "awsSecretAccessKey", "tlsMode", "domain", "acmeCa", "acmeEmail",
     }
+    assert CONDITIONAL_OUTPUTS == {"domain", "acmeCa", "acmeEmail"}
 
 
 def test_private_key_is_optional():
@@ -89,3 +90,54 @@ def test_from_stack_without_cli_says_so(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(OutputsError, match="pulumi CLI is not on PATH"):
         StackOutputs.from_stack("dev")
+
+
+ACME = dict(GOOD, apiUrl="https://prefect.example.com/api", uiUrl="https://prefect.example.com", tlsMode="acme",
+            domain="prefect.example.com", acmeCa="https://acme-v02.api.letsencrypt.org/directory",
+            acmeEmail="ops@example.com")
+PLAINTEXT = dict(GOOD, apiUrl="http://203.0.113.7:4200/api", uiUrl="http://203.0.113.7:4200", tlsMode="off")
+
+
+def test_tls_outputs_are_read():
+    internal = StackOutputs.from_mapping(GOOD)
+    assert (internal.tls_mode, internal.domain, internal.acme_ca, internal.acme_email) == ("internal", None, None, None)
+    acme = StackOutputs.from_mapping(ACME)
+    assert (acme.tls_mode, acme.domain, acme.acme_email) == ("acme", "prefect.example.com", "ops@example.com")
+    assert acme.acme_ca == "https://acme-v02.api.letsencrypt.org/directory" and acme.to_mapping() == ACME
+    no_email = dict(ACME)
+    del no_email["acmeEmail"]
+    assert StackOutputs.from_mapping(no_email).acme_email is None
+    assert StackOutputs.from_mapping(PLAINTEXT).tls_mode == "off"
+    with_domain = dict(PLAINTEXT, domain="prefect.example.com", apiUrl="http://prefect.example.com:4200/api")
+    assert StackOutputs.from_mapping(with_domain).domain == "prefect.example.com"
+
+
+def test_outputs_from_before_tls_are_the_plaintext_server_they_describe():
+    old = dict(PLAINTEXT)
+    del old["tlsMode"]
+    outputs = StackOutputs.from_mapping(old)
+    assert outputs.tls_mode == "off" and outputs.to_mapping() == PLAINTEXT
+    # An https URL never means plaintext: without tlsMode nothing says how to trust it.
+    no_mode = dict(GOOD)
+    del no_mode["tlsMode"]
+    with pytest.raises(OutputsError, match="missing output tlsMode"):
+        StackOutputs.from_mapping(no_mode)
+
+
+@pytest.mark.parametrize("data, words", [
+    (dict(GOOD, tlsMode="auto"), ["tlsMode", "'auto'", "acme, internal, off"]),
+    (dict(GOOD, tlsMode="off"), ["apiUrl", "https://203.0.113.7/api", "tlsMode off", "http://"]),
+    (dict(PLAINTEXT, tlsMode="internal"), ["apiUrl", "tlsMode internal", "https://"]),
+    (dict(GOOD, uiUrl="http://203.0.113.7:4200"), ["uiUrl", "https://"]),
+    ({k: v for k, v in ACME.items() if k != "domain"}, ["tlsMode acme", "domain"]),
+    ({k: v for k, v in ACME.items() if k != "acmeCa"}, ["tlsMode acme", "acmeCa"]),
+    (dict(GOOD, acmeCa="https://acme.example/dir"), ["acmeCa", "only apply to tlsMode acme", "internal"]),
+    (dict(PLAINTEXT, acmeEmail="ops@example.com"), ["acmeEmail", "tlsMode is off"]),
+    (dict(GOOD, domain="prefect.example.com"), ["tlsMode internal", "prefect.example.com"]),
+    (dict(ACME, domain=""), ["domain", "non-empty string"]),
+])
+def test_inconsistent_tls_outputs_are_named(data, words):
+    with pytest.raises(OutputsError) as error:
+        StackOutputs.from_mapping(data)
+    for word in words:
+        assert word in str(error.value)

@@ -173,3 +173,38 @@ def test_converged_storage_blocks_are_recognised_without_saving(stack_outputs, l
     assert not current(dataclasses.replace(stack_outputs, bucket_region="eu-west-3"))
     assert not current(dataclasses.replace(stack_outputs, bucket_name="another-bucket"))
     assert not current(stack_outputs, profile="never-registered")
+
+
+def test_the_pinned_ca_is_set_and_skip_verify_never_survives(profiles_path):
+    profiles_path.parent.mkdir(parents=True)
+    profiles_path.write_text('[profiles.prefect-host-dev]\nPREFECT_API_TLS_INSECURE_SKIP_VERIFY = "true"\n')
+    ca_file = str(profiles_path.parent / "prefect-host-dev-ca.pem")
+    write_profile("prefect-host-dev", api_url="https://203.0.113.7/api", auth_string=AUTH, activate=False,
+                  ssl_cert_file=ca_file)
+    assert _read(profiles_path)["profiles"]["prefect-host-dev"] == {
+        "PREFECT_API_URL": "https://203.0.113.7/api", "PREFECT_API_AUTH_STRING": AUTH,
+        "PREFECT_API_SSL_CERT_FILE": ca_file}
+    # Switched to a public certificate: the pin goes, the default trust store applies.
+    write_profile("prefect-host-dev", api_url="https://prefect.example.com/api", auth_string=AUTH, activate=False)
+    assert "PREFECT_API_SSL_CERT_FILE" not in _read(profiles_path)["profiles"]["prefect-host-dev"]
+
+
+def test_the_ca_is_stored_beside_the_profiles_world_readable_and_only_when_it_changed(profiles_path, tmp_path):
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    from prefect_host.local.pebble import make_tls_ca_and_certificate
+    from prefect_host.profile import store_ca, trusting
+
+    ca_path, _, _ = make_tls_ca_and_certificate(tmp_path, "10.77.0.1")
+    pem = ca_path.read_text()
+    stored = store_ca("prefect-host-dev", pem)
+    path = Path(stored["path"])
+    assert stored["changed"] and path == profiles_path.parent / "prefect-host-dev-ca.pem"
+    assert path.read_text() == pem and stat.S_IMODE(path.stat().st_mode) == 0o644
+    mtime = path.stat().st_mtime_ns
+    assert store_ca("prefect-host-dev", pem) == {"path": str(path), "changed": False}
+    assert path.stat().st_mtime_ns == mtime
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging file left
+    with trusting(str(path)):
+        assert PREFECT_API_SSL_CERT_FILE.value() == str(path)
+    assert PREFECT_API_SSL_CERT_FILE.value() != str(path)

@@ -12,17 +12,21 @@ def _settings(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-def test_env_file_has_every_server_setting():
-    settings = _settings(sf.env_file_text(api_url="http://203.0.113.7:4200/api", auth_string="admin:pw"))
+@pytest.mark.parametrize("tls, host, port", [(True, "127.0.0.1", "4201"), (False, "0.0.0.0", "4200")])
+def test_env_file_has_every_server_setting(tls, host, port):
+    """Behind Caddy Prefect listens on loopback only; with tls off it is the front door itself."""
+    settings = _settings(sf.env_file_text(auth_string="admin:pw", tls=tls))
     assert settings == {
         "PREFECT_HOME": "'/var/lib/prefect'",
-        "PREFECT_SERVER_API_HOST": "'0.0.0.0'",
-        "PREFECT_SERVER_API_PORT": "'4200'",
-        "PREFECT_SERVER_UI_API_URL": "'http://203.0.113.7:4200/api'",
+        "PREFECT_SERVER_API_HOST": f"'{host}'",
+        "PREFECT_SERVER_API_PORT": f"'{port}'",
+        # Relative: the browser calls the API on the origin it loaded the UI from.
+        "PREFECT_SERVER_UI_API_URL": "'/api'",
         "PREFECT_SERVER_API_AUTH_STRING": "'admin:pw'",
         "PREFECT_SERVER_UI_STATIC_DIRECTORY": "'/var/lib/prefect/ui-build'",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "'false'",
     }
+    assert sf.server_port(tls=tls) == int(port)
     assert sf.UI_STATIC_DIR.startswith(sf.STATE_DIR + "/")  # writable: inside StateDirectory
 
 
@@ -75,20 +79,23 @@ def test_unit_is_sandboxed():
 def test_worker_env_has_the_local_api_the_poll_interval_and_the_result_storage():
     results = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
                "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
-    settings = _settings(sf.worker_env_file_text(auth_string="admin:it's", ui_url="http://203.0.113.7:4200",
-                                                 result_settings=results))
+    settings = _settings(sf.worker_env_file_text(auth_string="admin:it's", ui_url="https://203.0.113.7",
+                                                 result_settings=results, tls=True))
     assert settings == {
         "PREFECT_HOME": "'/var/lib/prefect-worker'",
-        "PREFECT_API_URL": "'http://127.0.0.1:4200/api'",
+        # The worker on the host keeps talking to the server over loopback, behind Caddy's back.
+        "PREFECT_API_URL": "'http://127.0.0.1:4201/api'",
         "PREFECT_API_AUTH_STRING": '"admin:it\'s"',
-        "PREFECT_UI_URL": "'http://203.0.113.7:4200'",
+        "PREFECT_UI_URL": "'https://203.0.113.7'",
         "PREFECT_WORKER_QUERY_SECONDS": "'5'",
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "'s3-bucket/team-results'",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "'true'",
     }
     # Without storage: no result settings at all (a run then keeps its results on the host).
-    bare = _settings(sf.worker_env_file_text(auth_string="a:b", ui_url="http://h:4200", result_settings={}))
+    bare = _settings(sf.worker_env_file_text(auth_string="a:b", ui_url="http://h:4200", result_settings={},
+                                             tls=False))
     assert not [name for name in bare if name.startswith("PREFECT_RESULTS_")]
+    assert bare["PREFECT_API_URL"] == "'http://127.0.0.1:4200/api'"  # tls off: Prefect itself on 4200
 
 
 def test_worker_template_runs_one_named_worker_per_instance_as_the_service_user():

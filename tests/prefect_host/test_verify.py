@@ -122,6 +122,19 @@ def test_ui_pointing_elsewhere_fails(fake, client):
         check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
 
 
+@pytest.mark.parametrize("ui_api_url, ok", [
+    ("/api", True), (API, True), (API + "/", True), ("/other/api", False), ("", False), (None, False),
+])
+def test_the_ui_may_call_the_api_on_its_own_origin(fake, client, ui_api_url, ok):
+    """"/api" is what the bootstrap sets: the browser resolves it against the UI's address."""
+    fake.ui_api_url = ui_api_url
+    if ok:
+        check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
+    else:
+        with pytest.raises(VerifyError, match="The UI is configured to call"):
+            check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
+
+
 def test_work_pool_is_created_once(fake, client):
     template = {"job_configuration": {"command": "{{ command }}"}, "variables": {"properties": {}}}
     assert ensure_work_pool(client, api_url=API, auth_string=AUTH, name="default", pool_type="process",
