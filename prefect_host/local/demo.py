@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect_host.errors import PrefectHostError
+from prefect_host.local.apt_repo import ensure_apt_repo
 from prefect_host.local.common import require_root_and_tools
 from prefect_host.local.image import build_image
 from prefect_host.local.machine import LocalHost, _alive, _process_start
@@ -163,8 +164,10 @@ def local_outputs(*, address: str, ssh_user: str, host_public_key: str, ssh_priv
     storage = storage or NO_STORAGE
     outputs = {
         "cloud": "local", "publicIp": address, "sshUser": ssh_user, "hostPublicKey": host_public_key,
-        "sshPrivateKey": ssh_private_key, "apiUrl": f"http://{address}:4200/api",
-        "uiUrl": f"http://{address}:4200", "prefectVersion": GUEST_PREFECT_VERSION,
+        "sshPrivateKey": ssh_private_key,
+        # As infra/ exports with no domain: Caddy's internal CA, HTTPS on 443 (and 4200).
+        "tlsMode": "internal", "apiUrl": f"https://{address}/api", "uiUrl": f"https://{address}",
+        "prefectVersion": GUEST_PREFECT_VERSION,
         "prefectAuthString": auth_string, "bucketName": storage["bucket"], "bucketRegion": storage["region"],
         "iamGroupName": storage["iam_group"], "iamUserName": storage["iam_user"],
         "awsAccessKeyId": storage["access_key_id"], "awsSecretAccessKey": storage["secret_access_key"],
@@ -281,7 +284,8 @@ def up(paths: DemoPaths, say: Callable[[str], None] = _say) -> None:
         paths.known_hosts.write_text(f"{host.address} {host.host_public_key}\n")
         say(f"demo: stack outputs in {paths.outputs}; running scripts/bootstrap.py on them")
         _run_step([sys.executable, str(BOOTSTRAP_SCRIPT), "--outputs", str(paths.outputs),
-                   "--find-links", services["index_url"], "--profile", DEMO_PROFILE,
+                   "--find-links", services["index_url"], "--apt-source", services["apt_source"],
+                   "--profile", DEMO_PROFILE,
                    "--connect-timeout", str(BOOTSTRAP_CONNECT_TIMEOUT)],
                   what="the bootstrap", cwd=paths.root, env=dict(os.environ))
         say(f"demo: a flow run from this machine through the profile {DEMO_PROFILE}")
@@ -369,6 +373,7 @@ def _ensure_services(paths: DemoPaths, host: LocalHost, wheels: Path, say: Calla
     state = _read_state(paths)
     record = read_json(paths.services, "the services record")
     if (state and record and _alive(state.get("pid"), state.get("start")) and record.get("pid") == state["pid"]
+            and "apt_source" in record
             and urllib.parse.urlsplit(record.get("index_url", "")).hostname == host.gateway):
         say(f"demo: reusing the package index {record['index_url']} and S3 server {record['s3_endpoint_url']}")
         return record
@@ -383,6 +388,7 @@ def _ensure_services(paths: DemoPaths, host: LocalHost, wheels: Path, say: Calla
         os.fchmod(log.fileno(), 0o600)
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect_host.local.services", "--bind", host.gateway, "--wheels", str(wheels),
+             "--apt-repo", str(ensure_apt_repo(("caddy",), suite="trixie")),
              "--bucket", DEMO_BUCKET, "--iam-user", DEMO_IAM_USER, "--ready", str(paths.services),
              "--index-port", str(ports["index"]), "--s3-port", str(ports["s3"])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd="/",

@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 
 from prefect_host.errors import PrefectHostError
+from prefect_host.local.apt_repo import AptRepoServer
 from prefect_host.local.s3 import DEFAULT_GROUP, S3Server
 from prefect_host.local.wheelhouse import PackageIndex
 
@@ -68,19 +69,22 @@ def _s3_process(s3: S3Server):
     return s3._process
 
 
-def serve(*, bind: str, wheels: Path, bucket: str, iam_user: str, ready: Path, index_port: int = 0,
-          s3_port: int = 0) -> int:
+def serve(*, bind: str, wheels: Path, apt_repo: Path, bucket: str, iam_user: str, ready: Path,
+          index_port: int = 0, s3_port: int = 0) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlives the terminal that ran `make demo`
     index = _index_on(wheels, bind, index_port)
+    # The guest has no internet: Caddy (the HTTPS front door) comes from this local apt repository.
+    apt = AptRepoServer(apt_repo, bind)
     try:
         s3 = _s3_on(bind, s3_port)
         try:
             credentials = s3.provision(bucket, user=iam_user)
             write_private_json(ready, {
                 "pid": os.getpid(), "s3_pid": _s3_process(s3).pid, "index_url": index.url,
+                "apt_source": apt.source_line,
                 "s3_endpoint_url": s3.endpoint_url, "bucket": bucket, "region": credentials.region,
                 "iam_group": DEFAULT_GROUP, "iam_user": iam_user,
                 "access_key_id": credentials.access_key_id,
@@ -93,6 +97,7 @@ def serve(*, bind: str, wheels: Path, bucket: str, iam_user: str, ready: Path, i
         finally:
             s3.stop()
     finally:
+        apt.close()
         index.close()
     return 0
 
@@ -102,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--bind", required=True, help="the host side of the guest's veth")
     parser.add_argument("--wheels", required=True, type=Path)
+    parser.add_argument("--apt-repo", required=True, type=Path, help="a repository from ensure_apt_repo()")
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--iam-user", required=True)
     parser.add_argument("--ready", required=True, type=Path)
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--s3-port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        return serve(bind=args.bind, wheels=args.wheels, bucket=args.bucket, iam_user=args.iam_user,
+        return serve(bind=args.bind, wheels=args.wheels, apt_repo=args.apt_repo, bucket=args.bucket, iam_user=args.iam_user,
                      ready=args.ready, index_port=args.index_port, s3_port=args.s3_port)
     except PrefectHostError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

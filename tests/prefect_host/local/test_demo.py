@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 
 from prefect_host.errors import OutputsError
 from prefect_host.local import demo
+from prefect_host.local.apt_repo import ensure_apt_repo
 from prefect_host.local.machine import _process_start
 from prefect_host.outputs import StackOutputs
 
@@ -46,7 +48,7 @@ def test_outputs_have_the_stack_output_shape_of_a_local_cloud():
     data = outputs()
     parsed = StackOutputs.from_mapping(data)
     assert (parsed.cloud, parsed.public_ip, parsed.ssh_user) == ("local", "10.77.3.2", "admin")
-    assert (data["apiUrl"], data["uiUrl"]) == ("http://10.77.3.2:4200/api", "http://10.77.3.2:4200")
+    assert (data["apiUrl"], data["uiUrl"], data["tlsMode"]) == ("https://10.77.3.2/api", "https://10.77.3.2", "internal")
     assert data["prefectVersion"] == "3.9.1" and data["sshPrivateKey"] == KEY
     assert (data["bucketName"], data["awsSecretAccessKey"], data["s3EndpointUrl"]) == \
         ("prefect-host-demo", "s3cr3t/Key", "http://10.77.3.1:40123")
@@ -192,6 +194,7 @@ def test_services_process_serves_the_index_and_a_provisioned_bucket_until_stoppe
     ready = tmp_path / "services.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect_host.local.services", "--bind", "127.0.0.1", "--wheels", str(wheels),
+         "--apt-repo", str(ensure_apt_repo(("caddy",), suite="trixie")),
          "--bucket", "demo-bucket", "--iam-user", "demo-user", "--ready", str(ready)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -204,6 +207,9 @@ def test_services_process_serves_the_index_and_a_provisioned_bucket_until_stoppe
         record = json.loads(ready.read_text())
         assert record["pid"] == process.pid and record["bucket"] == "demo-bucket"
         assert "demo_pkg-1.0-py3-none-any.whl" in urllib.request.urlopen(record["index_url"], timeout=5).read().decode()
+        apt_url = record["apt_source"].split()[2]
+        assert record["apt_source"] == f"deb [trusted=yes] {apt_url} ./"
+        assert "Package: caddy" in urllib.request.urlopen(f"{apt_url}Packages", timeout=5).read().decode()
         s3 = boto3.client("s3", endpoint_url=record["s3_endpoint_url"], region_name=record["region"],
                           aws_access_key_id=record["access_key_id"],
                           aws_secret_access_key=record["secret_access_key"])
@@ -247,18 +253,23 @@ def test_demo_up_converges_and_down_removes_everything(tmp_path: Path):
         assert StackOutputs.from_file(paths.outputs).cloud == "local"
 
         api, auth = data["apiUrl"], tuple(data["prefectAuthString"].split(":", 1))
-        assert httpx.get(f"{api}/health", timeout=5).json() is True
-        assert httpx.get(f"{api}/admin/version", auth=auth, timeout=5).json() == "3.9.1"
-        assert f"Prefect UI    {data['uiUrl']}" in first.stdout
-
+        assert data["tlsMode"] == "internal" and api.startswith("https://")
         profiles = tomllib.loads((prefect_home / "profiles.toml").read_text())
         assert profiles["profiles"][demo.DEMO_PROFILE]["PREFECT_API_URL"] == api
+        # HTTPS, verified against exactly the CA the bootstrap pinned beside the profile.
+        ca = profiles["profiles"][demo.DEMO_PROFILE]["PREFECT_API_SSL_CERT_FILE"]
+        client = httpx.Client(verify=ssl.create_default_context(cafile=ca), timeout=5)
+        assert client.get(f"{api}/health").json() is True
+        assert client.get(f"{api}/admin/version", auth=auth).json() == "3.9.1"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{api}/health", timeout=5)  # the system trust store does not know the demo's CA
+        assert f"Prefect UI    {data['uiUrl']}" in first.stdout
         assert profiles.get("active") != demo.DEMO_PROFILE  # never activated behind the user's back
 
         report = json.loads(paths.flow_report.read_text())
-        run = httpx.get(f"{api}/flow_runs/{report['flow_run_id']}", auth=auth, timeout=5).json()
+        run = client.get(f"{api}/flow_runs/{report['flow_run_id']}", auth=auth).json()
         assert run["state_type"] == "COMPLETED"
-        deployments = httpx.post(f"{api}/deployments/filter", json={}, auth=auth, timeout=5).json()
+        deployments = client.post(f"{api}/deployments/filter", json={}, auth=auth).json()
         [schedule] = [s for d in deployments for s in d["schedules"]]
         assert schedule["schedule"]["interval"] == demo.SCHEDULE_SECONDS
         assert first.stdout.count("(moto: kept in memory)") == 1
