@@ -10,7 +10,7 @@ the rows' order rotating between repetitions so that neither side always runs on
   b   the tutorial's path on a host that also has python3-venv and pip: over SSH, `python3 -m venv`,
       `pip install prefect==<version>` from the same package index, `prefect server start --host 0.0.0.0`
       in the background, until GET /api/health answers true from this machine
-  c   scripts/bootstrap.py again on the converged a+ host
+  c   scripts/bootstrap.py again on the converged a+ host (once its background bytecode job is done)
   d   scripts/bootstrap.py --client-only (the laptop's profile only) against the a+ host
   e   scripts/deploy.py --run-now on the a+ host: from the command to the run's Completed state,
       through the worker on the host (first repetition only, --deploy-repeat times)
@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prefect_host import server_files as sf
 from prefect_host.errors import PrefectHostError
+from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
 from prefect_host.local.demo import (
     BOOTSTRAP_SCRIPT,
     DEPLOY_SCRIPT,
@@ -65,7 +67,7 @@ HEALTH_TIMEOUT = 300.0
 GOALS = {"a/b": 0.5, "c": 3.0, "d": 2.0}
 
 ROWS = {
-    "a": "our bootstrap, nothing to verified (server only: `--no-storage --workers 0`)",
+    "a": "our bootstrap, nothing to verified (server + Caddy, internal TLS: `--no-storage --workers 0`)",
     "a+": "our bootstrap, nothing to verified, default (+ S3 probe, storage blocks, 1 worker)",
     "b": "tutorial: `python3 -m venv`, `pip install prefect`, `prefect server start` until /api/health",
     "c": "our re-run on a converged host (default)",
@@ -177,10 +179,13 @@ class _Bootstrapped:
         self.storage = storage
         self.host = LocalHost.create(image)
         self._index: PackageIndex | None = None
+        self._apt: AptRepoServer | None = None
         self._s3: S3Server | None = None
         try:
             self.host.boot()
             self._index = PackageIndex(wheels, self.host.gateway)
+            # The outputs are those of a stack without a domain (internal TLS): Caddy from a local apt repo.
+            self._apt = AptRepoServer(ensure_apt_repo(("caddy",), suite="trixie"), self.host.gateway)
             record = None
             if storage:
                 self._s3 = S3Server(host=self.host.gateway).start()
@@ -198,11 +203,20 @@ class _Bootstrapped:
 
     def bootstrap(self, *extra: str, prefect_home: Path | None = None) -> tuple[float, str]:
         argv = [sys.executable, str(BOOTSTRAP_SCRIPT), "--outputs", str(self.outputs), "--find-links",
-                self._index.url, "--profile", PROFILE, "--connect-timeout", "60", *extra]
+                self._index.url, "--apt-source", self._apt.source_line, "--profile", PROFILE,
+                "--connect-timeout", "60", *extra]
         if not self.storage:
             argv += ["--no-storage", "--workers", "0"]
         env = _clean_env(prefect_home) if prefect_home else self.env
         return _timed(argv, env=env, cwd=self.work, what=f"scripts/bootstrap.py {' '.join(extra)}".strip())
+
+    def wait_for_bytecode(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.host.guest_exec(["cat", sf.BYTECODE_MARKER], check=False).stdout.strip() != GUEST_PREFECT_VERSION:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the bootstrap's bytecode job did not write {sf.BYTECODE_MARKER} within "
+                                 f"{timeout:.0f} s.")
+            time.sleep(0.5)
 
     def deploy(self) -> float:
         env = dict(self.env, PREFECT_PROFILE=PROFILE)
@@ -213,6 +227,8 @@ class _Bootstrapped:
     def close(self) -> None:
         if self._s3 is not None:
             self._s3.stop()
+        if self._apt is not None:
+            self._apt.close()
         if self._index is not None:
             self._index.close()
         self.host.destroy()
@@ -273,12 +289,16 @@ def run_bench(*, repeat: int, deploy_repeat: int, say: Callable[[str], None]) ->
     def ours_default(work: Path, first: bool) -> None:
         host = _Bootstrapped(image, wheels, work / "a+", storage=True)
         try:
-            for key in ("a+", "c"):
-                seconds, output = host.bootstrap()
-                results.samples[key].append(seconds)
-                say(f"  {key:<3} {seconds:6.1f} s")
-                if key == "a+":
-                    results.steps["a+"].append(step_durations(output))
+            seconds, output = host.bootstrap()
+            results.samples["a+"].append(seconds)
+            results.steps["a+"].append(step_durations(output))
+            say(f"  a+  {seconds:6.1f} s")
+            # Converged includes the bytecode the bootstrap compiles in the background after the
+            # start; a re-run while that job still takes both CPUs would time the job, not the re-run.
+            host.wait_for_bytecode()
+            seconds, _ = host.bootstrap()
+            results.samples["c"].append(seconds)
+            say(f"  c   {seconds:6.1f} s")
             # A teammate's laptop: no profile yet.
             seconds, _ = host.bootstrap("--client-only", prefect_home=work / "teammate-prefect-home")
             results.samples["d"].append(seconds)

@@ -223,6 +223,7 @@ def test_services_process_serves_the_index_and_a_provisioned_bucket_until_stoppe
     finally:
         process.kill()
         process.wait()
+        process.stderr.close()
 
 
 # --- end to end ---------------------------------------------------------------------------------
