@@ -5,6 +5,7 @@ The exports are the bootstrap's input contract (prefect_host/outputs.py).
 
 import pulumi
 
+import component_args
 from aws_host import AwsHost, find_debian_ami
 from bucket_access import BucketAccess
 from bucket_storage import BucketStorage
@@ -13,20 +14,18 @@ from host_keys import SSH_USER, HostKeys
 from server_credentials import ServerCredentials
 from stack_config import load_stack_config
 
-# Everything that can reject the configuration runs before the first resource is registered.
+# Everything that can reject the configuration (the AMI lookup too) runs before the first resource is registered.
 config = load_stack_config()
-ami = find_debian_ami(config) if config.cloud == "aws" else None
+ami = find_debian_ami(config.instance_type, config.image) if config.cloud == "aws" else None
 
 name = config.resource_prefix
-keys = HostKeys(name, ssh_public_key=config.ssh_public_key)
+keys = HostKeys(name, component_args.host_keys_args(config))
 if config.cloud == "aws":
-    host = AwsHost(name, config=config, ami=ami, operator_public_key=keys.operator_public_key,
-                   host_private_key=keys.host_private_key, host_public_key=keys.host_public_key)
+    host = AwsHost(name, component_args.aws_host_args(config, ami, keys))
 else:
-    host = GcpHost(name, config=config, operator_public_key=keys.operator_public_key,
-                   host_private_key=keys.host_private_key, host_public_key=keys.host_public_key)
-storage = BucketStorage(name, config=config)
-access = BucketAccess(name, config=config, bucket_arn=storage.bucket_arn)
+    host = GcpHost(name, component_args.gcp_host_args(config, keys))
+storage = BucketStorage(name, component_args.bucket_storage_args(config))
+access = BucketAccess(name, component_args.bucket_access_args(config, storage))
 credentials = ServerCredentials(name)
 
 pulumi.export("cloud", config.cloud)

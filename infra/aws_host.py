@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 import first_boot
-from stack_config import StackConfig, StackConfigError
+from stack_config import StackConfigError
 
 # Debian's official AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_AMI_OWNER = "136693071363"
@@ -25,22 +25,37 @@ class DebianAmi:
     architecture: str
 
 
-def find_debian_ami(config: StackConfig) -> DebianAmi:
-    """The newest Debian AMI for the configured image and the instance type's architecture.
+@dataclass(frozen=True)
+class AwsHostArgs:
+    """What AwsHost uses: validated settings, the AMI found before any resource, and the keys from HostKeys."""
+
+    stack: str
+    instance_type: str
+    disk_size_gb: int
+    allowed_cidrs: tuple[str, ...]
+    ssh_allowed_cidrs: tuple[str, ...]
+    ami: DebianAmi
+    operator_public_key: pulumi.Input[str]
+    host_private_key: pulumi.Input[str]
+    host_public_key: pulumi.Input[str]
+
+
+def find_debian_ami(instance_type: str, image: str) -> DebianAmi:
+    """The newest Debian AMI for the image (debian-13 or debian-12) and the instance type's architecture.
 
     The architecture comes from the provider (`aws.ec2.get_instance_type`), not from a table of
     instance families, so new families work and an unknown type fails here, before any resource
     is registered.
     """
-    instance_type = aws.ec2.get_instance_type(instance_type=config.instance_type)
-    architectures = [a for a in DEBIAN_ARCHITECTURES if a in instance_type.supported_architectures]
+    supported = aws.ec2.get_instance_type(instance_type=instance_type).supported_architectures
+    architectures = [a for a in DEBIAN_ARCHITECTURES if a in supported]
     if not architectures:
         raise StackConfigError(
-            f"Config prefect-host:instanceType = \"{config.instance_type}\" is invalid; allowed: an instance type "
-            f"with an x86_64 or arm64 architecture (it supports {', '.join(instance_type.supported_architectures)})."
+            f"Config prefect-host:instanceType = \"{instance_type}\" is invalid; allowed: an instance type "
+            f"with an x86_64 or arm64 architecture (it supports {', '.join(supported)})."
         )
     architecture = architectures[0]
-    release = config.image.removeprefix("debian-")
+    release = image.removeprefix("debian-")
     ami = aws.ec2.get_ami(
         owners=[DEBIAN_AMI_OWNER],
         most_recent=True,
@@ -54,12 +69,12 @@ def find_debian_ami(config: StackConfig) -> DebianAmi:
     return DebianAmi(id=ami.id, name=ami.name, architecture=architecture)
 
 
-def ingress_rules(config: StackConfig) -> list[tuple[str, int, str]]:
+def ingress_rules(allowed_cidrs: tuple[str, ...], ssh_allowed_cidrs: tuple[str, ...]) -> list[tuple[str, int, str]]:
     """(protocol, port, cidr) for every rule: the Prefect ports from allowedCidrs, SSH from sshAllowedCidrs."""
     rules = [(protocol, port, cidr)
              for protocol, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
-             for cidr in config.allowed_cidrs]
-    rules += [("tcp", 22, cidr) for cidr in config.ssh_allowed_cidrs]
+             for cidr in allowed_cidrs]
+    rules += [("tcp", 22, cidr) for cidr in ssh_allowed_cidrs]
     return rules
 
 
@@ -73,18 +88,16 @@ class AwsHost(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
 
-    def __init__(self, name: str, *, config: StackConfig, ami: DebianAmi, operator_public_key: pulumi.Input[str],
-                 host_private_key: pulumi.Input[str], host_public_key: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: AwsHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:aws_host:AwsHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        tags = {"Name": name, "prefect-host:stack": config.stack}
+        tags = {"Name": name, "prefect-host:stack": args.stack}
 
         # No inline rules: one standalone rule resource per port/protocol/CIDR, so each is visible
         # to the policy pack and a change to one CIDR touches only its own rules.
         group = aws.ec2.SecurityGroup(
-            f"{name}-sg", description=f"prefect-host {config.stack}: Prefect ports and SSH", tags=tags, opts=child)
-        for protocol, port, cidr in ingress_rules(config):
+            f"{name}-sg", description=f"prefect-host {args.stack}: Prefect ports and SSH", tags=tags, opts=child)
+        for protocol, port, cidr in ingress_rules(args.allowed_cidrs, args.ssh_allowed_cidrs):
             family = "cidr_ipv6" if ipaddress.ip_network(cidr).version == 6 else "cidr_ipv4"
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-{protocol}-{port}-{cidr_slug(cidr)}",
@@ -103,18 +116,18 @@ class AwsHost(pulumi.ComponentResource):
                 f"{name}-egress-all-{family.removeprefix('cidr_')}", security_group_id=group.id, ip_protocol="-1",
                 description="all outbound", **{family: cidr}, opts=child)
 
-        key_pair = aws.ec2.KeyPair(f"{name}-key", public_key=operator_public_key, tags=tags, opts=child)
+        key_pair = aws.ec2.KeyPair(f"{name}-key", public_key=args.operator_public_key, tags=tags, opts=child)
 
-        user_data = pulumi.Output.secret(
-            pulumi.Output.all(host_private_key, host_public_key).apply(lambda keys: first_boot.cloud_config(*keys)))
+        host_key_pair = pulumi.Output.all(args.host_private_key, args.host_public_key)
+        user_data = pulumi.Output.secret(host_key_pair.apply(lambda keys: first_boot.cloud_config(*keys)))
         instance = aws.ec2.Instance(
             f"{name}-vm",
-            ami=ami.id,
-            instance_type=config.instance_type,
+            ami=args.ami.id,
+            instance_type=args.instance_type,
             key_name=key_pair.key_name,
             vpc_security_group_ids=[group.id],
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
-            root_block_device={"volume_type": "gp3", "volume_size": config.disk_size_gb, "encrypted": True,
+            root_block_device={"volume_type": "gp3", "volume_size": args.disk_size_gb, "encrypted": True,
                                "delete_on_termination": True},
             user_data=user_data,
             tags=tags,
@@ -127,4 +140,4 @@ class AwsHost(pulumi.ComponentResource):
         self.public_ip = address.public_ip
         self.instance_id = instance.id
         self.register_outputs({"publicIp": self.public_ip, "instanceId": self.instance_id,
-                               "securityGroupId": group.id, "amiName": ami.name})
+                               "securityGroupId": group.id, "amiName": args.ami.name})

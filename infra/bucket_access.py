@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
-
-from stack_config import StackConfig
 
 # What prefect-aws's S3Bucket block needs: list the bucket, read/write/delete objects, multipart uploads.
 BUCKET_ACTIONS = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"]
@@ -23,24 +23,34 @@ def bucket_only_policy(bucket_arn: str) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class BucketAccessArgs:
+    """What BucketAccess uses: the IAM names, the access level (bucket or all) and BucketStorage's bucket ARN."""
+
+    stack: str
+    iam_group_name: str
+    iam_user_name: str
+    s3_access: str
+    bucket_arn: pulumi.Input[str]
+
+
 class BucketAccess(pulumi.ComponentResource):
     group_name: pulumi.Output[str]
     user_name: pulumi.Output[str]
     access_key_id: pulumi.Output[str]
     secret_access_key: pulumi.Output[str]
 
-    def __init__(self, name: str, *, config: StackConfig, bucket_arn: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: BucketAccessArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:bucket_access:BucketAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        group = aws.iam.Group(f"{name}-group", name=config.iam_group_name, opts=child)
+        group = aws.iam.Group(f"{name}-group", name=args.iam_group_name, opts=child)
         # Permissions live on the group only, never on the user (CKV_AWS_40).
-        if config.s3_access == "bucket":
+        if args.s3_access == "bucket":
             aws.iam.GroupPolicy(
                 f"{name}-bucket-policy",
                 group=group.name,
-                policy=pulumi.Output.json_dumps(pulumi.Output.from_input(bucket_arn).apply(bucket_only_policy)),
+                policy=pulumi.Output.json_dumps(pulumi.Output.from_input(args.bucket_arn).apply(bucket_only_policy)),
                 opts=child,
             )
         else:
@@ -53,8 +63,8 @@ class BucketAccess(pulumi.ComponentResource):
                 opts=child,
             )
 
-        user = aws.iam.User(f"{name}-user", name=config.iam_user_name,
-                            tags={"prefect-host:stack": config.stack}, opts=child)
+        user = aws.iam.User(f"{name}-user", name=args.iam_user_name,
+                            tags={"prefect-host:stack": args.stack}, opts=child)
         # Not GroupMembership: that one claims the group's whole member list; this adds one user.
         aws.iam.UserGroupMembership(f"{name}-membership", user=user.name, groups=[group.name], opts=child)
         access_key = aws.iam.AccessKey(f"{name}-access-key", user=user.name, opts=child)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
-
-from stack_config import StackConfig
 
 
 def tls_only_policy(bucket_arn: str) -> dict:
@@ -24,29 +24,39 @@ def tls_only_policy(bucket_arn: str) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class BucketStorageArgs:
+    """What BucketStorage uses. Without bucket_name the bucket is named bucket_name_prefix plus a random suffix."""
+
+    stack: str
+    bucket_name: str | None
+    bucket_name_prefix: str
+    retain_data: bool
+
+
 class BucketStorage(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, *, config: StackConfig, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: BucketStorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:bucket_storage:BucketStorage", name, None, opts)
         # retainData: `pulumi destroy` forgets the bucket and its settings instead of deleting them,
         # so the data survives with its public access block, encryption and TLS-only policy intact.
-        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=config.retain_data)
+        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_data)
 
-        if config.bucket_name is not None:
-            bucket_name: pulumi.Input[str] = config.bucket_name
+        if args.bucket_name is not None:
+            bucket_name: pulumi.Input[str] = args.bucket_name
         else:
             # Bucket names are global across all AWS accounts: the stack's name plus a random suffix.
             suffix = random.RandomId(f"{name}-bucket-suffix", byte_length=4, opts=pulumi.ResourceOptions(parent=self))
-            bucket_name = suffix.hex.apply(lambda hex_suffix: f"{config.bucket_name_prefix}-{hex_suffix}")
+            bucket_name = suffix.hex.apply(lambda hex_suffix: f"{args.bucket_name_prefix}-{hex_suffix}")
 
         bucket = aws.s3.Bucket(
             f"{name}-bucket",
             bucket=bucket_name,
             # Only a disposable stack may delete a bucket that still holds objects.
-            force_destroy=not config.retain_data,
-            tags={"prefect-host:stack": config.stack},
+            force_destroy=not args.retain_data,
+            tags={"prefect-host:stack": args.stack},
             opts=keep,
         )
         access_block = aws.s3.BucketPublicAccessBlock(

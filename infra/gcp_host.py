@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
 import first_boot
 from host_keys import SSH_USER
-from stack_config import StackConfig
 
 # Arm machine families on Compute Engine (Ampere Altra T2A, Google Axion C4A); every other family
 # is x86_64. A table, because the provider has no lookup that reports a machine type's architecture.
@@ -20,28 +20,46 @@ DEBIAN_IMAGE_FAMILIES = {"debian-13": "debian-13-trixie", "debian-12": "debian-1
 SUBNET_RANGE = "10.42.0.0/24"
 
 
-def machine_family(config: StackConfig) -> str:
-    return config.instance_type.split("-", 1)[0]
+@dataclass(frozen=True)
+class GcpHostArgs:
+    """What GcpHost uses: validated settings (region and zone from gcp:zone) and the keys from HostKeys."""
+
+    stack: str
+    region: str
+    zone: str
+    instance_type: str
+    image: str
+    disk_size_gb: int
+    allowed_cidrs: tuple[str, ...]
+    ssh_allowed_cidrs: tuple[str, ...]
+    operator_public_key: pulumi.Input[str]
+    host_private_key: pulumi.Input[str]
+    host_public_key: pulumi.Input[str]
 
 
-def debian_image(config: StackConfig) -> str:
+def machine_family(machine_type: str) -> str:
+    return machine_type.split("-", 1)[0]
+
+
+def debian_image(image: str, machine_type: str) -> str:
     """The image family path in debian-cloud. A family, not a looked-up image, because the
     instance keeps the same input when Debian publishes a newer image and is not replaced."""
-    suffix = "-arm64" if machine_family(config) in ARM_MACHINE_FAMILIES else ""
-    return f"projects/debian-cloud/global/images/family/{DEBIAN_IMAGE_FAMILIES[config.image]}{suffix}"
+    suffix = "-arm64" if machine_family(machine_type) in ARM_MACHINE_FAMILIES else ""
+    return f"projects/debian-cloud/global/images/family/{DEBIAN_IMAGE_FAMILIES[image]}{suffix}"
 
 
-def boot_disk_type(config: StackConfig) -> str:
-    return "hyperdisk-balanced" if machine_family(config) in HYPERDISK_MACHINE_FAMILIES else "pd-balanced"
+def boot_disk_type(machine_type: str) -> str:
+    return "hyperdisk-balanced" if machine_family(machine_type) in HYPERDISK_MACHINE_FAMILIES else "pd-balanced"
 
 
-def firewall_rules(config: StackConfig) -> list[tuple[str, int, str, list[str]]]:
+def firewall_rules(allowed_cidrs: tuple[str, ...],
+                   ssh_allowed_cidrs: tuple[str, ...]) -> list[tuple[str, int, str, list[str]]]:
     """(protocol, port, ipv4|ipv6, CIDRs): one rule per port, protocol and address family (a GCP
     firewall rule cannot mix IPv4 and IPv6 source ranges)."""
     rules = []
-    for protocol, port, cidrs in (("tcp", 80, config.allowed_cidrs), ("tcp", 443, config.allowed_cidrs),
-                                  ("tcp", 4200, config.allowed_cidrs), ("udp", 4200, config.allowed_cidrs),
-                                  ("tcp", 22, config.ssh_allowed_cidrs)):
+    for protocol, port, cidrs in (("tcp", 80, allowed_cidrs), ("tcp", 443, allowed_cidrs),
+                                  ("tcp", 4200, allowed_cidrs), ("udp", 4200, allowed_cidrs),
+                                  ("tcp", 22, ssh_allowed_cidrs)):
         for version in (4, 6):
             family = [c for c in cidrs if ipaddress.ip_network(c).version == version]
             if family:
@@ -53,19 +71,17 @@ class GcpHost(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
 
-    def __init__(self, name: str, *, config: StackConfig, operator_public_key: pulumi.Input[str],
-                 host_private_key: pulumi.Input[str], host_public_key: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: GcpHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:gcp_host:GcpHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         # A network of its own: the project's `default` network carries default-allow-ssh from
         # 0.0.0.0/0 (and RDP, ICMP), which would undo sshAllowedCidrs.
         network = gcp.compute.Network(
-            f"{name}-net", auto_create_subnetworks=False, description=f"prefect-host {config.stack}", opts=child)
+            f"{name}-net", auto_create_subnetworks=False, description=f"prefect-host {args.stack}", opts=child)
         subnet = gcp.compute.Subnetwork(
-            f"{name}-subnet", network=network.id, region=config.gcp_region, ip_cidr_range=SUBNET_RANGE, opts=child)
-        for protocol, port, family, cidrs in firewall_rules(config):
+            f"{name}-subnet", network=network.id, region=args.region, ip_cidr_range=SUBNET_RANGE, opts=child)
+        for protocol, port, family, cidrs in firewall_rules(args.allowed_cidrs, args.ssh_allowed_cidrs):
             gcp.compute.Firewall(
                 f"{name}-{protocol}-{port}-{family}",
                 network=network.id,
@@ -77,18 +93,19 @@ class GcpHost(pulumi.ComponentResource):
                 opts=child,
             )
         address = gcp.compute.Address(
-            f"{name}-ip", region=config.gcp_region, address_type="EXTERNAL", network_tier="PREMIUM", opts=child)
+            f"{name}-ip", region=args.region, address_type="EXTERNAL", network_tier="PREMIUM", opts=child)
 
-        startup_script = pulumi.Output.secret(
-            pulumi.Output.all(host_private_key, host_public_key).apply(lambda keys: first_boot.startup_script(*keys)))
+        host_key_pair = pulumi.Output.all(args.host_private_key, args.host_public_key)
+        startup_script = pulumi.Output.secret(host_key_pair.apply(lambda keys: first_boot.startup_script(*keys)))
+        image = debian_image(args.image, args.instance_type)
         instance = gcp.compute.Instance(
             f"{name}-vm",
-            zone=config.gcp_zone,
-            machine_type=config.instance_type,
+            zone=args.zone,
+            machine_type=args.instance_type,
             boot_disk={
                 "auto_delete": True,
-                "initialize_params": {"image": debian_image(config), "size": config.disk_size_gb,
-                                      "type": boot_disk_type(config)},
+                "initialize_params": {"image": image, "size": args.disk_size_gb,
+                                      "type": boot_disk_type(args.instance_type)},
             },
             network_interfaces=[{
                 "subnetwork": subnet.id,
@@ -103,7 +120,7 @@ class GcpHost(pulumi.ComponentResource):
                 # organisation policy that enforces OS Login still wins: see the README.)
                 "enable-oslogin": "FALSE",
                 # google-guest-agent creates this user with passwordless sudo from the key.
-                "ssh-keys": pulumi.Output.from_input(operator_public_key).apply(lambda key: f"{SSH_USER}:{key}"),
+                "ssh-keys": pulumi.Output.from_input(args.operator_public_key).apply(lambda key: f"{SSH_USER}:{key}"),
                 "startup-script": startup_script,
             },
             tags=[name],
@@ -115,4 +132,4 @@ class GcpHost(pulumi.ComponentResource):
         self.public_ip = address.address
         self.instance_id = instance.instance_id
         self.register_outputs({"publicIp": self.public_ip, "instanceId": self.instance_id,
-                               "networkId": network.id, "image": debian_image(config)})
+                               "networkId": network.id, "image": image})

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_tls as tls
 
 # The login user: the default user of Debian's EC2 AMIs; on GCP the guest agent creates it from `ssh-keys`.
 SSH_USER = "admin"
+
+
+@dataclass(frozen=True)
+class HostKeysArgs:
+    """What HostKeys uses: the operator's own public key, or None to generate a login key pair."""
+
+    ssh_public_key: str | None
 
 
 class HostKeys(pulumi.ComponentResource):
@@ -18,7 +27,7 @@ class HostKeys(pulumi.ComponentResource):
     operator_public_key: pulumi.Output[str]
     operator_private_key: pulumi.Output[str] | None
 
-    def __init__(self, name: str, *, ssh_public_key: str | None, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: HostKeysArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:host_keys:HostKeys", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
@@ -27,12 +36,12 @@ class HostKeys(pulumi.ComponentResource):
         # The provider's OpenSSH line ends with a newline; outputs and known_hosts want the bare line.
         self.host_public_key = host_key.public_key_openssh.apply(str.strip)
 
-        if ssh_public_key is None:
+        if args.ssh_public_key is None:
             operator_key = tls.PrivateKey(f"{name}-operator-key", algorithm="ED25519", opts=child)
             self.operator_public_key = operator_key.public_key_openssh.apply(str.strip)
             self.operator_private_key = pulumi.Output.secret(operator_key.private_key_openssh)
         else:
-            self.operator_public_key = pulumi.Output.from_input(ssh_public_key)
+            self.operator_public_key = pulumi.Output.from_input(args.ssh_public_key)
             self.operator_private_key = None
 
         self.register_outputs({
