@@ -6,13 +6,18 @@ journal line, a key in an error) is masked before it is written anywhere.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, TextIO
+from dataclasses import dataclass
+from typing import TextIO
 
 MASK = "********"
+# A finished step's line, as Console.step prints it: "  [changed]  write /etc/prefect-host/server.env    0.1 s".
+_STEP_LINE = re.compile(r"^(?:\r\x1b\[K)?\s+\[(?P<tag>ok|changed|failed)\]\s+(?P<name>.*?)\s+(?P<seconds>\d+\.\d) s$")
 # Shorter fragments would mask ordinary words; real secrets here are far longer.
 _MIN_SECRET_LEN = 6
 _SPINNER = "|/-\\"
@@ -26,6 +31,7 @@ class Console:
         self.progress_interval = progress_interval
         self._secrets: list[str] = []
         self._lock = threading.Lock()
+        self._running = 0  # steps in progress: concurrent lanes run several at once
 
     # --- secrets -------------------------------------------------------------------------------
     def add_secret(self, value: str | None) -> None:
@@ -77,22 +83,28 @@ class Console:
         status = StepStatus(changed)
         started = time.monotonic()
         progress = _Progress(self, name, started)
+        with self._lock:
+            self._running += 1
         progress.start()
+        tag = "failed"
         try:
             yield status
-        except BaseException:
+            tag = "changed" if status.changed else "ok"
+        finally:
             progress.stop()
-            self._finish_line(progress, f"  [failed]   {name:<46} {time.monotonic() - started:6.1f} s\n")
-            raise
-        progress.stop()
-        tag = "changed" if status.changed else "ok"
-        self._finish_line(progress, f"  [{tag}]{' ' * (9 - len(tag))}{name:<46} "
-                                    f"{time.monotonic() - started:6.1f} s\n")
+            with self._lock:
+                self._running -= 1
+            self._finish_line(progress, f"  [{tag}]{' ' * (9 - len(tag))}{name:<46} "
+                                        f"{time.monotonic() - started:6.1f} s\n")
 
     def _finish_line(self, progress: "_Progress", text: str) -> None:
         if progress.tty:
             text = "\r\033[K" + text
         self._write(self.out, text)
+
+    def spinner_allowed(self) -> bool:
+        """A spinner redraws its own line: only while it is the one step in progress."""
+        return self._running == 1
 
     def is_tty(self) -> bool:
         isatty = getattr(self.out, "isatty", None)
@@ -127,9 +139,25 @@ class _Progress:
         frame = 0
         while not self._stop.wait(tick):
             elapsed = time.monotonic() - self.started
+            if self.tty and not self.console.spinner_allowed():
+                continue
             if self.tty:
                 text = f"\r\033[K  [{_SPINNER[frame % 4]}]        {self.name:<46} {elapsed:6.1f} s"
                 frame += 1
             else:
                 text = f"  [...]      {self.name:<46} {elapsed:6.0f} s so far\n"
             self.console._write(self.console.out, text)
+
+
+@dataclass(frozen=True)
+class StepLine:
+    tag: str  # ok, changed or failed
+    name: str
+    seconds: float
+
+
+def parse_step_lines(output: str) -> list[StepLine]:
+    """The finished steps' lines in `output`, in order (progress lines are left out): what the
+    benchmark and the tests read back from the bootstrap's output."""
+    return [StepLine(m["tag"], m["name"], float(m["seconds"]))
+            for m in map(_STEP_LINE.match, output.splitlines()) if m]

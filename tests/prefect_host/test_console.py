@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from prefect_host.console import MASK, Console
+from prefect_host.console import MASK, Console, parse_step_lines
 
 
 class _Tty(io.StringIO):
@@ -68,3 +68,20 @@ def test_spinner_on_a_terminal():
     text = out.getvalue()
     assert "\r\033[K" in text and any(f"[{c}]" in text for c in "|/-\\")
     assert text.endswith("s\n") and "[ok]" in text.rsplit("\r", 1)[-1]
+
+
+def test_step_lines_read_back_what_console_step_printed():
+    out = io.StringIO()
+    console = Console(out, io.StringIO())
+    with console.step("write /etc/prefect-host/server.env", changed=True):
+        pass
+    with console.step("verify the server (health, auth, version, UI)"):
+        pass
+    with pytest.raises(RuntimeError), console.step("start the Prefect server"):
+        raise RuntimeError("boom")
+    lines = parse_step_lines(out.getvalue() + "  [...]      start the Prefect server    10 s so far\n")
+    assert [(line.tag, line.name) for line in lines] == [
+        ("changed", "write /etc/prefect-host/server.env"),
+        ("ok", "verify the server (health, auth, version, UI)"),
+        ("failed", "start the Prefect server")]
+    assert all(0 <= line.seconds < 5 for line in lines)

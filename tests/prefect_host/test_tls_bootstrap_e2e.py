@@ -16,10 +16,6 @@ The laptop resolves the test domain through /etc/hosts in a mount namespace of t
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import re
 import shutil
 import socket
 import ssl
@@ -28,112 +24,65 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from packet_capture import PacketCapture
 
+from e2e_support import (
+    Stack,
+    basic_credentials,
+    completed_run,
+    files_state,
+    host_outputs,
+    https_request,
+    laptop_env,
+    s3_outputs,
+)
+from packet_capture import PacketCapture
+from prefect_host.caddy import INTERNAL_CA_ROOT_PATH
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
 from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
-from prefect_host.tls import INTERNAL_CA_ROOT_PATH, load_ca_certificate
+from prefect_host.tls import load_ca_certificate
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-BOOTSTRAP = REPO / "scripts" / "bootstrap.py"
-DEPLOY = REPO / "scripts" / "deploy.py"
 PROFILE = "prefect-host-tls-e2e"
 AUTH = "admin:Tls-E2e-'q' $x\\y-93c7"
 BUCKET = "prefect-host-tls-e2e"
-FLOW = "train-duration-model"
-ENTRYPOINT = "duration_model.py:train_duration_model"
 DOMAIN = "prefect-host.test"
 CANARY = "canary:Plaintext-Canary-7731"
 
 
 def basic(auth: str) -> bytes:
-    return b"Basic " + base64.b64encode(auth.encode())
+    """The Authorization header's value for `user:password`, as it crosses the wire."""
+    return b"Basic " + basic_credentials(auth).encode()
 
 
 @dataclass
-class Stack:
-    host: object
-    s3: object
-    outputs: dict
-    outputs_path: Path
-    laptop_home: Path
-    project: Path
-    find_links: str
-    apt_source: str
-    secrets: list[str]
-    capture: PacketCapture
-    runs: list[str] = field(default_factory=list)
-    hosts_file: Path | None = None  # /etc/hosts for the laptop's commands once the domain is in use
+class TlsStack(Stack):
+    capture: PacketCapture | None = None  # every frame on the guest's veth, for the whole module
     pebble_root: Path | None = None  # what the acme certificate chains to
-
-    @property
-    def ip(self) -> str:
-        return self.host.address
-
-    @property
-    def profile(self) -> dict:
-        return tomllib.loads((self.laptop_home / "profiles.toml").read_text())["profiles"][PROFILE]
 
     @property
     def ca_file(self) -> Path:
         return self.laptop_home / f"{PROFILE}-ca.pem"
 
 
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def changed(self) -> list[str]:
-        return [line.split("]", 1)[1].rsplit(None, 2)[0].strip() for line in self.stdout.splitlines()
-                if line.lstrip().startswith("[changed]")]
-
-    def step(self, name: str) -> str:
-        """The tag of the step called `name` (ok, changed, failed)."""
-        for line in self.stdout.splitlines():
-            match = re.match(r"\s+\[(\w+)\]\s+(.*?)\s+\d+\.\d s$", line)
-            if match and match.group(2) == name:
-                return match.group(1)
-        raise AssertionError(f"no step {name!r} in:\n{self.stdout}")
-
-
 @pytest.fixture(scope="module")
-def stack(module_host, module_package_index, module_s3_server, tmp_path_factory) -> Stack:
-    work = tmp_path_factory.mktemp("tls-e2e")
-    creds = module_s3_server.provision(BUCKET, user="prefect-host-tls-e2e")
+def stack(module_host, module_package_index, module_s3_server, tmp_path_factory) -> TlsStack:
     ip = module_host.address
-    private_key = module_host.identity_file.read_text()
-    outputs = {
-        "cloud": "local", "publicIp": ip, "sshUser": module_host.ssh_user,
-        "hostPublicKey": module_host.host_public_key, "sshPrivateKey": private_key,
-        "apiUrl": f"https://{ip}/api", "uiUrl": f"https://{ip}", "tlsMode": "internal",
-        "prefectVersion": "3.9.1", "prefectAuthString": AUTH, "bucketName": BUCKET,
-        "bucketRegion": creds.region, "iamGroupName": "S3-FullAccess", "iamUserName": "prefect-host-tls-e2e",
-        "awsAccessKeyId": creds.access_key_id, "awsSecretAccessKey": creds.secret_access_key,
-        "s3EndpointUrl": module_s3_server.endpoint_url,
-    }
-    outputs_path = work / "outputs.json"
-    project = Path(shutil.copytree(REPO / "examples" / "flows", work / "flows"))
-    secrets = [AUTH.split(":", 1)[1], basic(AUTH).decode().split()[1], creds.secret_access_key,
-               *[line for line in private_key.splitlines()[1:-1] if len(line) > 20]]
+    outputs = host_outputs(module_host, apiUrl=f"https://{ip}/api", uiUrl=f"https://{ip}", tlsMode="internal",
+                           prefectAuthString=AUTH, **s3_outputs(module_s3_server, BUCKET, user="prefect-host-tls-e2e"))
     needles = [AUTH.encode(), AUTH.split(":", 1)[1].encode(), basic(AUTH), basic(CANARY)]
     with AptRepoServer(ensure_apt_repo(("caddy",), suite="trixie"), module_host.gateway) as apt, \
             PacketCapture(module_host.veth, needles, server_ip=ip, watch_ports={80, 443, 4200}) as capture:
-        result = Stack(host=module_host, s3=module_s3_server, outputs=outputs, outputs_path=outputs_path,
-                       laptop_home=work / "laptop-prefect", project=project, find_links=module_package_index.url,
-                       apt_source=apt.source_line, secrets=secrets, capture=capture)
-        write_outputs(result)
+        result = TlsStack.create(module_host, tmp_path_factory.mktemp("tls-e2e"), profile=PROFILE, outputs=outputs,
+                                 bootstrap_args=["--find-links", module_package_index.url,
+                                                 "--apt-source", apt.source_line],
+                                 s3=module_s3_server, with_project=True)
+        result.capture = capture
         yield result
 
 
@@ -148,68 +97,17 @@ def pebble(stack) -> Pebble:
         yield server
 
 
-def write_outputs(stack: Stack) -> None:
-    stack.outputs_path.write_text(json.dumps(stack.outputs))
-    stack.outputs_path.chmod(0o600)
-
-
-def laptop_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "SSL_CERT"))}
-    env["PREFECT_HOME"] = str(home)
-    return env
-
-
-def with_hosts_file(stack: Stack, command: list[str]) -> list[str]:
-    """The command in a mount namespace of its own where /etc/hosts names the guest DOMAIN."""
-    if stack.hosts_file is None:
-        return command
-    return ["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
-            str(stack.hosts_file), *command]
-
-
-def finish(stack: Stack, command: list[str], *, home: Path | None = None, cwd: Path | None = None,
-           timeout: float = 900) -> Run:
-    started = time.monotonic()
-    done = subprocess.run(with_hosts_file(stack, command), capture_output=True, text=True,
-                          env=laptop_env(home or stack.laptop_home), cwd=cwd, timeout=timeout)
-    run = Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-    printed = run.stdout + run.stderr
-    stack.runs.append(printed)
-    assert "Traceback" not in printed, printed
-    assert not [s for s in stack.secrets if s in printed], "a secret in the output"
-    return run
-
-
-def bootstrap(stack: Stack, *args: str, home: Path | None = None, outputs_path: Path | None = None) -> Run:
-    command = [sys.executable, str(BOOTSTRAP), "--outputs", str(outputs_path or stack.outputs_path),
-               "--find-links", stack.find_links, "--apt-source", stack.apt_source, *args]
-    if "--profile" not in args:
-        command += ["--profile", PROFILE]
-    return finish(stack, command, home=home)
-
-
-def deploy_and_run(stack: Stack) -> str:
+def deploy_and_run(stack: TlsStack) -> str:
     """deploy.py --run-now through the profile; returns the flow run's name once it completed."""
-    run = finish(stack, [sys.executable, str(DEPLOY), ENTRYPOINT, "--run-now", "--timeout", "240"],
-                 cwd=stack.project, timeout=400)
+    run = stack.deploy("--run-now", "--timeout", "240")
     assert run.returncode == 0, run.stdout + run.stderr
-    match = re.search(r"^run: +flow run '([\w-]+)' Completed after ", run.stdout, re.MULTILINE)
-    assert match, run.stdout
-    return match.group(1)
+    return completed_run(run.stdout).name
 
 
-def guest(stack: Stack, script: str, check: bool = True) -> str:
-    return stack.host.guest_exec(["sh", "-c", script], check=check).stdout
-
-
-def main_pid(stack: Stack, unit: str) -> int:
-    return int(guest(stack, f"systemctl show -p MainPID --value {unit}"))
-
-
-def listeners(stack: Stack) -> set[str]:
+def listeners(stack: TlsStack) -> set[str]:
     """Listening TCP sockets in the guest, as address:port (IPv6 wildcard as [::])."""
     found = set()
-    for line in guest(stack, "cat /proc/net/tcp /proc/net/tcp6").splitlines():
+    for line in stack.guest("cat /proc/net/tcp /proc/net/tcp6").splitlines():
         fields = line.split()
         if len(fields) > 3 and fields[3] == "0A":
             address, port = fields[1].split(":")
@@ -221,62 +119,52 @@ def listeners(stack: Stack) -> set[str]:
     return found
 
 
-def https(stack: Stack, url: str, cafile: Path | None, **kwargs) -> httpx.Response:
-    """A request to the guest whatever name the URL has (DOMAIN is connected to the guest's IP,
-    with SNI and Host for DOMAIN), verified against cafile alone or the default store."""
-    verify = ssl.create_default_context(cafile=str(cafile)) if cafile else True
-    auth = kwargs.pop("auth", None)
-    with httpx.Client(verify=verify, timeout=15) as client:
-        request = client.build_request(kwargs.pop("method", "GET"), url.replace(DOMAIN, stack.ip), **kwargs)
-        if DOMAIN in url:
-            request.headers["Host"] = DOMAIN
-            request.extensions["sni_hostname"] = DOMAIN
-        return client.send(request, auth=auth)
+def https(stack: TlsStack, url: str, cafile: Path | None, **kwargs) -> httpx.Response:
+    """A request to the guest whatever name the URL has (DOMAIN is connected to the guest's IP),
+    verified against cafile alone or the default store."""
+    return https_request(url, cafile, resolve=(DOMAIN, stack.ip), **kwargs)
 
 
-def assert_ran_on_the_host(stack: Stack, flow_run_name: str, cafile: Path) -> None:
+def assert_ran_on_the_host(stack: TlsStack, flow_run_name: str, cafile: Path) -> None:
     [flow_run] = https(stack, f"{stack.outputs['apiUrl']}/flow_runs/filter", cafile, method="POST",
-                       json={"flow_runs": {"name": {"any_": [flow_run_name]}}},
-                       auth=tuple(AUTH.split(":", 1))).json()
-    assert flow_run["state_type"] == "COMPLETED"
-    hostname = guest(stack, "uname -n").strip()
-    journal = guest(stack, "journalctl -u 'prefect-worker@*' --no-pager -o cat")
-    assert f"Worker '{hostname}-1' submitting flow run '{flow_run['id']}'" in journal
+                       json={"flow_runs": {"name": {"any_": [flow_run_name]}}}, auth=stack.auth).json()
+    stack.assert_the_hosts_worker_ran(flow_run)
 
 
 # --- internal mode ------------------------------------------------------------------------------
 
 def test_fresh_install_serves_https_only_with_the_ca_pinned_in_the_profile(stack, record_property):
-    run = bootstrap(stack, "--activate")
-    assert run.returncode == 0, run.stdout + run.stderr
-    record_property("fresh_bootstrap_with_caddy_seconds", round(run.seconds, 1))
-    print(f"\nfresh bootstrap, internal TLS, storage and a worker: {run.seconds:.1f} s\n{run.stdout}")
-    # Prefect first (it moves to loopback), then Caddy takes ports 80, 443 and 4200.
+    run = stack.measured_bootstrap(record_property, "fresh_bootstrap_with_caddy_seconds",
+                                   "fresh bootstrap, internal TLS, storage and a worker", "--activate")
+    # Caddy's install and files overlap Prefect's (concurrent lanes); Caddy starts, and takes ports 80, 443
+    # and 4200, only once the Prefect server has started (on loopback).
     changed = run.changed
-    assert changed.index("start the Prefect server") < changed.index("install caddy (apt)")
-    assert changed[changed.index("install caddy (apt)"):changed.index("process work pool 'default'")] == [
-        "install caddy (apt)", "write /etc/caddy/Caddyfile", "sandbox caddy.service", "enable caddy.service",
-        "start Caddy"]
+    caddy = [name for name in changed if "caddy" in name.lower()]
+    assert caddy == ["install caddy (apt)", "write /etc/caddy/Caddyfile", "sandbox caddy.service",
+                     "enable caddy.service", "start Caddy"]
+    assert changed.index("start the Prefect server") < changed.index("start Caddy")
+    assert changed.index("start Caddy") < changed.index("process work pool 'default'")
     assert run.step("read Caddy's CA certificate") == "ok"
     assert run.step(f"TLS certificate for {stack.ip} from the host's own CA") == "ok"
     assert changed[-3:] == [f"CA certificate for profile {PROFILE}", f"storage block s3-bucket/{PROFILE}-results",
                             f"profile {PROFILE}: write it, reach the server through it"]
 
     # The CA the profile pins is the host's, and the summary shows its fingerprint and how to trust it.
-    host_ca = load_ca_certificate(guest(stack, f"cat {INTERNAL_CA_ROOT_PATH}"), source="the guest")
+    host_ca = load_ca_certificate(stack.guest(f"cat {INTERNAL_CA_ROOT_PATH}"), source="the guest")
     assert stack.ca_file.read_text() == host_ca.pem and stat.S_IMODE(stack.ca_file.stat().st_mode) == 0o644
     assert f"SHA-256 fingerprint: {host_ca.fingerprint}" in run.stdout
     assert f"certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i {stack.ca_file}" in run.stdout
-    assert stack.profile["PREFECT_API_URL"] == f"https://{stack.ip}/api"
-    assert stack.profile["PREFECT_API_SSL_CERT_FILE"] == str(stack.ca_file)
-    assert not [key for key in stack.profile if "INSECURE" in key]
+    profile = stack.profile_settings()
+    assert profile["PREFECT_API_URL"] == f"https://{stack.ip}/api"
+    assert profile["PREFECT_API_SSL_CERT_FILE"] == str(stack.ca_file)
+    assert not [key for key in profile if "INSECURE" in key]
 
     # Prefect on loopback only; Caddy on 80, 443 and 4200; the server env and the worker's.
     listening = listeners(stack)
     assert [entry for entry in listening if entry.endswith(":4201")] == ["127.0.0.1:4201"]
     assert {"[::]:80", "[::]:443", "[::]:4200"} <= listening
-    assert "PREFECT_SERVER_API_HOST='127.0.0.1'" in guest(stack, "cat /etc/prefect-host/server.env")
-    assert "PREFECT_API_URL='http://127.0.0.1:4201/api'" in guest(stack, "cat /etc/prefect-host/worker.env")
+    assert "PREFECT_SERVER_API_HOST='127.0.0.1'" in stack.guest("cat /etc/prefect-host/server.env")
+    assert "PREFECT_API_URL='http://127.0.0.1:4201/api'" in stack.guest("cat /etc/prefect-host/worker.env")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{stack.ip}:4201/api/health", timeout=5)
 
@@ -297,16 +185,9 @@ def test_a_deployment_runs_on_the_hosts_worker_and_a_flow_on_the_laptop(stack, r
     flow_run = deploy_and_run(stack)
     record_property("deploy_run_now_over_tls_seconds", round(time.monotonic() - started, 1))
     assert_ran_on_the_host(stack, flow_run, stack.ca_file)
-    code = ("from prefect import flow\n"
-            "@flow\n"
-            "def on_the_laptop(x: int) -> int:\n"
-            "    return x * 2\n"
-            "print(on_the_laptop(21))\n")
-    done = finish(stack, [sys.executable, "-c", code], cwd=stack.project, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "42"
+    stack.run_flow_on_the_laptop(cwd=stack.project)
     runs = https(stack, f"{stack.outputs['apiUrl']}/flow_runs/filter", stack.ca_file, method="POST",
-                 json={"flows": {"name": {"any_": ["on-the-laptop"]}}}, auth=tuple(AUTH.split(":", 1))).json()
+                 json={"flows": {"name": {"any_": ["on-the-laptop"]}}}, auth=stack.auth).json()
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
 
 
@@ -315,30 +196,27 @@ def test_a_client_without_the_ca_is_refused(stack, tmp_path):
     code = ("from prefect.client.orchestration import get_client\n"
             "with get_client(sync_client=True) as client:\n"
             "    print(client.api_version())\n")
-    env = laptop_env(tmp_path / "stranger")
-    env.update(PREFECT_API_URL=stack.outputs["apiUrl"], PREFECT_API_AUTH_STRING=AUTH)
+    env = laptop_env(tmp_path / "stranger", PREFECT_API_URL=stack.outputs["apiUrl"], PREFECT_API_AUTH_STRING=AUTH)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in done.stderr
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"https://{stack.ip}/api/health", timeout=5)
 
 
-def snapshot(stack: Stack) -> dict:
+def snapshot(stack: TlsStack) -> dict:
     files = ["/etc/prefect-host/server.env", "/etc/prefect-host/worker.env", "/etc/caddy/Caddyfile",
              "/etc/prefect-host/caddy.applied", "/etc/systemd/system/caddy.service.d/10-prefect-host-hardening.conf"]
-    return {"files": guest(stack, "stat -c '%n %Y' " + " ".join(files) + " && sha256sum " + " ".join(files)),
-            "pids": {unit: main_pid(stack, unit) for unit in ("caddy.service", "prefect-server.service",
-                                                                "prefect-worker@1.service")},
+    return {"files": files_state(stack, files, stat_format="%n %Y"),
+            "pids": {unit: stack.main_pid(unit) for unit in ("caddy.service", "prefect-server.service",
+                                                               "prefect-worker@1.service")},
             # systemd logs each `systemctl reload caddy` as Reloading/Reloaded.
-            "caddy_reloads": guest(stack, "journalctl -u caddy.service -o cat --no-pager | grep -c Reload || true")}
+            "caddy_reloads": stack.guest("journalctl -u caddy.service -o cat --no-pager | grep -c Reload || true")}
 
 
 def test_a_rerun_changes_nothing_and_reloads_nothing(stack, record_property):
     before = snapshot(stack)
-    run = bootstrap(stack, "--activate")
-    assert run.returncode == 0, run.stdout + run.stderr
-    record_property("rerun_with_tls_seconds", round(run.seconds, 2))
-    print(f"\nre-run on a converged host with internal TLS: {run.seconds:.2f} s\n{run.stdout}")
+    run = stack.measured_bootstrap(record_property, "rerun_with_tls_seconds",
+                                   "re-run on a converged host with internal TLS", "--activate", digits=2)
     assert run.changed == []
     assert snapshot(stack) == before  # no file written, no process restarted, no reload
 
@@ -346,16 +224,15 @@ def test_a_rerun_changes_nothing_and_reloads_nothing(stack, record_property):
 def test_a_teammate_pins_the_ca_from_the_operators_file_or_over_ssh(stack, tmp_path):
     no_key = dict(stack.outputs)
     del no_key["sshPrivateKey"]
-    teammate_outputs = tmp_path / "teammate-outputs.json"
-    teammate_outputs.write_text(json.dumps(no_key))
-    refused = bootstrap(stack, "--client-only", outputs_path=teammate_outputs, home=tmp_path / "refused")
+    teammate_outputs = stack.write_outputs(no_key, "teammate-outputs.json")
+    refused = stack.bootstrap("--client-only", outputs_path=teammate_outputs, home=tmp_path / "refused")
     assert refused.returncode == 1 and "--ca-file FILE" in refused.stderr
     assert not (tmp_path / "refused" / "profiles.toml").exists()
 
     shared = tmp_path / "shared-ca.pem"
     shutil.copy(stack.ca_file, shared)
     home = tmp_path / "with-file"
-    run = bootstrap(stack, "--client-only", "--ca-file", str(shared), outputs_path=teammate_outputs, home=home)
+    run = stack.bootstrap("--client-only", "--ca-file", str(shared), outputs_path=teammate_outputs, home=home)
     assert run.returncode == 0, run.stdout + run.stderr
     pinned = home / f"{PROFILE}-ca.pem"
     assert pinned.read_text() == stack.ca_file.read_text()
@@ -363,7 +240,7 @@ def test_a_teammate_pins_the_ca_from_the_operators_file_or_over_ssh(stack, tmp_p
     assert f"SHA-256 fingerprint: {fingerprint}" in run.stdout
 
     over_ssh = tmp_path / "over-ssh"
-    run = bootstrap(stack, "--client-only", home=over_ssh)
+    run = stack.bootstrap("--client-only", home=over_ssh)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.step(f"read the CA certificate from {stack.ip}") == "ok"
     assert (over_ssh / f"{PROFILE}-ca.pem").read_text() == stack.ca_file.read_text()
@@ -372,7 +249,7 @@ def test_a_teammate_pins_the_ca_from_the_operators_file_or_over_ssh(stack, tmp_p
 def test_latency_of_a_small_api_call_through_tls_and_on_loopback(stack, record_property):
     """GET /api/admin/version (authenticated), median of 200 on one kept-alive connection: from
     this machine through Caddy's TLS, and on the host straight to Prefect on loopback."""
-    auth = tuple(AUTH.split(":", 1))
+    auth = stack.auth
     with httpx.Client(verify=ssl.create_default_context(cafile=str(stack.ca_file)), timeout=10) as client:
         client.get(f"https://{stack.ip}/api/admin/version", auth=auth)
         tls = []
@@ -412,15 +289,15 @@ def test_switching_to_acme_reloads_caddy_and_keeps_the_server_running(stack, peb
     pebble_root.write_text(pebble.root_ca_pem())
     stack.outputs.update(apiUrl=f"https://{DOMAIN}/api", uiUrl=f"https://{DOMAIN}", tlsMode="acme", domain=DOMAIN,
                          acmeCa=pebble.directory_url, acmeEmail="ops@example.com")
-    write_outputs(stack)
+    stack.write_outputs()
     internal_ca = Path(shutil.copy(stack.ca_file, work / "internal-ca.pem"))
     before = snapshot(stack)
 
-    run = bootstrap(stack, "--acme-ca-root", str(pebble_tls_ca), "--ca-file", str(pebble_root))
+    run = stack.bootstrap("--acme-ca-root", str(pebble_tls_ca), "--ca-file", str(pebble_root))
     assert run.returncode == 0, run.stdout + run.stderr
     print(f"\nswitch to acme (Pebble): {run.seconds:.1f} s\n{run.stdout}")
     caddy_steps = [step for step in run.changed if "caddy" in step.lower() or "Caddy" in step]
-    assert caddy_steps == ["write /etc/caddy/acme-ca-root.pem", "write /etc/caddy/Caddyfile", "reload Caddy"]
+    assert caddy_steps == ["write /etc/caddy/Caddyfile", "write /etc/caddy/acme-ca-root.pem", "reload Caddy"]
     assert run.step(f"TLS certificate for {DOMAIN} from {pebble.directory_url}") == "ok"
     assert not [step for step in run.changed if "Prefect server" in step or "server.env" in step]
     after = snapshot(stack)
@@ -434,12 +311,12 @@ def test_switching_to_acme_reloads_caddy_and_keeps_the_server_running(stack, peb
         assert response.json() is True
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         https(stack, f"https://{DOMAIN}/api/health", internal_ca)  # the internal CA no longer applies
-    assert stack.profile["PREFECT_API_URL"] == f"https://{DOMAIN}/api"
+    assert stack.profile_settings()["PREFECT_API_URL"] == f"https://{DOMAIN}/api"
     assert stack.ca_file.read_text() == pebble_root.read_text()
-    assert "certificate obtained successfully" in guest(stack, "journalctl -u caddy.service -o cat --no-pager")
+    assert "certificate obtained successfully" in stack.guest("journalctl -u caddy.service -o cat --no-pager")
     stack.pebble_root = pebble_root
 
-    again = bootstrap(stack, "--acme-ca-root", str(pebble_tls_ca), "--ca-file", str(pebble_root))
+    again = stack.bootstrap("--acme-ca-root", str(pebble_tls_ca), "--ca-file", str(pebble_root))
     assert again.returncode == 0 and again.changed == [], again.stdout
 
 
@@ -488,6 +365,6 @@ def test_no_request_carrying_the_auth_string_crossed_the_veth_in_clear_text(stac
 def test_no_secret_in_any_output_nor_in_the_hosts_journal(stack):
     assert len(stack.runs) >= 8
     for printed in stack.runs:
-        assert not [s for s in stack.secrets if s in printed]
-    journal = guest(stack, "journalctl -q --no-pager -o cat")
-    assert not [s for s in stack.secrets if s in journal]
+        assert not stack.secrets_in(printed)
+    journal = stack.guest("journalctl -q --no-pager -o cat")
+    assert not stack.secrets_in(journal)

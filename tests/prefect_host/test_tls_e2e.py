@@ -1,4 +1,4 @@
-"""prefect_host.tls's steps on a real booted Debian 13 guest of their own, nothing mocked: Caddy
+"""Caddy's service declaration (prefect_host.services.caddy) through the planner and the apply loop on a real booted Debian 13 guest of their own, nothing mocked: Caddy
 installed with apt from the local repository (the guest has no internet), restarted once onto its
 sandbox and Caddyfile, internal TLS verified with the CA read over SSH, a re-run with no steps, a
 switch to ACME (Pebble on the gateway) applied by a reload, a reboot, and tls off.
@@ -19,22 +19,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from e2e_support import build_outputs, https_request
 from prefect_host.caddy import HARDENING_DROPIN_PATH
 from prefect_host.local import LocalHost, build_image
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
 from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
 from prefect_host.outputs import StackOutputs
+from prefect_host.console import Console
+from prefect_host.host.apply import apply
+from prefect_host.host.facts import gather_facts
+from prefect_host.host.planner import all_steps, plan
+from prefect_host.services.caddy import caddy_service, read_internal_ca_root
 from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key_file
-from prefect_host.tls import (
-    CADDY_FACTS_SCRIPT,
-    UPSTREAM_PORT,
-    desired_caddy,
-    load_ca_certificate,
-    parse_caddy_facts,
-    plan_caddy,
-    read_internal_ca_root,
-    settings_from_outputs,
-)
+from prefect_host.tls import UPSTREAM_PORT, load_ca_certificate, settings_from_outputs
 
 pytestmark = pytest.mark.e2e
 
@@ -53,22 +50,17 @@ class Guest:
         return self.host.address
 
     def outputs(self, **changes) -> StackOutputs:
-        base = {"cloud": "local", "publicIp": self.ip, "sshUser": "admin", "hostPublicKey": self.host.host_public_key,
-                "apiUrl": f"https://{self.ip}/api", "uiUrl": f"https://{self.ip}", "tlsMode": "internal",
-                "prefectVersion": "3.9.1", "prefectAuthString": "admin:x", "bucketName": "b-1",
-                "bucketRegion": "eu-west-1", "iamGroupName": "g", "iamUserName": "u", "awsAccessKeyId": "AKIA",
-                "awsSecretAccessKey": "s"}
-        return StackOutputs.from_mapping({**base, **changes})
+        """Internal TLS for the guest's IP, unless `changes` say otherwise."""
+        internal = {"hostPublicKey": self.host.host_public_key, "apiUrl": f"https://{self.ip}/api",
+                    "uiUrl": f"https://{self.ip}", "tlsMode": "internal"}
+        return StackOutputs.from_mapping(build_outputs(self.ip, **(internal | changes)))
 
     def converge(self, settings) -> list[str]:
-        """One bootstrap-like pass: facts, plan, run; returns the names of the steps run."""
-        facts = parse_caddy_facts(self.session.run("sh -s", sudo=True, stdin=CADDY_FACTS_SCRIPT).stdout)
-        steps = plan_caddy(facts, desired_caddy(settings))
-        for step in steps:
-            for command in step.commands:
-                self.session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout,
-                                 label=command.label)
-        return [step.name for step in steps]
+        """One bootstrap-like pass over Caddy alone: facts, plan, apply; returns the names of the steps run."""
+        services = [caddy_service(settings)]
+        lanes = plan(gather_facts(self.session, services), services)
+        apply(lanes, self.session, Console())
+        return [step.name for step in all_steps(lanes)]
 
     def caddy(self, *properties: str) -> dict[str, str]:
         out = self.session.run(f"systemctl show caddy.service {' '.join('-p ' + p for p in properties)}").stdout
@@ -102,15 +94,6 @@ def guest(tmp_path_factory) -> Iterator[Guest]:
                 session.close()
 
 
-def https_get(url: str, server_name: str, connect_to: str, cafile: Path | None) -> httpx.Response:
-    """GET url, connecting to connect_to (as if server_name resolved to it), trusting only cafile."""
-    verify = ssl.create_default_context(cafile=str(cafile)) if cafile else True
-    with httpx.Client(verify=verify, timeout=10) as client:
-        request = client.build_request("GET", url.replace(server_name, connect_to, 1),
-                                       headers={"Host": server_name}, extensions={"sni_hostname": server_name})
-        return client.send(request)
-
-
 def served_chain_verifies(ip: str, port: int, server_name: str, cafile: Path) -> bool:
     context = ssl.create_default_context(cafile=str(cafile))
     try:
@@ -135,8 +118,8 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     started = time.monotonic()
     steps = guest.converge(settings)
     print(f"fresh Caddy (apt install, files, restart): {time.monotonic() - started:.1f} s")
-    assert steps == ["install caddy (apt)", "write /etc/caddy/Caddyfile", "sandbox caddy.service", "enable caddy.service",
-                     "start Caddy"]
+    assert steps == ["install caddy (apt)", "write /etc/caddy/Caddyfile", "sandbox caddy.service",
+                     "enable caddy.service", "start Caddy"]
     # apt read only the given source, in lists of its own: the guest's apt state holds nothing of it.
     lists = guest.session.run("ls /var/lib/apt/lists").stdout
     assert guest.host.gateway not in lists
@@ -183,7 +166,7 @@ def test_switch_to_acme_with_pebble_is_a_reload(guest, tmp_path):
         outputs = guest.outputs(apiUrl=f"https://{DOMAIN}/api", uiUrl=f"https://{DOMAIN}", tlsMode="acme",
                                 domain=DOMAIN, acmeCa=pebble.directory_url, acmeEmail="ops@example.com")
         settings = settings_from_outputs(outputs, acme_ca_root_pem=pebble.tls_ca_pem(), apt_source=guest.apt_source)
-        assert guest.converge(settings) == ["write /etc/caddy/acme-ca-root.pem", "write /etc/caddy/Caddyfile",
+        assert guest.converge(settings) == ["write /etc/caddy/Caddyfile", "write /etc/caddy/acme-ca-root.pem",
                                             "reload Caddy"]
         pebble_root = tmp_path / "pebble-root.pem"
         pebble_root.write_text(pebble.root_ca_pem())
@@ -191,7 +174,7 @@ def test_switch_to_acme_with_pebble_is_a_reload(guest, tmp_path):
                           "serving a certificate from Pebble", timeout=90)
         print(f"certificate from Pebble served {issued:.1f} s after the reload")
         assert served_chain_verifies(guest.ip, 4200, DOMAIN, pebble_root)
-        response = https_get(f"https://{DOMAIN}/api/health", DOMAIN, guest.ip, pebble_root)
+        response = https_request(f"https://{DOMAIN}/api/health", pebble_root, resolve=(DOMAIN, guest.ip), timeout=10)
         assert (response.status_code, response.text) == (200, HEALTH)
         # A reload: the same Caddy process, started at the same time.
         assert guest.caddy("MainPID", "ExecMainStartTimestampMonotonic") == before

@@ -1,0 +1,132 @@
+"""The bootstrap: inputs -> connect -> facts -> plan -> apply -> verify -> laptop.
+
+Inputs come from flags, then `--outputs FILE`, then `--stack NAME` (inputs.py), validated before
+the first connection; the bucket is probed before the first change (converge.py), so bad input
+changes nothing. The laptop's part (storage blocks, the profile with the server's CA pinned) runs
+in a child process started before the host work (profile_process.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect_host.console import Console
+from prefect_host.profile import ProfileResult, store_ca, write_and_check
+from prefect_host.tls import CaCertificate
+
+from .checks import WORK_POOL_NAME, host_ca
+from .inputs import DEFAULT_WORKERS, MAX_WORKERS, BootstrapInputs, resolve_inputs
+from .profile_process import ProfileProcess
+
+__all__ = ["DEFAULT_WORKERS", "MAX_WORKERS", "WORK_POOL_NAME", "BootstrapInputs", "ProfileProcess", "Summary",
+           "resolve_inputs", "run"]
+
+
+@dataclass
+class Summary:
+    seconds: float
+    ui_url: str
+    api_url: str
+    profile_name: str
+    profile_path: Path
+    profile_active: bool
+    server_version: str
+    workers: int | None  # None: --client-only, the host was not touched
+    results_block: str | None
+    results_url: str | None  # s3://bucket/results/
+    tls_mode: str = "off"
+    ca: CaCertificate | None = None  # the CA the profile pins (PREFECT_API_SSL_CERT_FILE)
+    ca_path: Path | None = None
+
+
+def run(inputs: BootstrapInputs, console: Console) -> Summary:
+    started = time.monotonic()
+    console.add_secret(inputs.auth_string)
+    console.add_secret(inputs.identity_text)
+    if inputs.storage is not None:
+        console.add_secret(inputs.storage.aws_secret_access_key)
+    if inputs.tls.mode == "off":
+        console.warn("tlsMode is off (allowPlaintext): every request carries the API's auth string over the "
+                     "network in clear text. Set tls to auto, internal or acme in the stack config.")
+    run_laptop = _client_only if inputs.client_only else _host_and_laptop
+    ca, ca_path, result = run_laptop(inputs, console)
+    for warning in result.warnings:
+        console.warn(warning)
+    bucket = inputs.storage.bucket_name if inputs.storage is not None else None
+    return Summary(seconds=time.monotonic() - started, ui_url=inputs.ui_url, api_url=inputs.api_url,
+                   profile_name=result.name, profile_path=Path(result.path), profile_active=result.active,
+                   server_version=result.server_version, workers=None if inputs.client_only else inputs.workers,
+                   results_block=result.results_block,
+                   results_url=f"s3://{bucket}/results/" if bucket and result.results_block else None,
+                   tls_mode=inputs.tls.mode, ca=ca, ca_path=Path(ca_path) if ca_path else None)
+
+
+def _profile_request(inputs: BootstrapInputs) -> dict:
+    return {"name": inputs.profile_name, "api_url": inputs.api_url, "auth_string": inputs.auth_string,
+            "activate": inputs.activate, "results_block": inputs.results_block}
+
+
+def _profile_step(inputs: BootstrapInputs) -> str:
+    return f"profile {inputs.profile_name}: write it, reach the server through it"
+
+
+def _ca_step(inputs: BootstrapInputs) -> str:
+    return f"CA certificate for profile {inputs.profile_name}"
+
+
+def _client_only(inputs: BootstrapInputs, console: Console) -> tuple[CaCertificate | None, str | None, ProfileResult]:
+    """A teammate's laptop: the profile only (the blocks exist on the server already: find them)."""
+    ca, ca_path = _client_trust(inputs, console), None
+    if ca is not None:
+        with console.step(_ca_step(inputs)) as status:
+            stored = store_ca(inputs.profile_name, ca.pem)
+            status.changed, ca_path = stored["changed"], stored["path"]
+    with console.step(_profile_step(inputs)) as status:
+        result = write_and_check(**_profile_request(inputs), ssl_cert_file=ca_path, find_results_in_bucket=(
+            inputs.storage.bucket_name if inputs.storage is not None else None))
+        status.changed = result.changed
+    return ca, ca_path, result
+
+
+def _host_and_laptop(inputs: BootstrapInputs,
+                     console: Console) -> tuple[CaCertificate | None, str | None, ProfileResult]:
+    from .converge import converge_host
+
+    child, ca_path = ProfileProcess(), None
+    try:
+        ca = converge_host(inputs, console)
+        if ca is not None:
+            with console.step(_ca_step(inputs)) as status:
+                stored = child.call("store_ca", name=inputs.profile_name, pem=ca.pem)
+                status.changed, ca_path = stored["changed"], stored["path"]
+        if inputs.storage is not None:
+            with console.step(f"storage block {inputs.results_block}") as status:
+                blocks = child.call("register_storage_blocks", api_url=inputs.api_url,
+                                    auth_string=inputs.auth_string, outputs=inputs.storage.to_mapping(),
+                                    profile_name=inputs.profile_name, ssl_cert_file=ca_path)
+                status.changed = bool(blocks["changed"])
+        with console.step(_profile_step(inputs)) as status:
+            result = ProfileResult(**child.call("profile", **_profile_request(inputs), ssl_cert_file=ca_path))
+            status.changed = result.changed
+    except BaseException:
+        child.cancel()
+        raise
+    child.close()
+    return ca, ca_path, result
+
+
+def _client_trust(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
+    """The CA to pin on a teammate's laptop: --ca-file when given; in internal mode otherwise the
+    CA read from the host over the pinned SSH session (read only, nothing changes)."""
+    if inputs.ca is not None or inputs.tls.mode != "internal":
+        return inputs.ca
+    from prefect_host.services.caddy import read_internal_ca_root
+
+    from .converge import ssh_session
+
+    with ssh_session(inputs, console) as session, console.step(f"read the CA certificate from {inputs.host}"):
+        command = read_internal_ca_root(timeout=5)
+        encoded = session.run(command.script, sudo=True, timeout=command.timeout, label=command.label).stdout
+    return host_ca(encoded, inputs.host)

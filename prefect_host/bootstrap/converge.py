@@ -1,0 +1,168 @@
+"""Converge the host: connect -> facts -> plan -> apply -> verify, then the work pool and the workers.
+
+The services (prefect_host.services) declare what the host must hold; the planner yields only the
+steps still needed and one apply loop runs them, so a converged host sees no change and no restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import paramiko
+
+from prefect_host.console import Console
+from prefect_host.errors import ConnectError, HostUnsupported, SudoError
+from prefect_host.host.apply import Hooks, apply, journal_on_failure, run_step
+from prefect_host.host.facts import HostFacts, gather_facts
+from prefect_host.host.model import Command, PackageSource, Service, Step
+from prefect_host.host.planner import plan
+from prefect_host.outputs import StackOutputs
+from prefect_host.profile import results_settings
+from prefect_host.services import caddy, prefect_server, workers
+from prefect_host.services.python_env import prefect_venv
+from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key, load_private_key_file, sudo_refused_message
+from prefect_host.storage import probe_bucket
+from prefect_host.tls import CaCertificate
+from prefect_host.verify import check_server, ensure_work_pool
+
+from . import checks
+from .checks import WORK_POOL_NAME, WORK_POOL_TYPE, http
+from .inputs import BootstrapInputs
+
+# cloud-init has nothing left to do in these states (the bootstrap reports "error" as a warning).
+_CLOUD_INIT_SETTLED = {"done", "disabled", "error", "degraded done"}
+
+
+def host_services(inputs: BootstrapInputs) -> tuple[Service, Service, Service]:
+    """The server, Caddy and the workers, as this host must run them."""
+    venv = prefect_venv(inputs.prefect_version, PackageSource(inputs.index_url, inputs.find_links))
+    # Port 4200 changes hands: with TLS, Prefect moves to loopback before Caddy (re)starts and binds
+    # 4200; with tls off, Caddy lets go of it before Prefect binds it.
+    server = prefect_server.server_service(venv=venv, auth_string=inputs.auth_string, tls=inputs.tls_on,
+                                           start_after=() if inputs.tls_on else (caddy.NAME,))
+    front = caddy.caddy_service(inputs.tls, start_after=(prefect_server.NAME,) if inputs.tls_on else ())
+    results = results_settings(inputs.results_block) if inputs.results_block else {}
+    env = workers.env_text(auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on,
+                           result_settings=results)
+    return server, front, workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env)
+
+
+def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
+    """Returns the CA the laptop pins (None: the system trust store, or plain HTTP)."""
+    try:
+        with ssh_session(inputs, console) as session, contextlib.ExitStack() as closing:
+            server, front, worker_set = host_services(inputs)
+            facts = _ready_facts(session, inputs, (server, front, worker_set), console)
+            lanes = plan(facts, [server, front, worker_set])
+            if any(step.starts for step in lanes[0].steps):
+                # A (re)start is when the work pool may need creating, with the process worker's job
+                # template (~1.5 s to import): import it while this process mostly waits on the host.
+                threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True).start()
+            client = None if inputs.tls_on else closing.enter_context(httpx.Client(timeout=10.0))
+            apply(lanes[:2], session, console, Hooks(started={
+                server.name: lambda: checks.wait_for_start(session, client, inputs)}))
+            ca = None
+            if inputs.tls_on:
+                ca = checks.server_ca(inputs, facts, session, console)
+                context = checks.verify_context(inputs, ca, session, console)
+                client = closing.enter_context(httpx.Client(timeout=10.0, verify=context))
+            _verify_server(session, client, inputs, console)
+            apply(lanes[2:], session, console, Hooks(stopped=lambda units: _forget(client, inputs, facts, units)))
+            _wait_for_workers(session, client, inputs, facts, worker_set, console)
+            return ca if ca is not None else inputs.ca
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise ConnectError(f"The SSH session to {inputs.user}@{inputs.host} broke ({exc or type(exc).__name__}); "
+                           "run the bootstrap again: it continues where it stopped.") from None
+
+
+def _ready_facts(session: HostSession, inputs: BootstrapInputs, services: tuple[Service, ...],
+                 console: Console) -> HostFacts:
+    """The host's facts once it can be converged: sudo works, python3 is there, cloud-init is done,
+    and the bucket takes the key (checked before the first change: a key the bucket refuses is bad
+    input, like a wrong host key)."""
+    with console.step("read the host's state"):
+        facts = gather_facts(session, services)
+    if not facts.sudo_ok:
+        raise SudoError(sudo_refused_message(session.user, session.host, facts.sudo_error or ""))
+    if not facts.python3:
+        raise HostUnsupported(f"{session.host} ({facts.os_pretty_name or 'unknown OS'}) has no python3; "
+                              "the bootstrap needs the distribution's python3 (Debian 12/13 and Ubuntu "
+                              "24.04 cloud images have it).")
+    if facts.cloud_init_status == "error":
+        console.warn("cloud-init on the host reports an error (`cloud-init status --long` there "
+                     "says more); continuing, since SSH with the pinned key works.")
+    if inputs.storage is not None:
+        _probe_bucket(inputs.storage, console)
+    if facts.cloud_init_status is not None and facts.cloud_init_status not in _CLOUD_INIT_SETTLED:
+        # 0 = done, 2 = done with recoverable errors; only 1 (a fatal error) fails the step.
+        wait = Command("cloud-init status --wait >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 2 ]",
+                       "cloud-init status --wait", timeout=inputs.connect_timeout)
+        run_step(Step("wait for cloud-init to finish", (wait,)), session, console)
+    return facts
+
+
+def _probe_bucket(storage: StackOutputs, console: Console) -> None:
+    with console.step(f"S3 bucket {storage.bucket_name}: put, get, delete"):
+        probe_bucket(storage)
+
+
+def _verify_server(session: HostSession, client: httpx.Client, inputs: BootstrapInputs, console: Console) -> None:
+    with journal_on_failure(True, session, console, [prefect_server.UNIT_NAME]), \
+            console.step("verify the server (health, auth, version, UI)"):
+        checks.wait_for_start(session, client, inputs)
+        http(lambda: check_server(client, api_url=inputs.api_url, auth_string=inputs.auth_string,
+                                  prefect_version=inputs.prefect_version))
+    with console.step(f"{WORK_POOL_TYPE} work pool {WORK_POOL_NAME!r}") as status:
+        status.changed = http(lambda: ensure_work_pool(
+            client, api_url=inputs.api_url, auth_string=inputs.auth_string, name=WORK_POOL_NAME,
+            pool_type=WORK_POOL_TYPE, base_job_template=checks.process_job_template))
+
+
+def _worker_name(facts: HostFacts, unit: str) -> str:
+    """What the unit's `--name %H-%i` makes of it: <hostname>-<instance>."""
+    return f"{facts.hostname}-{unit.split('@', 1)[1].removesuffix('.service')}"
+
+
+def _forget(client: httpx.Client, inputs: BootstrapInputs, facts: HostFacts, units: tuple[str, ...]) -> None:
+    for unit in units:
+        checks.forget_worker(client, inputs, _worker_name(facts, unit))
+
+
+def _wait_for_workers(session: HostSession, client: httpx.Client, inputs: BootstrapInputs, facts: HostFacts,
+                      worker_set: Service, console: Console) -> None:
+    units = worker_set.units.names if worker_set.units is not None else ()
+    if not units:
+        return
+    names = {unit: _worker_name(facts, unit) for unit in units}
+    described = f"worker {names[units[0]]}" if len(units) == 1 else f"workers {names[units[0]]} ... {names[units[-1]]}"
+    with journal_on_failure(True, session, console, units), \
+            console.step(f"{described} polling pool {WORK_POOL_NAME!r}"):
+        checks.wait_for_workers(session, client, inputs, names)
+
+
+@contextmanager
+def ssh_session(inputs: BootstrapInputs, console: Console) -> Iterator[HostSession]:
+    """The SSH session to the host, its key pinned (no trust on first use)."""
+    pinned = PinnedHostKey.parse(inputs.host_key, setting="--host-key / hostPublicKey")
+    if inputs.identity_file is not None:
+        identity = load_private_key_file(inputs.identity_file, setting="--identity")
+    else:
+        identity = load_private_key(inputs.identity_text or "", source="output sshPrivateKey")
+    console.line(f"  host key pinned: {pinned.key_type} {pinned.fingerprint}")
+    with console.step(f"connect to {inputs.user}@{inputs.host}"):
+        session = HostSession.connect(inputs.host, user=inputs.user, identity=identity, host_key=pinned,
+                                      port=inputs.port, connect_timeout=inputs.connect_timeout)
+    with session:
+        yield session
+
+
+def _import_quietly(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 (the import where the module is needed reports the problem)
+        pass

@@ -1,0 +1,105 @@
+"""The workers on a host: instances 1..N of a template unit, one env file (0600) for all.
+
+A flow run inherits the worker's environment, so result storage settings go here too (the
+laptop profile's settings do not reach a run that a worker starts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prefect_host.host.model import File, Service, Units, Venv, display_units
+from prefect_host.services.prefect_server import CONFIG_DIR, SERVICE_USER, STATE_DIR, UNIT_NAME, server_port
+from prefect_host.services.python_env import PREFECT_BIN, venv_version
+from prefect_host.services.systemd import HEADER, env_file_text, sandbox_block
+
+NAME = "workers"
+UNIT_TEMPLATE = "prefect-worker@.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_TEMPLATE}"
+ENV_FILE = f"{CONFIG_DIR}/worker.env"
+# The digest of (versions, unit, env file) the running workers were last (re)started with.
+APPLIED_FILE = f"{CONFIG_DIR}/worker.applied"
+# PREFECT_HOME and HOME of the workers and their flow runs; the server's STATE_DIR is hidden from them.
+STATE_DIR_WORKERS = "/var/lib/prefect-worker"  # StateDirectory=prefect-worker
+# How often a worker asks the server for runs (Prefect 3.9's default is 10 s). Measured on a local
+# host, from a `deploy --run-now` to the run's Completed state (a 4 s flow, median of 5): 11.1 s at
+# 15 s, 6.1 s at 5 s, 5.1 s at 2 s. 5 s takes most of the gain; a poll is one small request to the
+# server on loopback. Scheduled runs do not wait for it: workers fetch them 10 s ahead
+# (PREFECT_WORKER_PREFETCH_SECONDS), longer than this interval.
+QUERY_SECONDS = 5
+
+
+def unit_name(instance: int | str) -> str:
+    return f"prefect-worker@{instance}.service"
+
+
+def env_text(*, auth_string: str, ui_url: str, result_settings: Mapping[str, str], tls: bool) -> str:
+    return env_file_text({
+        "PREFECT_HOME": STATE_DIR_WORKERS,
+        # The server on this host: loopback, never leaves the machine (so no TLS needed).
+        "PREFECT_API_URL": f"http://127.0.0.1:{server_port(tls=tls)}/api",
+        "PREFECT_API_AUTH_STRING": auth_string,
+        # Links in flow-run logs ("View at ...") point at the UI users open, not at loopback.
+        "PREFECT_UI_URL": ui_url,
+        "PREFECT_WORKER_QUERY_SECONDS": str(QUERY_SECONDS),
+        **result_settings,
+    })
+
+
+def unit_text(*, pool: str) -> str:
+    """The template unit: instance %i is worker `<hostname>-%i` on `pool`.
+
+    The worker runs users' flow code, so its sandbox differs from the server's where code needs
+    it: a writable HOME and /tmp of its own, the full /proc (psutil, numpy read /proc/meminfo),
+    netlink sockets (interface lookups) and the @resources system calls (nice, CPU affinity).
+    The server's database and state are out of reach (InaccessiblePaths), though it is the same user.
+    """
+    sandbox = sandbox_block(inaccessible=STATE_DIR, proc_subset=False, remove_ipc=False,
+                            address_families="AF_INET AF_INET6 AF_UNIX AF_NETLINK", denied_calls="@privileged")
+    return f"""\
+{HEADER}
+[Unit]
+Description=Prefect worker %i (work pool {pool})
+Documentation=https://docs.prefect.io/v3/advanced/daemonize-processes
+Wants=network-online.target
+# Started after the local server at boot; until the server answers, the worker keeps retrying.
+After=network-online.target {UNIT_NAME}
+
+[Service]
+Type=simple
+User={SERVICE_USER}
+Group={SERVICE_USER}
+EnvironmentFile={ENV_FILE}
+# Flow code may write to ~ (caches, config): not the service user's home, which is the server's state.
+Environment=HOME={STATE_DIR_WORKERS}
+WorkingDirectory={STATE_DIR_WORKERS}
+ExecStart={PREFECT_BIN} worker start --pool {pool} --type process --name %H-%i
+# always: back after a crash, an OOM kill or `systemctl kill` alike; `systemctl stop` stops it.
+Restart=always
+RestartSec=5
+TimeoutStopSec=30
+StateDirectory=prefect-worker
+StateDirectoryMode=0750
+UMask=0077
+
+# Sandbox: `systemd-analyze security prefect-worker@1.service` rates this unit about 1.x ("OK").
+{sandbox}\
+# Left off on purpose: MemoryDenyWriteExecute (JITs and ctypes callbacks in flow code),
+# ProcSubset=pid (hides /proc/meminfo and /proc/cpuinfo), and RemoveIPC (it removes every IPC
+# object of the user: stopping one worker would pull them from under the other workers' runs).
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def workers_service(*, count: int, pool: str, venv: Venv, env: str) -> Service:
+    """Worker instances 1..count (others numbered ones are stopped). Files in digest order (unit,
+    env) after the versions: the digest earlier releases recorded."""
+    names = tuple(unit_name(i) for i in range(1, count + 1))
+    return Service(
+        NAME, venv=venv,
+        files=(File(UNIT_PATH, unit_text(pool=pool), systemd=True, describe=f"install {UNIT_TEMPLATE}"),
+               File(ENV_FILE, env, mode=0o600)),
+        units=Units(names, applied=APPLIED_FILE, display=display_units(names), template=UNIT_TEMPLATE),
+        version=venv_version(venv))
