@@ -14,7 +14,6 @@ import pytest
 
 from prefect_host.local import LocalHost, PackageIndex, build_image, ensure_wheelhouse
 from prefect_host.local.s3 import S3Server
-# What the guest installs from the package index (downloaded once and cached), for Debian 13's python3.
 from prefect_host.local.wheelhouse import GUEST_PYTHON, GUEST_REQUIREMENTS
 
 
@@ -28,7 +27,8 @@ def local_host() -> Iterator[LocalHost]:
 
 @pytest.fixture(scope="session")
 def wheelhouse() -> Path:
-    """Wheels for GUEST_REQUIREMENTS and their dependencies, for the guest's CPython."""
+    """Wheels for GUEST_REQUIREMENTS (what the guest installs from the package index) and their
+    dependencies, for Debian 13's python3; downloaded once and cached."""
     return ensure_wheelhouse(GUEST_REQUIREMENTS, python_version=GUEST_PYTHON)
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from e2e_support import REPO, build_outputs, clean_env, s3_outputs
 from prefect_host.local.s3 import S3Server
 from prefect_host.outputs import StackOutputs
 from prefect_host.storage import RegisteredBlocks, prefect_api, register_blocks
 
-REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SERVER_START_TIMEOUT_S = 120.0
 # The poll interval we recommend for the host's worker (see the issue-5 report): what the
@@ -46,13 +46,6 @@ class Laptop:
     env: dict[str, str]
     home: Path
     blocks: RegisteredBlocks
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without Prefect or AWS settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
-    env.update(extra)
-    return env
 
 
 def free_port() -> int:
@@ -78,31 +71,35 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectApi]:
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     auth = f"admin:{secrets.token_urlsafe(16)}"
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-        env=clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_API_AUTH_STRING=auth,
-                      PREFECT_SERVER_UI_ENABLED="false"),
-        cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
+    log_path = home / "server.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+            env=clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_API_AUTH_STRING=auth,
+                          PREFECT_SERVER_UI_ENABLED="false"),
+            cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}/api"
+        try:
+            wait_for_server(url, process, log_path)
+            yield PrefectApi(url=url, auth_string=auth)
+        finally:
+            stop_process(process)
+
+
+def wait_for_server(url: str, process: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"prefect server exited with {process.returncode}; see {home / 'server.log'}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not healthy after {SERVER_START_TIMEOUT_S:.0f} s; see {home / 'server.log'}")
-            time.sleep(0.5)
-        yield PrefectApi(url=url, auth_string=auth)
-    finally:
-        stop_process(process)
-        log.close()
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"prefect server exited with {process.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"prefect server not healthy after {SERVER_START_TIMEOUT_S:.0f} s; see {log_path}")
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -114,16 +111,9 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def stack_outputs(prefect_server: PrefectApi, s3_server: S3Server) -> StackOutputs:
     """Stack outputs as infra/ would give them, with the S3 side provisioned on the local moto."""
-    creds = s3_server.provision(BUCKET, user="prefect-host-test")
-    return StackOutputs.from_mapping({
-        "cloud": "local", "publicIp": "127.0.0.1", "sshUser": "admin",
-        "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestonly",
-        "apiUrl": prefect_server.url, "uiUrl": prefect_server.url.removesuffix("/api"),
-        "prefectVersion": "3.9.1", "prefectAuthString": prefect_server.auth_string,
-        "bucketName": BUCKET, "bucketRegion": creds.region, "iamGroupName": "S3-FullAccess",
-        "iamUserName": "prefect-host-test", "awsAccessKeyId": creds.access_key_id,
-        "awsSecretAccessKey": creds.secret_access_key, "s3EndpointUrl": s3_server.endpoint_url,
-    })
+    return StackOutputs.from_mapping(build_outputs(
+        "127.0.0.1", apiUrl=prefect_server.url, uiUrl=prefect_server.url.removesuffix("/api"),
+        prefectAuthString=prefect_server.auth_string, **s3_outputs(s3_server, BUCKET, user="prefect-host-test")))
 
 
 @pytest.fixture(scope="session")
@@ -158,24 +148,23 @@ def process_worker(work_pool: str, laptop: Laptop, stack_outputs: StackOutputs, 
     unit runs it. Yields the worker's log."""
     home = tmp_path_factory.mktemp("worker-prefect-home")
     log_path = home / "worker.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", work_pool],
-        env=clean_env(PREFECT_HOME=str(home), PREFECT_API_URL=stack_outputs.api_url,
-                      PREFECT_API_AUTH_STRING=stack_outputs.prefect_auth_string,
-                      PREFECT_WORKER_QUERY_SECONDS=str(WORKER_QUERY_SECONDS),
-                      **laptop.blocks.profile_settings()),
-        cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        _wait_for_worker(stack_outputs, work_pool, process, log_path)
-        yield log_path
-    finally:
-        stop_process(process)
-        log.close()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", work_pool],
+            env=clean_env(PREFECT_HOME=str(home), PREFECT_API_URL=stack_outputs.api_url,
+                          PREFECT_API_AUTH_STRING=stack_outputs.prefect_auth_string,
+                          PREFECT_WORKER_QUERY_SECONDS=str(WORKER_QUERY_SECONDS),
+                          **laptop.blocks.profile_settings()),
+            cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_for_worker(stack_outputs, work_pool, process, log_path)
+            yield log_path
+        finally:
+            stop_process(process)
 
 
-def _wait_for_worker(outputs: StackOutputs, pool: str, process: subprocess.Popen, log_path: Path) -> None:
+def wait_for_worker(outputs: StackOutputs, pool: str, process: subprocess.Popen, log_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + 60

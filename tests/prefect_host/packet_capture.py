@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+SO_RCVBUFFORCE = 33  # linux/asm-generic/socket.h; Python's socket module does not name it
+RECEIVE_BUFFER = 64 << 20
 _TLS_HANDSHAKE = 0x16
 _FLOW_LIMIT = 1 << 20
 # The guest's own services; everything else is the guest as a client (packages, S3, ACME) or
@@ -46,13 +48,18 @@ class PacketCapture:
         self.dropped = 0
         self.bytes_by_port: dict[int | str, int] = defaultdict(int)
         self._socket = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+        # SO_RCVBUF is capped at net.core.rmem_max (often 4 MiB: frames drop while the machine is busy);
+        # root may force the size past it.
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        except PermissionError:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self._socket.bind((interface, 0))
         self._socket.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "PacketCapture":
+    def __enter__(self) -> PacketCapture:
         self._thread.start()
         return self
 

@@ -10,112 +10,40 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
 import re
 import stat
-import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from e2e_support import Stack, files_state, host_outputs
+
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "bootstrap.py"
 PROFILE = "prefect-host-e2e"
 # Quotes, $, backslash and backtick: the env file's quoting must carry them to the server intact.
 AUTH = "admin:E2e-'q' $x\\y\"z`w-7f3a"
 ROTATED_AUTH = "admin:rotated-E2e-secret-9c41"
+SERVER = "prefect-server.service"
 
 
-@dataclass
-class Stack:
-    outputs: dict
-    outputs_path: Path
-    laptop_home: Path
-    find_links: str
-    secrets: list[str]
-    runs: list[str] = field(default_factory=list)
-
-    @property
-    def api_url(self) -> str:
-        return self.outputs["apiUrl"]
-
-    @property
-    def auth(self) -> str:
-        return self.outputs["prefectAuthString"]
-
-    def write_outputs(self) -> None:
-        self.outputs_path.write_text(json.dumps(self.outputs))
-        self.outputs_path.chmod(0o600)
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def changed_lines(self) -> list[str]:
-        return [line for line in self.stdout.splitlines() if line.lstrip().startswith("[changed]")]
-
-
-def _fingerprint(public_line: str) -> str:
+def fingerprint(public_line: str) -> str:
     blob = base64.b64decode(public_line.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 @pytest.fixture(scope="module")
 def stack(local_host, package_index, tmp_path_factory) -> Stack:
-    work = tmp_path_factory.mktemp("bootstrap-e2e")
-    address = local_host.address
-    private_key = local_host.identity_file.read_text()
-    outputs = {
-        "cloud": "local", "publicIp": address, "sshUser": local_host.ssh_user,
-        "hostPublicKey": local_host.host_public_key, "sshPrivateKey": private_key,
-        "apiUrl": f"http://{address}:4200/api", "uiUrl": f"http://{address}:4200",
-        "prefectVersion": "3.9.1", "prefectAuthString": AUTH, "bucketName": "prefect-host-e2e",
-        "bucketRegion": "eu-west-1", "iamGroupName": "S3-FullAccess", "iamUserName": "prefect-host-e2e",
-        "awsAccessKeyId": "AKIAE2EEXAMPLE", "awsSecretAccessKey": "e2eSecretAccessKey/Never/Printed",
-    }
-    secrets = [AUTH, AUTH.split(":", 1)[1], ROTATED_AUTH.split(":", 1)[1], outputs["awsSecretAccessKey"],
-               *[line for line in private_key.splitlines()[1:-1] if len(line) > 20],
-               *[line for line in local_host.host_private_key_path.read_text().splitlines()[1:-1] if len(line) > 20]]
-    result = Stack(outputs=outputs, outputs_path=work / "outputs.json", laptop_home=work / "laptop-prefect",
-                   find_links=package_index.url, secrets=secrets)
-    result.write_outputs()
-    return result
-
-
-def laptop_env(stack: Stack) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
-    env["PREFECT_HOME"] = str(stack.laptop_home)
-    return env
-
-
-def bootstrap(stack: Stack, *args: str) -> Run:
     # The outputs' bucket is not reachable from here: result storage is test_worker_e2e.py's part.
-    command = [sys.executable, str(SCRIPT), "--outputs", str(stack.outputs_path), "--find-links",
-               stack.find_links, "--profile", PROFILE, "--no-storage", *args]
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, env=laptop_env(stack), timeout=900)
-    run = Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-    stack.runs.append(run.stdout + run.stderr)
-    printed = run.stdout + run.stderr
-    assert "Traceback" not in printed, printed
-    leaked = [s for s in stack.secrets if s in printed]
-    assert not leaked, f"secrets in the bootstrap's output: {len(leaked)}"
-    return run
+    return Stack.create(local_host, tmp_path_factory.mktemp("bootstrap-e2e"), profile=PROFILE,
+                        outputs=host_outputs(local_host, prefectAuthString=AUTH),
+                        bootstrap_args=["--find-links", package_index.url, "--no-storage"],
+                        extra_secrets=(ROTATED_AUTH.split(":", 1)[1],))
 
 
 def health(api_url: str) -> bool:
@@ -125,29 +53,21 @@ def health(api_url: str) -> bool:
         return False
 
 
-def main_pid(host) -> int:
-    return int(host.guest_exec(["systemctl", "show", "-p", "MainPID", "--value", "prefect-server.service"]).stdout)
-
-
-def host_snapshot(host) -> dict[str, str]:
+def host_snapshot(stack: Stack) -> dict[str, str]:
     """What a refused run must leave as it was."""
     files = ["/etc/prefect-host/server.env", "/etc/systemd/system/prefect-server.service",
              "/etc/prefect-host/server.applied"]
-    listing = host.guest_exec(["sh", "-c", "stat -c '%n %Y %a %U' " + " ".join(files) +
-                               " && sha256sum " + " ".join(files)]).stdout
-    return {"files": listing, "pid": str(main_pid(host)),
-            "sessions": host.guest_exec(["sh", "-c", "journalctl -q _COMM=sshd-session _COMM=sshd "
-                                                     "| grep -c 'Accepted publickey' || true"]).stdout.strip()}
+    return {"files": files_state(stack, files), "pid": str(stack.main_pid(SERVER)),
+            "sessions": stack.guest("journalctl -q _COMM=sshd-session _COMM=sshd "
+                                    "| grep -c 'Accepted publickey' || true").strip()}
 
 
 def test_fresh_install_is_verified_and_writes_the_profile(stack, local_host, record_property):
     untouched = local_host.guest_exec(["test", "-e", "/opt/prefect-host"], check=False).returncode != 0
     assert untouched, "local_host was bootstrapped by an earlier test module; this one needs it fresh"
-    run = bootstrap(stack, "--activate")
-    assert run.returncode == 0, run.stdout + run.stderr
-    record_property("fresh_install_seconds", round(run.seconds, 1))
-    print(f"\nfresh install to verified: {run.seconds:.1f} s\n{run.stdout}")
-    steps = [line.split("]", 1)[1].rsplit(None, 2)[0].strip() for line in run.changed_lines]
+    run = stack.measured_bootstrap(record_property, "fresh_install_seconds",
+                                   "fresh install to verified", "--activate")
+    steps = run.changed
     assert steps[:8] == ["create service user prefect", "install uv 0.13.8", "create the virtualenv",
                          "install prefect 3.9.1 and prefect-aws 0.7.12", "write /etc/prefect-host/server.env",
                          "install prefect-server.service", "enable prefect-server.service",
@@ -178,11 +98,11 @@ def test_fresh_install_is_verified_and_writes_the_profile(stack, local_host, rec
 
 
 def test_server_is_a_hardened_service_of_its_own_user(stack, local_host):
-    analysis = local_host.guest_exec(["systemd-analyze", "security", "--no-pager", "prefect-server.service"]).stdout
+    analysis = local_host.guest_exec(["systemd-analyze", "security", "--no-pager", SERVER]).stdout
     score = float(re.search(r"Overall exposure level for prefect-server.service: ([\d.]+)", analysis).group(1))
     print(f"\nsystemd-analyze security prefect-server.service: {score}")
     assert score <= 2.0
-    pid = main_pid(local_host)
+    pid = stack.main_pid(SERVER)
     assert local_host.guest_exec(["ps", "-o", "user=", "-p", str(pid)]).stdout.strip() == "prefect"
     assert local_host.guest_exec(["stat", "-c", "%a %U %G", "/etc/prefect-host/server.env"]).stdout.split() == \
         ["600", "root", "root"]
@@ -226,50 +146,46 @@ def test_a_flow_runs_through_the_written_profile(stack):
             "    return f'hello {name}'\n"
             "state = hello('e2e', return_state=True)\n"
             "print(state.state_details.flow_run_id)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=laptop_env(stack),
-                          cwd=stack.laptop_home, timeout=180)
+    done = stack.run([sys.executable, "-c", code], cwd=stack.laptop_home, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     flow_run_id = done.stdout.strip().splitlines()[-1]
-    user, password = stack.auth.split(":", 1)
-    flow_run = httpx.get(f"{stack.api_url}/flow_runs/{flow_run_id}", auth=(user, password)).json()
+    flow_run = httpx.get(f"{stack.api_url}/flow_runs/{flow_run_id}", auth=stack.auth).json()
     assert flow_run["state_type"] == "COMPLETED" and flow_run["parameters"] == {"name": "e2e"}
 
 
 def test_rerun_changes_nothing_and_restarts_nothing(stack, local_host, record_property):
-    before = host_snapshot(local_host)
-    run = bootstrap(stack, "--activate")
-    assert run.returncode == 0, run.stdout + run.stderr
-    record_property("rerun_seconds", round(run.seconds, 2))
-    print(f"\nre-run on a converged host: {run.seconds:.2f} s\n{run.stdout}")
-    assert run.changed_lines == []
-    after = host_snapshot(local_host)
+    before = host_snapshot(stack)
+    run = stack.measured_bootstrap(record_property, "rerun_seconds",
+                                   "re-run on a converged host", "--activate", digits=2)
+    assert run.changed == []
+    after = host_snapshot(stack)
     assert after["files"] == before["files"] and after["pid"] == before["pid"]
 
 
 def test_rotated_auth_string_restarts_the_server_once(stack, local_host):
-    pid = main_pid(local_host)
+    pid = stack.main_pid(SERVER)
     stack.outputs["prefectAuthString"] = ROTATED_AUTH
     stack.write_outputs()
-    run = bootstrap(stack)
+    run = stack.bootstrap()
     assert run.returncode == 0, run.stdout + run.stderr
-    assert [line.split()[1] for line in run.changed_lines][:2] == ["write", "restart"]
-    assert main_pid(local_host) != pid
+    assert [name.split()[0] for name in run.changed][:2] == ["write", "restart"]
+    assert stack.main_pid(SERVER) != pid
     old_user, old_password = AUTH.split(":", 1)
     assert httpx.get(f"{stack.api_url}/admin/version", auth=(old_user, old_password)).status_code == 401
     assert httpx.get(f"{stack.api_url}/admin/version", auth=tuple(ROTATED_AUTH.split(":", 1))).json() == "3.9.1"
-    again = bootstrap(stack)
-    assert again.returncode == 0 and again.changed_lines == []
+    again = stack.bootstrap()
+    assert again.returncode == 0 and again.changed == []
 
 
 def test_wrong_host_key_is_refused_and_nothing_changes(stack, local_host):
-    before = host_snapshot(local_host)
+    before = host_snapshot(stack)
     other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    run = bootstrap(stack, "--host-key", other)
+    run = stack.bootstrap("--host-key", other)
     assert run.returncode == 1
     assert "Host key mismatch" in run.stderr
-    assert _fingerprint(other) in run.stderr and _fingerprint(local_host.host_public_key) in run.stderr
-    assert host_snapshot(local_host) == before  # not even an authenticated session
+    assert fingerprint(other) in run.stderr and fingerprint(local_host.host_public_key) in run.stderr
+    assert host_snapshot(stack) == before  # not even an authenticated session
 
 
 def test_user_without_sudo_is_refused_and_nothing_changes(stack, local_host):
@@ -278,18 +194,18 @@ def test_user_without_sudo_is_refused_and_nothing_changes(stack, local_host):
                                        "install -d -o nosudo -m 700 /home/nosudo/.ssh; "
                                        "cat > /home/nosudo/.ssh/authorized_keys; "
                                        "chown nosudo /home/nosudo/.ssh/authorized_keys"], input=public)
-    before = host_snapshot(local_host)
-    run = bootstrap(stack, "--user", "nosudo", "--identity", str(local_host.identity_file))
+    before = host_snapshot(stack)
+    run = stack.bootstrap("--user", "nosudo", "--identity", str(local_host.identity_file))
     assert run.returncode == 1
     assert "nosudo@" in run.stderr and "sudo -n" in run.stderr and "passwordless sudo" in run.stderr
-    after = host_snapshot(local_host)
+    after = host_snapshot(stack)
     assert after["files"] == before["files"] and after["pid"] == before["pid"]
 
 
-def _wait_for_new_healthy_server(stack: Stack, host, old_pid: int, timeout: float = 120) -> int:
+def wait_for_new_healthy_server(stack: Stack, old_pid: int, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pid = main_pid(host)
+        pid = stack.main_pid(SERVER)
         if pid not in (0, old_pid) and health(stack.api_url):
             return pid
         time.sleep(0.5)
@@ -297,25 +213,25 @@ def _wait_for_new_healthy_server(stack: Stack, host, old_pid: int, timeout: floa
 
 
 def test_systemctl_kill_brings_the_server_back(stack, local_host):
-    pid = main_pid(local_host)
-    local_host.guest_exec(["systemctl", "kill", "prefect-server.service"])  # SIGTERM, the default
-    _wait_for_new_healthy_server(stack, local_host, pid)
-    log = local_host.guest_exec(["journalctl", "-u", "prefect-server.service", "-n", "50", "-o", "cat"]).stdout
+    pid = stack.main_pid(SERVER)
+    local_host.guest_exec(["systemctl", "kill", SERVER])  # SIGTERM, the default
+    wait_for_new_healthy_server(stack, pid)
+    log = local_host.guest_exec(["journalctl", "-u", SERVER, "-n", "50", "-o", "cat"]).stdout
     assert f"Sent signal SIGTERM to main process {pid}" in log
 
 
 def test_reboot_brings_the_server_back(stack, local_host):
-    pid = main_pid(local_host)
+    pid = stack.main_pid(SERVER)
     local_host.reboot()
-    _wait_for_new_healthy_server(stack, local_host, pid)
-    run = bootstrap(stack)
-    assert run.returncode == 0 and run.changed_lines == [], run.stdout
+    wait_for_new_healthy_server(stack, pid)
+    run = stack.bootstrap()
+    assert run.returncode == 0 and run.changed == [], run.stdout
 
 
 def test_no_secret_in_any_output_nor_in_the_hosts_journal(stack, local_host):
     assert stack.runs, "the runs above recorded their output"
     for printed in stack.runs:
-        assert not [s for s in stack.secrets if s in printed]
+        assert not stack.secrets_in(printed)
     # sudo logs every command line it runs: the secrets travelled on stdin only.
     journal = local_host.guest_exec(["journalctl", "-q", "--no-pager", "-o", "cat"]).stdout
     assert "COMMAND=" in journal  # the journal does record sudo's command lines
