@@ -4,11 +4,13 @@
     scripts/bench_bootstrap.py [--repeat 3] [--deploy-repeat 5] [--output bench/latest.md]
 
 See prefect_host/local/bench.py for the rows and how each is measured.
+
+The same command as `prefect-host bench` (prefect_host/cli/bench.py).
 """
 
 import sys
 
-from prefect_host.local.bench import main
+from prefect_host.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

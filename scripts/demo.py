@@ -5,11 +5,13 @@
     scripts/demo.py down     # make demo-down: stop and remove everything `make demo` started
 
 See prefect_host/local/demo.py for what it does and where it keeps its state (.demo/).
+
+The same command as `prefect-host demo` (prefect_host/cli/demo.py).
 """
 
 import sys
 
-from prefect_host.local.demo import main
+from prefect_host.cli.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,11 +6,13 @@
 
 Uploads the directory (minus .prefectignore and the default excludes) to
 s3://<bucket>/flows/<deployment>/ and creates or updates the deployment; see prefect_host/deploy.py.
+
+The same command as `prefect-host deploy` (prefect_host/cli/deploy.py).
 """
 
 import sys
 
-from prefect_host.deploy import main
+from prefect_host.cli.deploy import main
 
 if __name__ == "__main__":
     sys.exit(main())

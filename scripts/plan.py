@@ -4,11 +4,13 @@
     scripts/plan.py examples/stack-aws.yaml
 
 Exit status: 0 = planned, no policy violations; 1 = policy violations; 2 = invalid config.
+
+The same command as `prefect-host plan` (prefect_host/cli/plan.py).
 """
 
 import sys
 
-from mockstack.plan import main
+from prefect_host.cli.plan import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_host.deploy import DEFAULT_INTERVAL_S, main, parse_request
+from prefect_host.cli.deploy import DEFAULT_INTERVAL_S, main, parse_request
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = "duration_model.py:train_duration_model"
@@ -34,8 +34,14 @@ def write_profiles(home: Path, **profiles: dict[str, str]) -> None:
 def deploy_cli(project: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
     env["PREFECT_HOME"] = str(home)
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "deploy.py"), *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "deploy.py"), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def refusal(result: subprocess.CompletedProcess) -> str:
@@ -47,34 +53,60 @@ def refusal(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture
 def closed_profile(tmp_path: Path) -> Path:
     home = tmp_path / "home"
-    write_profiles(home, team={"PREFECT_API_URL": CLOSED_API, "PREFECT_API_AUTH_STRING": "admin:pw-Kq2",
-                               "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results"},
-                   bare={"PREFECT_LOGGING_LEVEL": "INFO"})
+    write_profiles(
+        home,
+        team={
+            "PREFECT_API_URL": CLOSED_API,
+            "PREFECT_API_AUTH_STRING": "admin:pw-Kq2",
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
+        },
+        bare={"PREFECT_LOGGING_LEVEL": "INFO"},
+    )
     return home
 
 
 def test_defaults(project):
     request, profile = parse_request([ENTRYPOINT], cwd=project)
-    assert (request.pool, request.interval, request.cron, request.parameters, profile) == \
-        ("default", DEFAULT_INTERVAL_S, None, {}, None)
+    assert (request.pool, request.interval, request.cron, request.parameters, profile) == (
+        "default",
+        DEFAULT_INTERVAL_S,
+        None,
+        {},
+        None,
+    )
 
 
 def test_param_values_are_json_when_they_parse(project):
-    request, _ = parse_request([ENTRYPOINT, "--param", "n_rows=42", "--param", "run_date=2024-05-01",
-                                "--param", 'label="007"', "--param", "tags=[1, 2]"], cwd=project)
+    request, _ = parse_request(
+        [
+            ENTRYPOINT,
+            "--param",
+            "n_rows=42",
+            "--param",
+            "run_date=2024-05-01",
+            "--param",
+            'label="007"',
+            "--param",
+            "tags=[1, 2]",
+        ],
+        cwd=project,
+    )
     assert request.parameters == {"n_rows": 42, "run_date": "2024-05-01", "label": "007", "tags": [1, 2]}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["duration_model.py"], "expected FILE.py:flow_function"),
-    (["missing.py:flow"], "is not a file"),
-    (["../outside.py:flow"], "outside the current directory"),
-    ([ENTRYPOINT, "--param", "n_rows"], "--param 'n_rows': expected KEY=VALUE"),
-    ([ENTRYPOINT, "--param", "a=1", "--param", "a=2"], "--param a: given twice"),
-    ([ENTRYPOINT, "--interval", "0"], "--interval 0: must be a whole number of seconds >= 1"),
-    ([ENTRYPOINT, "--name", "a/b"], "--name 'a/b'"),
-    ([ENTRYPOINT, "--timeout", "0"], "--timeout 0: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["duration_model.py"], "expected FILE.py:flow_function"),
+        (["missing.py:flow"], "is not a file"),
+        (["../outside.py:flow"], "outside the current directory"),
+        ([ENTRYPOINT, "--param", "n_rows"], "--param 'n_rows': expected KEY=VALUE"),
+        ([ENTRYPOINT, "--param", "a=1", "--param", "a=2"], "--param a: given twice"),
+        ([ENTRYPOINT, "--interval", "0"], "--interval 0: must be a whole number of seconds >= 1"),
+        ([ENTRYPOINT, "--name", "a/b"], "--name 'a/b'"),
+        ([ENTRYPOINT, "--timeout", "0"], "--timeout 0: must be > 0"),
+    ],
+)
 def test_bad_arguments_are_one_paragraph(args, message, project, capsys, monkeypatch):
     (project.parent / "outside.py").write_text("")
     monkeypatch.chdir(project)
@@ -100,11 +132,14 @@ def test_a_profile_without_an_api_url_is_refused(project, closed_profile):
     assert "profile 'bare' has no PREFECT_API_URL" in message
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--param", "n_rows=many"], "n_rows: Input should be a valid integer"),
-    (["--param", "nrows=5"], "--param nrows: flow 'train-duration-model' has no such parameter"),
-    (["--cron", "every day"], "--cron 'every day': not a valid cron expression"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--param", "n_rows=many"], "n_rows: Input should be a valid integer"),
+        (["--param", "nrows=5"], "--param nrows: flow 'train-duration-model' has no such parameter"),
+        (["--cron", "every day"], "--cron 'every day': not a valid cron expression"),
+    ],
+)
 def test_flow_checks_come_before_any_network_call(args, message, project, closed_profile):
     result = deploy_cli(project, closed_profile, ENTRYPOINT, *args)
     assert message in refusal(result)
