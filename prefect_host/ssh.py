@@ -197,6 +197,12 @@ class HostSession:
         transport.set_keepalive(_KEEPALIVE_SECONDS)
         return cls(client, host=host, user=user, port=port)
 
+    @property
+    def host_key(self) -> paramiko.PKey | None:
+        """The host key this session negotiated, which connect() checked against the pinned one."""
+        transport = self._client.get_transport()
+        return transport.get_remote_server_key() if transport is not None else None
+
     # --- commands ------------------------------------------------------------------------------
     def run(self, command: str, *, sudo: bool = False, as_user: str | None = None,
             stdin: bytes | str | None = None, timeout: float = 600.0, label: str | None = None,
@@ -221,7 +227,7 @@ class HostSession:
         stderr = err.decode(errors="replace")
         if status is None:
             raise CommandFailed(label, None, _tail(stderr))
-        if (sudo or as_user) and status == 1 and _sudo_refused(stderr):
+        if (sudo or as_user) and status == 1 and is_sudo_refusal(stderr):
             raise SudoError(sudo_refused_message(self.user, self.host, _tail(stderr)))
         if check and status != 0:
             raise CommandFailed(label, status, _tail(stderr))
@@ -336,7 +342,7 @@ def sudo_refused_message(user: str, host: str, detail: str) -> str:
             "images give their default user.")
 
 
-def _sudo_refused(stderr: str) -> bool:
+def is_sudo_refusal(stderr: str) -> bool:
     return stderr.lstrip().startswith("sudo:") and (
         "password is required" in stderr or "not in the sudoers" in stderr
         or "not allowed to" in stderr)

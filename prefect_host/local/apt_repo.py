@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import gzip
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -28,12 +27,13 @@ from prefect_host.local.common import (
     LocalHostError,
     cache_root,
     file_lock,
+    new_staging,
     progress,
     recipe_hash,
     remove_tree,
     run,
 )
-from prefect_host.local.wheelhouse import PackageIndex
+from prefect_host.local.package_index import PackageIndex
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -48,12 +48,14 @@ _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 def _validate(packages: Sequence[str], suite: str) -> list[str]:
     if isinstance(packages, str) or not packages:
-        raise LocalHostError(f"packages={packages!r} must be a non-empty list of Debian package names "
-                             "such as ['caddy'].")
+        raise LocalHostError(
+            f"packages={packages!r} must be a non-empty list of Debian package names such as ['caddy']."
+        )
     bad = [p for p in packages if not isinstance(p, str) or not _PACKAGE.match(p)]
     if bad:
-        raise LocalHostError(f"packages: {bad!r} are not Debian package names "
-                             "(lower case letters, digits, '+', '-', '.').")
+        raise LocalHostError(
+            f"packages: {bad!r} are not Debian package names (lower case letters, digits, '+', '-', '.')."
+        )
     if not isinstance(suite, str) or not _SUITE.match(suite):
         raise LocalHostError(f"suite={suite!r} is not a Debian suite name; use a code name such as 'trixie'.")
     return sorted(set(packages))
@@ -66,9 +68,11 @@ def _architecture() -> str:
 def _sources(suite: str, architecture: str) -> str:
     """The suite as a cloud image's sources name it: main, its point updates and security."""
     options = f"[arch={architecture} signed-by={DEBIAN_KEYRING}]"
-    return (f"deb {options} {DEBIAN_MIRROR} {suite} main\n"
-            f"deb {options} {DEBIAN_MIRROR} {suite}-updates main\n"
-            f"deb {options} {DEBIAN_SECURITY_MIRROR} {suite}-security main\n")
+    return (
+        f"deb {options} {DEBIAN_MIRROR} {suite} main\n"
+        f"deb {options} {DEBIAN_MIRROR} {suite}-updates main\n"
+        f"deb {options} {DEBIAN_SECURITY_MIRROR} {suite}-security main\n"
+    )
 
 
 def _apt_options(state: Path, architecture: str) -> list[str]:
@@ -95,10 +99,15 @@ def _apt_options(state: Path, architecture: str) -> list[str]:
 
 def _release_file(repo: Path, suite: str, architecture: str) -> str:
     """A Release file for the flat repository: apt wants one even for a trusted source."""
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S UTC")
-    lines = ["Origin: prefect-host", "Label: prefect-host test packages", f"Codename: {suite}",
-             f"Date: {date}", f"Architectures: {architecture} all",
-             "Description: packages for a prefect-host test guest without internet"]
+    date = datetime.datetime.now(datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S UTC")
+    lines = [
+        "Origin: prefect-host",
+        "Label: prefect-host test packages",
+        f"Codename: {suite}",
+        f"Date: {date}",
+        f"Architectures: {architecture} all",
+        "Description: packages for a prefect-host test guest without internet",
+    ]
     for field, algorithm in (("MD5Sum", "md5"), ("SHA256", "sha256")):
         lines.append(f"{field}:")
         for name in ("Packages", "Packages.gz"):
@@ -127,8 +136,13 @@ def ensure_apt_repo(packages: Sequence[str] = ("caddy",), suite: str = "trixie")
     if not Path(DEBIAN_KEYRING).is_file():
         raise LocalHostError(f"{DEBIAN_KEYRING} is missing (package debian-archive-keyring); {INSTALL_HINT}.")
     architecture = _architecture()
-    recipe = {"packages": wanted, "suite": suite, "architecture": architecture,
-              "sources": _sources(suite, architecture), "revision": REPO_REVISION}
+    recipe = {
+        "packages": wanted,
+        "suite": suite,
+        "architecture": architecture,
+        "sources": _sources(suite, architecture),
+        "revision": REPO_REVISION,
+    }
     repos = cache_root() / "apt"
     name = f"{suite}-{recipe_hash(recipe)}"
     final = repos / name
@@ -137,11 +151,7 @@ def ensure_apt_repo(packages: Sequence[str] = ("caddy",), suite: str = "trixie")
     with file_lock(repos / f".{name}.lock"):
         if (final / "Release").is_file():
             return final
-        for stale in repos.glob(f".{name}.tmp-*"):
-            remove_tree(stale)
-        staging = repos / f".{name}.tmp-{os.getpid()}"
-        log = repos / f"{name}.log"
-        log.write_text("")
+        staging, log = new_staging(repos, name)
         started = time.monotonic()
         progress(f"downloading Debian {suite} packages {' '.join(wanted)} with dependencies (once; log: {log})")
         try:
@@ -150,39 +160,50 @@ def ensure_apt_repo(packages: Sequence[str] = ("caddy",), suite: str = "trixie")
         except BaseException:
             remove_tree(staging)
             raise
-        progress(f"apt repository {name} ready ({len(packages_in(final))} packages) "
-                 f"in {time.monotonic() - started:.0f} s")
+        progress(
+            f"apt repository {name} ready ({len(packages_in(final))} packages) in {time.monotonic() - started:.0f} s"
+        )
     return final
 
 
 def _build(staging: Path, wanted: list[str], suite: str, architecture: str, log: Path) -> None:
     state = staging / "apt-state"
-    for directory in ("sources.list.d", "preferences.d", "state", "lists/partial", "cache",
-                      "archives/partial"):
+    for directory in ("sources.list.d", "preferences.d", "state", "lists/partial", "cache", "archives/partial"):
         (state / directory).mkdir(parents=True)
     (state / "sources.list").write_text(_sources(suite, architecture))
     (state / "status").write_text("")
     apt = ["apt-get", "-q", *_apt_options(state, architecture)]
     run([*apt, "update"], what=f"reading the Debian {suite} package lists", timeout=600, log=log)
-    run([*apt, "install", "--download-only", "--no-install-recommends", "--yes", *wanted],
-        what=f"downloading {' '.join(wanted)} for Debian {suite}", timeout=900, log=log)
+    run(
+        [*apt, "install", "--download-only", "--no-install-recommends", "--yes", *wanted],
+        what=f"downloading {' '.join(wanted)} for Debian {suite}",
+        timeout=900,
+        log=log,
+    )
     for deb in (state / "archives").glob("*.deb"):
         deb.rename(staging / deb.name)
     remove_tree(state)
     # Run in the repository so the index names each file relative to it (./name.deb).
-    scan = subprocess.run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=staging,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    scan = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
+        cwd=staging,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if scan.returncode != 0:
-        raise LocalHostError(f"indexing the apt repository: dpkg-scanpackages exited with {scan.returncode}:\n"
-                             f"{scan.stderr.strip()[-2000:]}")
+        raise LocalHostError(
+            f"indexing the apt repository: dpkg-scanpackages exited with {scan.returncode}:\n"
+            f"{scan.stderr.strip()[-2000:]}"
+        )
     index = scan.stdout
     (staging / "Packages").write_text(index)
     with gzip.open(staging / "Packages.gz", "wt") as compressed:
         compressed.write(index)
     missing = [p for p in wanted if p not in packages_in(staging)]
     if missing:
-        raise LocalHostError(f"apt downloaded no package named {missing} for Debian {suite}; "
-                             f"see {log}.")
+        raise LocalHostError(f"apt downloaded no package named {missing} for Debian {suite}; see {log}.")
     (staging / "Release").write_text(_release_file(staging, suite, architecture))
 
 
@@ -193,8 +214,9 @@ class AptRepoServer:
     def __init__(self, directory: Path, bind_address: str):
         directory = Path(directory)
         if not (directory / "Release").is_file():
-            raise LocalHostError(f"AptRepoServer: {directory} is not an apt repository from ensure_apt_repo() "
-                                 "(no Release file).")
+            raise LocalHostError(
+                f"AptRepoServer: {directory} is not an apt repository from ensure_apt_repo() (no Release file)."
+            )
         self._index = PackageIndex(directory, bind_address)
 
     @property
@@ -209,7 +231,7 @@ class AptRepoServer:
     def close(self) -> None:
         self._index.close()
 
-    def __enter__(self) -> "AptRepoServer":
+    def __enter__(self) -> AptRepoServer:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -17,142 +17,78 @@ the rows' order rotating between repetitions so that neither side always runs on
 
 All wall times, measured here; the step durations the bootstrap prints for a and a+ are summed up too, to
 show where its time goes. Nothing here asserts a time: machines are noisy.
+
+Here: the runs. The table and the report are bench_report.py; the command line is prefect_host/cli/bench.py.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import platform
-import re
-import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
-from prefect_host import server_files as sf
 from prefect_host.errors import PrefectHostError
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
-from prefect_host.local.demo import (
-    BOOTSTRAP_SCRIPT,
-    DEPLOY_SCRIPT,
-    EXAMPLE_DIR,
-    EXAMPLE_ENTRYPOINT,
-    REPO,
-    host_outputs,
+from prefect_host.local.bench_report import (
+    Results,
+    machine_description,
+    ratio,
+    report,
+    results_table,
+    step_durations,
+    steps_table,
 )
 from prefect_host.local.image import build_image
 from prefect_host.local.machine import LocalHost
+from prefect_host.local.package_index import PackageIndex
+from prefect_host.local.product import BOOTSTRAP_SCRIPT, DEPLOY_SCRIPT, EXAMPLE_DIR, EXAMPLE_ENTRYPOINT, REPO
 from prefect_host.local.s3 import S3Server
 from prefect_host.local.services import write_private_json
-from prefect_host.local.wheelhouse import (
-    GUEST_PREFECT_VERSION,
-    GUEST_PYTHON,
-    GUEST_REQUIREMENTS,
-    PackageIndex,
-    ensure_wheelhouse,
-)
+from prefect_host.local.stack_outputs import host_outputs, new_auth_string
+from prefect_host.local.wheelhouse import GUEST_PREFECT_VERSION, GUEST_PYTHON, GUEST_REQUIREMENTS, ensure_wheelhouse
+from prefect_host.services.python_env import BYTECODE_MARKER
+
+# The report's names stay importable from here, where the tests and the command line look for them.
+__all__ = [
+    "DEFAULT_OUTPUT",
+    "BenchError",
+    "Results",
+    "check_repeat",
+    "machine_description",
+    "ratio",
+    "report",
+    "results_table",
+    "run_bench",
+    "step_durations",
+    "steps_table",
+]
 
 NAIVE_PACKAGES = ("python3-venv", "python3-pip")
 DEFAULT_OUTPUT = REPO / "bench" / "latest.md"
 PROFILE = "prefect-host-bench"
 BENCH_BUCKET = "prefect-host-bench"
 HEALTH_TIMEOUT = 300.0
-GOALS = {"a/b": 0.5, "c": 3.0, "d": 2.0}
-
-ROWS = {
-    "a": "our bootstrap, nothing to verified (server + Caddy, internal TLS: `--no-storage --workers 0`)",
-    "a+": "our bootstrap, nothing to verified, default (+ S3 probe, storage blocks, 1 worker)",
-    "b": "tutorial: `python3 -m venv`, `pip install prefect`, `prefect server start` until /api/health",
-    "c": "our re-run on a converged host (default)",
-    "d": "`--client-only` (write and check the laptop's profile)",
-    "e": "`deploy.py --run-now` until the run is Completed (worker on the host)",
-}
-# The bootstrap's step lines: "  [changed]  install prefect 3.9.1 and prefect-aws 0.7.12      2.5 s".
-_STEP_LINE = re.compile(r"^\s+\[(?:changed|ok)\]\s+(?P<name>.+?)\s+(?P<seconds>\d+(?:\.\d+)?) s$")
 
 
 class BenchError(PrefectHostError):
     """A benchmarked command failed; its output is in the message."""
 
 
-@dataclass
-class Results:
-    samples: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in ROWS})
-    # Row -> the bootstrap's step durations, one dict per run (rows a and a+).
-    steps: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"a": [], "a+": []})
-
-
-# --- pure parts ---------------------------------------------------------------------------------
-
 def check_repeat(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BenchError(f"{name} {value!r}: must be a whole number >= {minimum} (each row gives the median of "
-                         "that many runs).")
+        raise BenchError(
+            f"{name} {value!r}: must be a whole number >= {minimum} (each row gives the median of that many runs)."
+        )
     return value
 
 
-def step_durations(bootstrap_output: str) -> dict[str, float]:
-    """Step name -> seconds, from the lines the bootstrap prints (progress lines are left out)."""
-    steps: dict[str, float] = {}
-    for line in bootstrap_output.splitlines():
-        match = _STEP_LINE.match(line)
-        if match:
-            steps[match["name"]] = steps.get(match["name"], 0.0) + float(match["seconds"])
-    return steps
-
-
-def ratio(samples: Mapping[str, Sequence[float]], top: str, bottom: str) -> float | None:
-    if not samples.get(top) or not samples.get(bottom):
-        return None
-    return statistics.median(samples[top]) / statistics.median(samples[bottom])
-
-
-def results_table(samples: Mapping[str, Sequence[float]]) -> list[str]:
-    lines = ["| row | what | median s | min s | max s | n | goal |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    for key, what in ROWS.items():
-        values = samples.get(key) or []
-        if not values:
-            continue
-        goal = f"< {GOALS[key]:g} s" if key in GOALS else ""
-        lines.append(f"| {key} | {what} | {statistics.median(values):.1f} | {min(values):.1f} | "
-                     f"{max(values):.1f} | {len(values)} | {goal} |")
-    for top in ("a", "a+"):
-        value = ratio(samples, top, "b")
-        if value is not None:
-            lines.append(f"| {top}/b | ratio of the medians | {value:.2f} | | | | <= {GOALS['a/b']:g} |")
-    return lines
-
-
-def steps_table(row: str, runs: Sequence[Mapping[str, float]]) -> list[str]:
-    """Median seconds per bootstrap step over runs, longest first, with its share of the total."""
-    names = {name for run in runs for name in run}
-    medians = {name: statistics.median(run.get(name, 0.0) for run in runs) for name in names}
-    total = sum(medians.values()) or 1.0
-    lines = [f"| step (row {row}) | median s | share |", "| --- | ---: | ---: |"]
-    for name, seconds in sorted(medians.items(), key=lambda item: -item[1]):
-        if seconds >= 0.05:
-            lines.append(f"| {name} | {seconds:.1f} | {100 * seconds / total:.0f}% |")
-    return lines
-
-
-def report(results: Results, *, command: str, when: datetime, machine: str) -> str:
-    parts = [f"Measured {when:%Y-%m-%d %H:%M} UTC on {machine} with `{command}`; "
-             "wall times in seconds (lower is better).", "", *results_table(results.samples)]
-    for row, runs in results.steps.items():
-        if runs:
-            parts += ["", f"Where row {row}'s time goes (the bootstrap's own step durations):", "",
-                      *steps_table(row, runs)]
-    return "\n".join(parts) + "\n"
-
-
 # --- the runs -----------------------------------------------------------------------------------
+
 
 def _clean_env(prefect_home: Path) -> dict[str, str]:
     """This process's environment without Prefect or AWS settings, with a Prefect home of its own."""
@@ -163,8 +99,7 @@ def _clean_env(prefect_home: Path) -> dict[str, str]:
 
 def _timed(argv: list[str], *, env: dict[str, str], cwd: Path, what: str) -> tuple[float, str]:
     started = time.monotonic()
-    done = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise BenchError(f"{what} failed (exit status {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
@@ -190,21 +125,38 @@ class _Bootstrapped:
             if storage:
                 self._s3 = S3Server(host=self.host.gateway).start()
                 credentials = self._s3.provision(BENCH_BUCKET, user=PROFILE)
-                record = {"bucket": BENCH_BUCKET, "region": credentials.region, "iam_group": "S3-FullAccess",
-                          "iam_user": PROFILE, "access_key_id": credentials.access_key_id,
-                          "secret_access_key": credentials.secret_access_key,
-                          "s3_endpoint_url": self._s3.endpoint_url}
+                record = {
+                    "bucket": BENCH_BUCKET,
+                    "region": credentials.region,
+                    "iam_group": "S3-FullAccess",
+                    "iam_user": PROFILE,
+                    "access_key_id": credentials.access_key_id,
+                    "secret_access_key": credentials.secret_access_key,
+                    "s3_endpoint_url": self._s3.endpoint_url,
+                }
             self.outputs = work / "outputs.json"
-            write_private_json(self.outputs, host_outputs(self.host, f"admin:{secrets.token_urlsafe(24)}", record))
+            write_private_json(self.outputs, host_outputs(self.host, new_auth_string(), record))
         except BaseException:
             self.close()
             raise
         self.env = _clean_env(work / "prefect-home")
 
     def bootstrap(self, *extra: str, prefect_home: Path | None = None) -> tuple[float, str]:
-        argv = [sys.executable, str(BOOTSTRAP_SCRIPT), "--outputs", str(self.outputs), "--find-links",
-                self._index.url, "--apt-source", self._apt.source_line, "--profile", PROFILE,
-                "--connect-timeout", "60", *extra]
+        argv = [
+            sys.executable,
+            str(BOOTSTRAP_SCRIPT),
+            "--outputs",
+            str(self.outputs),
+            "--find-links",
+            self._index.url,
+            "--apt-source",
+            self._apt.source_line,
+            "--profile",
+            PROFILE,
+            "--connect-timeout",
+            "60",
+            *extra,
+        ]
         if not self.storage:
             argv += ["--no-storage", "--workers", "0"]
         env = _clean_env(prefect_home) if prefect_home else self.env
@@ -212,16 +164,21 @@ class _Bootstrapped:
 
     def wait_for_bytecode(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
-        while self.host.guest_exec(["cat", sf.BYTECODE_MARKER], check=False).stdout.strip() != GUEST_PREFECT_VERSION:
+        while self.host.guest_exec(["cat", BYTECODE_MARKER], check=False).stdout.strip() != GUEST_PREFECT_VERSION:
             if time.monotonic() > deadline:
-                raise BenchError(f"the bootstrap's bytecode job did not write {sf.BYTECODE_MARKER} within "
-                                 f"{timeout:.0f} s.")
+                raise BenchError(
+                    f"the bootstrap's bytecode job did not write {BYTECODE_MARKER} within {timeout:.0f} s."
+                )
             time.sleep(0.5)
 
     def deploy(self) -> float:
         env = dict(self.env, PREFECT_PROFILE=PROFILE)
-        seconds, _ = _timed([sys.executable, str(DEPLOY_SCRIPT), EXAMPLE_ENTRYPOINT, "--profile", PROFILE,
-                             "--run-now"], env=env, cwd=EXAMPLE_DIR, what="scripts/deploy.py --run-now")
+        seconds, _ = _timed(
+            [sys.executable, str(DEPLOY_SCRIPT), EXAMPLE_ENTRYPOINT, "--profile", PROFILE, "--run-now"],
+            env=env,
+            cwd=EXAMPLE_DIR,
+            what="scripts/deploy.py --run-now",
+        )
         return seconds
 
     def close(self) -> None:
@@ -243,16 +200,27 @@ def _naive(image: Path, wheels: Path) -> float:
     with LocalHost.create(image) as host, PackageIndex(wheels, host.gateway) as index:
         host.boot()
         started = time.monotonic()
-        with HostSession.connect(host.address, user=host.ssh_user, identity=load_private_key_file(host.identity_file),
-                                 host_key=PinnedHostKey.parse(host.host_public_key, setting="hostPublicKey"),
-                                 connect_timeout=60) as session:
+        with HostSession.connect(
+            host.address,
+            user=host.ssh_user,
+            identity=load_private_key_file(host.identity_file),
+            host_key=PinnedHostKey.parse(host.host_public_key, setting="hostPublicKey"),
+            connect_timeout=60,
+        ) as session:
             session.run("python3 -m venv ~/prefect-venv", timeout=300, label="python3 -m venv")
             # pip refuses plain-HTTP sources it is not told to trust (PyPI itself is HTTPS).
-            session.run(f"~/prefect-venv/bin/pip install --quiet --no-index --find-links {index.url} "
-                        f"--trusted-host {host.gateway} prefect=={GUEST_PREFECT_VERSION}",
-                        timeout=900, label="pip install prefect")
-            session.run("setsid nohup ~/prefect-venv/bin/prefect server start --host 0.0.0.0 "
-                        ">~/prefect-server.log 2>&1 </dev/null &", timeout=30, label="prefect server start")
+            session.run(
+                f"~/prefect-venv/bin/pip install --quiet --no-index --find-links {index.url} "
+                f"--trusted-host {host.gateway} prefect=={GUEST_PREFECT_VERSION}",
+                timeout=900,
+                label="pip install prefect",
+            )
+            session.run(
+                "setsid nohup ~/prefect-venv/bin/prefect server start --host 0.0.0.0 "
+                ">~/prefect-server.log 2>&1 </dev/null &",
+                timeout=30,
+                label="prefect server start",
+            )
         deadline = started + HEALTH_TIMEOUT
         with httpx.Client(timeout=3) as client:
             while True:
@@ -263,8 +231,9 @@ def _naive(image: Path, wheels: Path) -> float:
                     pass
                 if time.monotonic() > deadline:
                     log = host.guest_exec(["sh", "-c", "tail -20 /home/admin/prefect-server.log"], check=False).stdout
-                    raise BenchError(f"the tutorial's server did not answer /api/health within "
-                                     f"{HEALTH_TIMEOUT:.0f} s:\n{log}")
+                    raise BenchError(
+                        f"the tutorial's server did not answer /api/health within {HEALTH_TIMEOUT:.0f} s:\n{log}"
+                    )
                 time.sleep(0.2)
 
 
@@ -319,51 +288,10 @@ def run_bench(*, repeat: int, deploy_repeat: int, say: Callable[[str], None]) ->
         say(f"repetition {run + 1} of {repeat}")
         # Rotating the order: neither side always runs first (cold caches) or last (a busier machine).
         order = [tutorial, ours, functools.partial(ours_default, first=run == 0)]
-        order = order[run % 3:] + order[:run % 3]
+        order = order[run % 3 :] + order[: run % 3]
         for measure in order:
             with tempfile.TemporaryDirectory(prefix="prefect-host-bench-") as work:
                 for sub in ("a", "a+"):
                     (Path(work) / sub).mkdir()
                 measure(Path(work))
     return results
-
-
-def machine_description(load_before: float, load_after: float) -> str:
-    """The machine and how busy it was (1-minute load average): other work skews wall times."""
-    return (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"load average {load_before:.1f} before and {load_after:.1f} after")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="bench_bootstrap.py",
-        description="Time our bootstrap against the tutorial's path on fresh local hosts (run as root); prints "
-                    "a markdown table and writes it to --output.")
-    parser.add_argument("--repeat", type=int, default=3, metavar="N",
-                        help="runs per row (the table gives medians); default 3")
-    parser.add_argument("--deploy-repeat", type=int, default=5, metavar="N",
-                        help="deploy --run-now runs (row e), 0 to leave the row out; default 5")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"where to write the table (default {DEFAULT_OUTPUT.relative_to(REPO)})")
-    args = parser.parse_args(argv)
-    command = " ".join(["scripts/bench_bootstrap.py", *(argv if argv is not None else sys.argv[1:])])
-    load_before = os.getloadavg()[0]
-    try:
-        results = run_bench(repeat=args.repeat, deploy_repeat=args.deploy_repeat,
-                            say=lambda text: print(text, flush=True))
-    except PrefectHostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the hosts it started are removed.", file=sys.stderr)
-        return 130
-    text = report(results, command=command, when=datetime.now(timezone.utc),
-                  machine=machine_description(load_before, os.getloadavg()[0]))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print()
-    print(text, end="")
-    print(f"\n(written to {args.output})")
-    return 0

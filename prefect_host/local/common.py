@@ -1,5 +1,6 @@
 """What the local-host modules share: the cache directory, a cross-process lock, the error type,
-and running a command with its output kept for the error message."""
+running a command with its output kept for the error message, and telling whether a process that
+was started still runs."""
 
 from __future__ import annotations
 
@@ -65,19 +66,27 @@ def require_root_and_tools(*tools: str) -> None:
         raise LocalHostError(f"Missing system tool(s): {', '.join(missing)}; {INSTALL_HINT}.")
 
 
-def run(argv: Sequence[str], *, what: str, timeout: float | None = None,
-        log: Path | None = None) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], *, what: str, timeout: float | None = None, log: Path | None = None
+) -> subprocess.CompletedProcess:
     """Runs argv; on failure raises LocalHostError saying what failed with the end of its output.
     With `log`, output goes to that file (for long, chatty tools) instead of memory."""
     try:
         if log is None:
-            result = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                    text=True, timeout=timeout)
+            result = subprocess.run(
+                list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+            )
             output = (result.stdout or "") + (result.stderr or "")
         else:
             with open(log, "a") as sink:
-                result = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=sink,
-                                        stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                result = subprocess.run(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=timeout,
+                )
             output = log.read_text(errors="replace")
     except subprocess.TimeoutExpired as exc:
         raise LocalHostError(f"{what}: `{argv[0]}` did not finish within {timeout:.0f} s.") from exc
@@ -86,6 +95,16 @@ def run(argv: Sequence[str], *, what: str, timeout: float | None = None,
         where = f" (full log: {log})" if log else ""
         raise LocalHostError(f"{what}: `{' '.join(argv[:3])} ...` exited with {result.returncode}{where}:\n{tail}")
     return result
+
+
+def new_staging(cache: Path, name: str) -> tuple[Path, Path]:
+    """Where a build of the cache entry `name` happens before it is renamed into place (what builds that were
+    killed left there is removed first), and its log, emptied. Callers hold the entry's lock."""
+    for stale in cache.glob(f".{name}.tmp-*"):
+        remove_tree(stale)
+    log = cache / f"{name}.log"
+    log.write_text("")
+    return cache / f".{name}.tmp-{os.getpid()}", log
 
 
 def mounts_under(path: Path) -> list[Path]:
@@ -107,3 +126,21 @@ def remove_tree(path: Path) -> None:
     for point in mounts_under(path):
         run(["umount", "--lazy", str(point)], what=f"unmounting {point}")
     shutil.rmtree(path)
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a process (clock ticks since boot), None when it is gone. Together with
+    the PID it names one process: PIDs get reused, start times do not repeat for the same PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # exited, waiting to be reaped: as good as gone
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start: int | None) -> bool:
+    """The process recorded as (PID, start time) still runs: neither exited nor replaced by one reusing its PID."""
+    return pid is not None and start is not None and process_start_time(pid) == start

@@ -13,11 +13,19 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from prefect_host.local.common import (LocalHostError, cache_root, file_lock, progress, recipe_hash,
-                                       remove_tree, require_root_and_tools, run)
+from prefect_host.local.common import (
+    LocalHostError,
+    cache_root,
+    file_lock,
+    new_staging,
+    progress,
+    recipe_hash,
+    remove_tree,
+    require_root_and_tools,
+    run,
+)
 
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo",
-                 "ca-certificates", "curl")
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "ca-certificates", "curl")
 ADMIN_USER = "admin"
 IMAGE_HOSTNAME = "debian"
 SUDOERS = f"{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\n"
@@ -40,10 +48,16 @@ def image_recipe(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> d
     extras = sorted(set(extra_packages))
     bad = [p for p in extras if not isinstance(p, str) or not _PACKAGE.match(p)]
     if bad:
-        raise LocalHostError(f"extra_packages: {bad!r} are not Debian package names "
-                             "(lower case letters, digits, '+', '-', '.').")
-    return {"suite": suite, "packages": sorted(set(BASE_PACKAGES) | set(extras)),
-            "sudoers": SUDOERS, "sshd": SSHD_HOSTKEY_CONFIG, "revision": PREPARE_REVISION}
+        raise LocalHostError(
+            f"extra_packages: {bad!r} are not Debian package names (lower case letters, digits, '+', '-', '.')."
+        )
+    return {
+        "suite": suite,
+        "packages": sorted(set(BASE_PACKAGES) | set(extras)),
+        "sudoers": SUDOERS,
+        "sshd": SSHD_HOSTKEY_CONFIG,
+        "revision": PREPARE_REVISION,
+    }
 
 
 def build_image(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> Path:
@@ -59,16 +73,16 @@ def build_image(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> Pa
     with file_lock(images / f".{name}.lock"):
         if final.is_dir():  # another process finished it while we waited for the lock
             return final
-        for stale in images.glob(f".{name}.tmp-*"):  # left by a build that was killed
-            remove_tree(stale)
-        staging = images / f".{name}.tmp-{os.getpid()}"
-        log = images / f"{name}.log"
-        log.write_text("")
+        staging, log = new_staging(images, name)
         started = time.monotonic()
         progress(f"building Debian {suite} image {name} (about a minute, once; log: {log})")
         try:
-            run(["debootstrap", "--variant=minbase", f"--include={','.join(recipe['packages'])}",
-                 suite, str(staging)], what=f"debootstrap of Debian {suite}", timeout=1800, log=log)
+            run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(recipe['packages'])}", suite, str(staging)],
+                what=f"debootstrap of Debian {suite}",
+                timeout=1800,
+                log=log,
+            )
             progress("preparing the image like a cloud image")
             _prepare(staging)
             staging.rename(final)

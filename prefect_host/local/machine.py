@@ -9,139 +9,68 @@ systemd as PID 1 under systemd-nspawn and has no route to the internet.
 Everything a host owns lives under ${PREFECT_HOST_CACHE}/hosts/ph-<n>/ and is recorded in its
 state.json, so a host left behind by a killed process is removed by the next `LocalHost.create`,
 and `make demo-down` can remove a host that `make demo` left running (`save_state`/`from_state`).
+
+Where a host's things are is host_layout.py; creating them before the first boot, guest_setup.py;
+its state file, host_state.py.
 """
 
 from __future__ import annotations
 
 import atexit
-import ipaddress
-import json
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prefect_host.local.common import (
+    LocalHostError,
+    cache_root,
+    file_lock,
+    process_alive,
+    process_start_time,
+    progress,
+    remove_tree,
+    require_root_and_tools,
+    run,
+)
+from prefect_host.local.guest_setup import claim_slot, install_keys, mount_root, set_up_network
+from prefect_host.local.host_layout import HostLayout
+from prefect_host.local.host_state import read_state_file, write_state_file
+from prefect_host.local.image import ADMIN_USER, build_image, passwd_ids
 
-from prefect_host.local.common import (LocalHostError, cache_root, file_lock, progress, remove_tree,
-                                       require_root_and_tools, run)
-from prefect_host.local.image import ADMIN_USER, build_image, hosts_file, passwd_ids
-
-SLOTS = range(1, 255)
-STATE_VERSION = 1
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _process_start(pid: int) -> int | None:
-    """The start time of a process (clock ticks since boot), None when it is gone. Together with
-    the PID it names one process: PIDs get reused, start times do not repeat for the same PID."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":  # exited, waiting to be reaped: as good as gone
-        return None
-    return int(fields[19])
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    return pid is not None and start is not None and _process_start(pid) == start
-
-
-def _ed25519_pair(comment: str) -> tuple[bytes, str]:
-    """(private key in OpenSSH PEM form, public key as an OpenSSH line "ssh-ed25519 AAAA... comment")."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, f"{public} {comment}"
-
-
-def _write_secret(path: Path, data: bytes, uid: int = 0, gid: int = 0) -> None:
-    """Creates a file readable by its owner only, from the first byte on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        os.fchown(handle.fileno(), uid, gid)
-        handle.write(data)
-
-
-class LocalHost:
+class LocalHost(HostLayout):
     """One guest. Create with `LocalHost.create()`, then `boot()`. As a context manager (and at
     interpreter exit) it is destroyed, unless `save_state()` handed it over to a state file."""
 
-    def __init__(self, *, slot: int, host_dir: Path, image: Path, nspawn_pid: int | None = None,
-                 nspawn_start: int | None = None, owner_pid: int | None = None, owner_start: int | None = None):
-        self.slot = slot
-        self.host_dir = Path(host_dir)
-        self.image = Path(image)
+    def __init__(
+        self,
+        *,
+        slot: int,
+        host_dir: Path,
+        image: Path,
+        nspawn_pid: int | None = None,
+        nspawn_start: int | None = None,
+        owner_pid: int | None = None,
+        owner_start: int | None = None,
+    ):
+        super().__init__(slot=slot, host_dir=host_dir, image=image)
         self._nspawn_pid = nspawn_pid
         self._nspawn_start = nspawn_start
         self._owner_pid = owner_pid
         self._owner_start = owner_start
         self._process: subprocess.Popen | None = None  # set when this process started nspawn
 
-    # --- names and addresses -------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return f"ph-{self.slot}"
-
-    @property
-    def netns(self) -> str:
-        return self.name
-
-    @property
-    def veth(self) -> str:
-        return f"vh-ph{self.slot}"
-
-    @property
-    def gateway(self) -> str:
-        """This machine's address on the guest's link: serve the guest from here."""
-        return f"10.77.{self.slot}.1"
-
-    @property
-    def address(self) -> str:
-        return f"10.77.{self.slot}.2"
-
-    @property
-    def ssh_user(self) -> str:
-        return ADMIN_USER
-
-    @property
-    def root(self) -> Path:
-        """The guest's root file system (the overlay of its own layer on the image)."""
-        return self.host_dir / "root"
-
-    @property
-    def identity_file(self) -> Path:
-        """The operator's private key (mode 0600); its public half is admin's authorized key."""
-        return self.host_dir / "operator_ed25519"
-
-    @property
-    def host_private_key_path(self) -> Path:
-        return self.host_dir / "ssh_host_ed25519_key"
-
-    @property
-    def host_public_key(self) -> str:
-        """The pinned host key as an OpenSSH line, "ssh-ed25519 AAAA..." (no comment)."""
-        return " ".join((self.host_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2])
-
-    @property
-    def log_path(self) -> Path:
-        """The guest's console and systemd-nspawn's messages."""
-        return self.host_dir / "nspawn.log"
-
     @property
     def is_running(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        return _alive(self._nspawn_pid, self._nspawn_start)
+        return process_alive(self._nspawn_pid, self._nspawn_start)
 
     @property
     def _state_file(self) -> Path:
@@ -149,7 +78,7 @@ class LocalHost:
 
     # --- creation --------------------------------------------------------------------------
     @classmethod
-    def create(cls, image: Path | None = None) -> "LocalHost":
+    def create(cls, image: Path | None = None) -> LocalHost:
         """A new, not yet booted host over `image` (default: `build_image()`, Debian 13)."""
         require_root_and_tools("systemd-nspawn", "ip", "nsenter", "mount", "umount")
         image = Path(image).resolve() if image is not None else build_image()
@@ -159,65 +88,26 @@ class LocalHost:
         hosts = cache_root() / "hosts"
         with file_lock(hosts / ".lock"):
             reap_orphans()
-            slot = _claim_slot(hosts)
+            slot = claim_slot(hosts)
             me = os.getpid()
-            host = cls(slot=slot, host_dir=hosts / f"ph-{slot}", image=image,
-                       owner_pid=me, owner_start=_process_start(me))
+            host = cls(
+                slot=slot, host_dir=hosts / f"ph-{slot}", image=image, owner_pid=me, owner_start=process_start_time(me)
+            )
             atexit.register(host._destroy_at_exit)
             try:
                 host.host_dir.mkdir(mode=0o700)
-                host._write_state(host._state_file)
+                host._save_own_state()
             except BaseException:
                 host.destroy()
                 raise
         try:
-            host._set_up_network()
-            host._mount_root()
-            host._install_keys()
+            set_up_network(host)
+            mount_root(host)
+            install_keys(host)
         except BaseException:
             host.destroy()
             raise
         return host
-
-    def _set_up_network(self) -> None:
-        cidr = "/24"
-        steps = [
-            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "host0", "netns", self.netns],
-            ["ip", "addr", "add", self.gateway + cidr, "dev", self.veth],
-            ["ip", "link", "set", self.veth, "up"],
-            ["ip", "-n", self.netns, "addr", "add", self.address + cidr, "dev", "host0"],
-            ["ip", "-n", self.netns, "link", "set", "host0", "up"],
-            ["ip", "-n", self.netns, "link", "set", "lo", "up"],
-            ["ip", "-n", self.netns, "route", "add", "default", "via", self.gateway],
-        ]
-        for argv in steps:
-            run(argv, what=f"network for {self.name}")
-
-    def _mount_root(self) -> None:
-        for part in ("upper", "work", "root"):
-            (self.host_dir / part).mkdir()
-        options = f"lowerdir={self.image},upperdir={self.host_dir / 'upper'},workdir={self.host_dir / 'work'}"
-        run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)],
-            what=f"overlay root file system for {self.name}")
-
-    def _install_keys(self) -> None:
-        """What the cloud gives a VM at first boot: its hostname, a machine id, admin's authorized
-        key and the pinned host key (the only one sshd offers)."""
-        operator_private, operator_public = _ed25519_pair(f"operator@{self.name}")
-        _write_secret(self.identity_file, operator_private)
-        self.identity_file.with_suffix(".pub").write_text(operator_public + "\n")
-        host_private, host_public = _ed25519_pair(f"root@{self.name}")
-        _write_secret(self.host_private_key_path, host_private)
-        (self.host_dir / "ssh_host_ed25519_key.pub").write_text(host_public + "\n")
-
-        uid, gid = passwd_ids(self.root, ADMIN_USER)
-        _write_secret(self.root / "home" / ADMIN_USER / ".ssh/authorized_keys", (operator_public + "\n").encode(),
-                      uid, gid)
-        _write_secret(self.root / "etc/ssh/ssh_host_ed25519_key", host_private)
-        (self.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(host_public + "\n")
-        (self.root / "etc/hostname").write_text(f"{self.name}\n")
-        (self.root / "etc/hosts").write_text(hosts_file(self.name))
-        (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
 
     # --- running -----------------------------------------------------------------------------
     def boot(self, timeout: float = 120) -> None:
@@ -230,24 +120,38 @@ class LocalHost:
         deadline = started + timeout
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                ["systemd-nspawn", "--boot", f"--directory={self.root}", f"--machine={self.name}",
-                 # No machined or host systemd to register with here; these keep nspawn standalone.
-                 "--register=no", "--keep-unit", "--console=passive",
-                 f"--network-namespace-path=/run/netns/{self.netns}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # a Ctrl-C meant for the tests must not kill the guest mid-boot
+                [
+                    "systemd-nspawn",
+                    "--boot",
+                    f"--directory={self.root}",
+                    f"--machine={self.name}",
+                    # No machined or host systemd to register with here; these keep nspawn standalone.
+                    "--register=no",
+                    "--keep-unit",
+                    "--console=passive",
+                    f"--network-namespace-path=/run/netns/{self.netns}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # a Ctrl-C meant for the tests must not kill the guest mid-boot
         self._nspawn_pid = self._process.pid
-        self._nspawn_start = _process_start(self._process.pid)
+        self._nspawn_start = process_start_time(self._process.pid)
         self._save_own_state()
         self._wait_for_ssh(deadline)
         ssh_seconds = time.monotonic() - started
-        state = self.guest_exec(["systemctl", "is-system-running", "--wait"], check=False,
-                                timeout=max(1.0, deadline - time.monotonic())).stdout.strip()
+        state = self.guest_exec(
+            ["systemctl", "is-system-running", "--wait"], check=False, timeout=max(1.0, deadline - time.monotonic())
+        ).stdout.strip()
         if state not in ("running", "degraded"):
-            raise LocalHostError(f"{self.name} did not finish booting: systemd says {state!r} "
-                                 f"(console log: {self.log_path}).")
-        progress(f"{self.name} up at {self.address}: SSH after {ssh_seconds:.1f} s, "
-                 f"systemd {state} after {time.monotonic() - started:.1f} s")
+            raise LocalHostError(
+                f"{self.name} did not finish booting: systemd says {state!r} (console log: {self.log_path})."
+            )
+        progress(
+            f"{self.name} up at {self.address}: SSH after {ssh_seconds:.1f} s, "
+            f"systemd {state} after {time.monotonic() - started:.1f} s"
+        )
 
     def _wait_for_ssh(self, deadline: float) -> None:
         while True:
@@ -261,8 +165,9 @@ class LocalHost:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise LocalHostError(f"{self.name}: SSH on {self.address}:22 did not answer in time:\n"
-                                     f"{self._log_tail()}")
+                raise LocalHostError(
+                    f"{self.name}: SSH on {self.address}:22 did not answer in time:\n{self._log_tail()}"
+                )
             time.sleep(0.2)
 
     def _log_tail(self, lines: int = 20) -> str:
@@ -283,22 +188,45 @@ class LocalHost:
                     return int(child)
         raise LocalHostError(f"{self.name}: systemd-nspawn (PID {pid}) has no guest PID 1 yet.")
 
-    def guest_exec(self, argv: list[str], check: bool = True, timeout: float = 60,
-                   input: str | None = None) -> subprocess.CompletedProcess:
+    def guest_exec(
+        self,
+        argv: list[str],
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,  # noqa: A002  subprocess.run's name for it
+    ) -> subprocess.CompletedProcess:
         """TEST-ONLY back door: runs argv as root inside the guest (all of its namespaces, its root
         directory, a clean environment) without SSH. The product reaches hosts over SSH only."""
         if isinstance(argv, str) or not argv:
             raise LocalHostError(f"guest_exec argv={argv!r} must be a non-empty list of strings.")
-        command = ["nsenter", f"--target={self._leader_pid()}", "--mount", "--uts", "--ipc", "--net", "--pid",
-                   "--cgroup", "--root", "--wd", "--", "/usr/bin/env", "-i", f"PATH={GUEST_PATH}", "HOME=/root",
-                   "LANG=C.UTF-8", *argv]
+        command = [
+            "nsenter",
+            f"--target={self._leader_pid()}",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--pid",
+            "--cgroup",
+            "--root",
+            "--wd",
+            "--",
+            "/usr/bin/env",
+            "-i",
+            f"PATH={GUEST_PATH}",
+            "HOME=/root",
+            "LANG=C.UTF-8",
+            *argv,
+        ]
         try:
             result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise LocalHostError(f"{self.name}: {argv!r} did not finish within {timeout:.0f} s.") from exc
         if check and result.returncode != 0:
-            raise LocalHostError(f"{self.name}: {argv!r} exited with {result.returncode}:\n"
-                                 f"{(result.stdout + result.stderr).strip()[-2000:]}")
+            raise LocalHostError(
+                f"{self.name}: {argv!r} exited with {result.returncode}:\n"
+                f"{(result.stdout + result.stderr).strip()[-2000:]}"
+            )
         return result
 
     def stop(self, timeout: float = 60) -> None:
@@ -309,10 +237,8 @@ class LocalHost:
         os.kill(self._nspawn_pid, signal.SIGTERM)
         if not self._wait_for_exit(timeout):
             progress(f"{self.name} did not power off within {timeout:.0f} s; killing it")
-            try:
+            with contextlib.suppress(LocalHostError, ProcessLookupError, FileNotFoundError):
                 os.kill(self._leader_pid(), signal.SIGKILL)  # ends its whole PID namespace
-            except (LocalHostError, ProcessLookupError, FileNotFoundError):
-                pass
             if self.is_running:
                 os.kill(self._nspawn_pid, signal.SIGKILL)
             if not self._wait_for_exit(15):
@@ -364,7 +290,7 @@ class LocalHost:
         except LocalHostError as exc:
             progress(f"could not remove {self.name} at exit: {exc}")
 
-    def __enter__(self) -> "LocalHost":
+    def __enter__(self) -> LocalHost:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -373,63 +299,31 @@ class LocalHost:
 
     # --- state ---------------------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"version": STATE_VERSION, "slot": self.slot, "host_dir": str(self.host_dir),
-                "image": str(self.image), "nspawn_pid": self._nspawn_pid, "nspawn_start": self._nspawn_start,
-                "owner_pid": self._owner_pid, "owner_start": self._owner_start}
-
-    def _write_state(self, path: Path) -> None:
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self._state(), indent=2) + "\n")
-        temporary.replace(path)
+        return {
+            "slot": self.slot,
+            "host_dir": str(self.host_dir),
+            "image": str(self.image),
+            "nspawn_pid": self._nspawn_pid,
+            "nspawn_start": self._nspawn_start,
+            "owner_pid": self._owner_pid,
+            "owner_start": self._owner_start,
+        }
 
     def _save_own_state(self) -> None:
-        self._write_state(self._state_file)
+        write_state_file(self._state_file, self._state())
 
     def save_state(self, path: Path) -> None:
         """Hands the host over to a state file: it outlives this process (no removal at exit or
         by the context manager) until `LocalHost.from_state(path).destroy()`."""
         self._owner_pid = self._owner_start = None
-        self._write_state(self._state_file)
-        self._write_state(Path(path))
+        self._save_own_state()
+        write_state_file(Path(path), self._state())
         atexit.unregister(self._destroy_at_exit)
 
     @classmethod
-    def from_state(cls, path: Path) -> "LocalHost":
+    def from_state(cls, path: Path) -> LocalHost:
         """The host a state file describes (it may since have been destroyed: destroy() is then a no-op)."""
-        try:
-            state = json.loads(Path(path).read_text())
-            if state.get("version") != STATE_VERSION:
-                raise ValueError(f"version {state.get('version')!r}, expected {STATE_VERSION}")
-            slot = state["slot"]
-            if not isinstance(slot, int) or slot not in SLOTS:
-                raise ValueError(f"slot {slot!r} out of range")
-            return cls(slot=slot, host_dir=Path(state["host_dir"]), image=Path(state["image"]),
-                       nspawn_pid=state["nspawn_pid"], nspawn_start=state["nspawn_start"],
-                       owner_pid=state["owner_pid"], owner_start=state["owner_start"])
-        except FileNotFoundError as exc:
-            raise LocalHostError(f"No local host state at {path}: nothing was left running there.") from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LocalHostError(f"{path} is not a local host state file written by save_state(): {exc}.") from exc
-
-
-def _claim_slot(hosts: Path) -> int:
-    """The first free slot, claimed by creating its network namespace (creation fails if another
-    process got there first). Callers hold the hosts lock; other tools may not."""
-    # `ip -o -4 addr show` lines: "2: eth0    inet 10.0.0.5/24 brd ..."; the fourth word is the address.
-    used = [ipaddress.ip_interface(line.split()[3]).network for line in
-            run(["ip", "-o", "-4", "addr", "show"], what="listing addresses").stdout.splitlines()]
-    for slot in SLOTS:
-        name = f"ph-{slot}"
-        if (Path("/run/netns") / name).exists() or Path(f"/sys/class/net/vh-ph{slot}").exists():
-            continue
-        if any(ipaddress.ip_network(f"10.77.{slot}.0/24").overlaps(network) for network in used):
-            continue
-        if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
-            continue
-        remove_tree(hosts / name)  # a leftover of a host whose removal was cut short
-        return slot
-    raise LocalHostError("All 254 local host slots (network namespaces ph-1..ph-254) are in use; "
-                         "remove unused ones with `ip netns del ph-<n>`.")
+        return cls(**read_state_file(path))
 
 
 def reap_orphans() -> None:
@@ -440,7 +334,7 @@ def reap_orphans() -> None:
             host = LocalHost.from_state(state_file)
         except LocalHostError:
             continue  # being written right now, or not ours to judge
-        if host._owner_pid is None or _alive(host._owner_pid, host._owner_start):
+        if host._owner_pid is None or process_alive(host._owner_pid, host._owner_start):
             continue
         progress(f"removing {host.name}, left behind by process {host._owner_pid}")
         try:

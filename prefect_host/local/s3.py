@@ -45,9 +45,9 @@ class S3Credentials(NamedTuple):
 class S3Server:
     """moto's S3 and IAM APIs on host:port (port 0: any free one), IAM auth enforced.
 
-        with S3Server("127.0.0.1") as s3:
-            creds = s3.provision("my-bucket", user="prefect-host-dev")
-            ... s3.endpoint_url ...
+    with S3Server("127.0.0.1") as s3:
+        creds = s3.provision("my-bucket", user="prefect-host-dev")
+        ... s3.endpoint_url ...
     """
 
     host: str = "127.0.0.1"
@@ -57,18 +57,31 @@ class S3Server:
     _admin: S3Credentials | None = field(default=None, init=False, repr=False)
 
     @property
+    def pid(self) -> int | None:
+        """The moto child's PID (None when not started): a record of it lets another process stop it."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        """Started, and its moto child has not exited since."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def endpoint_url(self) -> str:
         if self._process is None:
             raise PrefectHostError("S3Server: not started; use it as a context manager or call start().")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         if self._process is not None:
             return self
         self._process = subprocess.Popen(
             [sys.executable, "-m", "prefect_host.local.s3", "--host", self.host, "--port", str(self.port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         # The child prints one JSON line once it serves with auth on; a timer bounds the wait.
         timer = threading.Timer(START_TIMEOUT_S, self._process.kill)
@@ -81,8 +94,11 @@ class S3Server:
             last_error = (self._process.stderr.read().strip().splitlines() or ["no output"])[-1]
             returncode = self._process.wait()
             self._process = None
-            why = (f"no answer within {START_TIMEOUT_S:.0f} s" if returncode == -signal.SIGKILL
-                   else f"exited with {returncode}: {last_error}")
+            why = (
+                f"no answer within {START_TIMEOUT_S:.0f} s"
+                if returncode == -signal.SIGKILL
+                else f"exited with {returncode}: {last_error}"
+            )
             raise PrefectHostError(f"S3Server: moto did not start on {self.host}:{self.port} ({why}).")
         ready = json.loads(line)
         self.port = ready["port"]
@@ -91,19 +107,22 @@ class S3Server:
         threading.Thread(target=self._process.stderr.read, daemon=True).start()
         return self
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """Ends the moto child (SIGTERM, then SIGKILL after 10 s); its exit status, 0 for a clean exit on
+        SIGTERM, or None when it was not started."""
         if self._process is None:
-            return
+            return None
         self._process.terminate()
         try:
-            self._process.wait(timeout=10)
+            status = self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
-            self._process.wait()
+            status = self._process.wait()
         self._process.stdout.close()
         self._process = None
+        return status
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -116,9 +135,13 @@ class S3Server:
         creds = credentials or self._admin
         if creds is None:
             raise PrefectHostError("S3Server: not started; use it as a context manager or call start().")
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=creds.region,
-                            aws_access_key_id=creds.access_key_id,
-                            aws_secret_access_key=creds.secret_access_key)
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=creds.region,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+        )
 
     def provision(self, bucket: str, group: str = DEFAULT_GROUP, user: str = "prefect-host") -> S3Credentials:
         """What infra/ creates on AWS: the bucket, the group with full S3 access to that bucket only,
@@ -127,15 +150,27 @@ class S3Server:
         iam = self.client("iam")
         existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
         if bucket not in existing:
-            kwargs = {} if self.region == "us-east-1" else {
-                "CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            kwargs = (
+                {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            )
             s3.create_bucket(Bucket=bucket, **kwargs)
         _ignore_exists(iam.create_group, GroupName=group)
-        iam.put_group_policy(GroupName=group, PolicyName=f"{bucket}-s3", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:*",
-                           "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}],
-        }))
+        iam.put_group_policy(
+            GroupName=group,
+            PolicyName=f"{bucket}-s3",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "s3:*",
+                            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                        }
+                    ],
+                }
+            ),
+        )
         _ignore_exists(iam.create_user, UserName=user)
         iam.add_user_to_group(GroupName=group, UserName=user)
         key = iam.create_access_key(UserName=user)["AccessKey"]
@@ -171,17 +206,35 @@ def _serve(host: str, port: int) -> None:
     server.start()
     bound_host, bound_port = server.get_host_and_port()
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    iam = boto3.client("iam", endpoint_url=f"http://{url_host}:{bound_port}", region_name="us-east-1",
-                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=f"http://{url_host}:{bound_port}",
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
     iam.create_user(UserName=ADMIN_USER)
-    iam.put_user_policy(UserName=ADMIN_USER, PolicyName="admin", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName=ADMIN_USER,
+        PolicyName="admin",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
     admin = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     ActionAuthenticatorMixin.request_count = 0
 
-    print(json.dumps({"port": bound_port, "admin_access_key_id": admin["AccessKeyId"],
-                      "admin_secret_access_key": admin["SecretAccessKey"]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "port": bound_port,
+                "admin_access_key_id": admin["AccessKeyId"],
+                "admin_secret_access_key": admin["SecretAccessKey"],
+            }
+        ),
+        flush=True,
+    )
     stop.wait()
     server.stop()
 

@@ -2,7 +2,7 @@
 wheelhouse, PackageIndex) and an S3-API server (S3Server, moto) holding the demo's bucket, IAM user
 and access key, both on the host side of the guest's veth.
 
-`make demo` starts it with `start_services` and leaves it running with the host; `make demo-down`
+`make demo` starts it (demo_services.ensure_services) and leaves it running with the host; `make demo-down`
 stops it by the PIDs in the record it returns. moto keeps its data in memory: the bucket lives as
 long as this process.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from prefect_host.errors import PrefectHostError
 from prefect_host.local.apt_repo import AptRepoServer
+from prefect_host.local.package_index import PackageIndex
 from prefect_host.local.s3 import DEFAULT_GROUP, S3Server
-from prefect_host.local.wheelhouse import PackageIndex
 
 # How often the process checks that its S3 server is still alive.
 _WATCH_SECONDS = 2.0
@@ -63,14 +63,17 @@ def _s3_on(bind: str, port: int) -> S3Server:
         return S3Server(host=bind, port=0).start()
 
 
-def _s3_process(s3: S3Server):
-    """The moto child of `s3`: its PID goes into the record so that `make demo-down` can end it even
-    when this process was killed. (S3Server has no public accessor for it yet.)"""
-    return s3._process
-
-
-def serve(*, bind: str, wheels: Path, apt_repo: Path, bucket: str, iam_user: str, ready: Path,
-          index_port: int = 0, s3_port: int = 0) -> int:
+def serve(
+    *,
+    bind: str,
+    wheels: Path,
+    apt_repo: Path,
+    bucket: str,
+    iam_user: str,
+    ready: Path,
+    index_port: int = 0,
+    s3_port: int = 0,
+) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -82,16 +85,26 @@ def serve(*, bind: str, wheels: Path, apt_repo: Path, bucket: str, iam_user: str
         s3 = _s3_on(bind, s3_port)
         try:
             credentials = s3.provision(bucket, user=iam_user)
-            write_private_json(ready, {
-                "pid": os.getpid(), "s3_pid": _s3_process(s3).pid, "index_url": index.url,
-                "apt_source": apt.source_line,
-                "s3_endpoint_url": s3.endpoint_url, "bucket": bucket, "region": credentials.region,
-                "iam_group": DEFAULT_GROUP, "iam_user": iam_user,
-                "access_key_id": credentials.access_key_id,
-                "secret_access_key": credentials.secret_access_key})
+            write_private_json(
+                ready,
+                {
+                    # The moto child's PID too: `make demo-down` ends it even when this process was killed.
+                    "pid": os.getpid(),
+                    "s3_pid": s3.pid,
+                    "index_url": index.url,
+                    "apt_source": apt.source_line,
+                    "s3_endpoint_url": s3.endpoint_url,
+                    "bucket": bucket,
+                    "region": credentials.region,
+                    "iam_group": DEFAULT_GROUP,
+                    "iam_user": iam_user,
+                    "access_key_id": credentials.access_key_id,
+                    "secret_access_key": credentials.secret_access_key,
+                },
+            )
             print(f"serving {index.url} and {s3.endpoint_url} (bucket {bucket})", file=sys.stderr, flush=True)
             while not stop.wait(_WATCH_SECONDS):
-                if _s3_process(s3).poll() is not None:
+                if not s3.is_running:
                     print("the S3 server exited; stopping", file=sys.stderr, flush=True)
                     return 1
         finally:
@@ -103,8 +116,7 @@ def serve(*, bind: str, wheels: Path, apt_repo: Path, bucket: str, iam_user: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prefect_host.local.services",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m prefect_host.local.services", description=__doc__.splitlines()[0])
     parser.add_argument("--bind", required=True, help="the host side of the guest's veth")
     parser.add_argument("--wheels", required=True, type=Path)
     parser.add_argument("--apt-repo", required=True, type=Path, help="a repository from ensure_apt_repo()")
@@ -115,8 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--s3-port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        return serve(bind=args.bind, wheels=args.wheels, apt_repo=args.apt_repo, bucket=args.bucket, iam_user=args.iam_user,
-                     ready=args.ready, index_port=args.index_port, s3_port=args.s3_port)
+        return serve(
+            bind=args.bind,
+            wheels=args.wheels,
+            apt_repo=args.apt_repo,
+            bucket=args.bucket,
+            iam_user=args.iam_user,
+            ready=args.ready,
+            index_port=args.index_port,
+            s3_port=args.s3_port,
+        )
     except PrefectHostError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

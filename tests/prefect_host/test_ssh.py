@@ -21,8 +21,8 @@ from prefect_host.errors import CommandFailed, ConnectError, HostKeyMismatch, Us
 from prefect_host.ssh import (
     HostSession,
     PinnedHostKey,
-    _sudo_refused,
     fingerprint,
+    is_sudo_refusal,
     load_private_key,
     load_private_key_file,
     sudo_command,
@@ -225,7 +225,7 @@ def test_the_pinned_key_type_is_negotiated_among_several(server):
     for pinned_key in (server.host_key, *server.other_host_keys):
         pinned = PinnedHostKey.parse(_public_line(pinned_key), setting="--host-key")
         with _connect(server, host_key=pinned) as session:
-            offered = session._client.get_transport().get_remote_server_key()
+            offered = session.host_key
             assert offered.get_name() == pinned.key_type and offered.asbytes() == pinned_key.asbytes()
     # A pinned ED25519 key that is not the host's: refused although the host has other types too.
     with pytest.raises(HostKeyMismatch):
@@ -311,6 +311,6 @@ def test_sudo_command_quotes_and_never_prompts():
 
 
 def test_sudo_refusals_are_recognised():
-    assert _sudo_refused("sudo: a password is required\n")
-    assert _sudo_refused("sudo: bob is not in the sudoers file.\n")
-    assert not _sudo_refused("cp: cannot stat 'x'\n")
+    assert is_sudo_refusal("sudo: a password is required\n")
+    assert is_sudo_refusal("sudo: bob is not in the sudoers file.\n")
+    assert not is_sudo_refusal("cp: cannot stat 'x'\n")

@@ -27,10 +27,12 @@ class FakeServer:
         self.healthy_after = 0
         self.health_calls = 0
         self.posts: list[dict] = []
+        self.requests: list[tuple[str, str, bool]] = []  # (method, path, with the right credentials)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         authed = request.headers.get("authorization") == "Basic " + base64.b64encode(AUTH.encode()).decode()
+        self.requests.append((request.method, path, authed))
         if path == "/api/health":
             self.health_calls += 1
             if self.health_calls <= self.healthy_after:
@@ -95,8 +97,12 @@ def test_watch_can_stop_the_wait_early(fake, client):
         wait_until_healthy(client, API, timeout=30, watch=watch, watch_every=0.05, poll_every=0.01)
 
 
-def test_correct_server_passes(client):
-    check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
+def test_correct_server_passes(fake, client):
+    """It passes after asking all three questions: auth refused without credentials, the version with them,
+    and where the UI calls the API."""
+    assert check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1") is None
+    assert fake.requests == [("GET", "/api/admin/version", False), ("GET", "/api/admin/version", True),
+                             ("GET", "/ui-settings", False)]
 
 
 def test_server_without_auth_fails(fake, client):

@@ -1,22 +1,19 @@
 """`make demo` / `make demo-down` (prefect_host.local.demo, scripts/demo.py).
 
-Unit tests for the pure parts and the process bookkeeping; the services process for real on
-loopback; and one end-to-end run: demo up on a real local host, up again (converges), down (the
-host is gone), down again (nothing to do).
+Unit tests for the pure parts and the state bookkeeping (the services process: test_demo_services.py);
+and one end-to-end run: demo up on a real local host, up again (converges), down (the host is gone),
+down again (nothing to do).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import stat
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import httpx
@@ -24,34 +21,53 @@ import pytest
 
 from prefect_host.errors import OutputsError
 from prefect_host.local import demo
-from prefect_host.local.apt_repo import ensure_apt_repo
-from prefect_host.local.machine import _process_start
+from prefect_host.local.machine import process_start_time
 from prefect_host.outputs import StackOutputs
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "demo.py"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-STORAGE = {"bucket": "prefect-host-demo", "region": "us-east-1", "iam_group": "S3-FullAccess",
-           "iam_user": "prefect-host-demo", "access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cr3t/Key",
-           "s3_endpoint_url": "http://10.77.3.1:40123"}
+STORAGE = {
+    "bucket": "prefect-host-demo",
+    "region": "us-east-1",
+    "iam_group": "S3-FullAccess",
+    "iam_user": "prefect-host-demo",
+    "access_key_id": "AKIAEXAMPLE",
+    "secret_access_key": "s3cr3t/Key",
+    "s3_endpoint_url": "http://10.77.3.1:40123",
+}
 
 
 def outputs(**changes) -> dict:
-    arguments = dict(address="10.77.3.2", ssh_user="admin", host_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA",
-                     ssh_private_key=KEY, auth_string="admin:a-long-enough-secret", storage=STORAGE)
+    arguments = {
+        "address": "10.77.3.2",
+        "ssh_user": "admin",
+        "host_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA",
+        "ssh_private_key": KEY,
+        "auth_string": "admin:a-long-enough-secret",
+        "storage": STORAGE,
+    }
     return demo.local_outputs(**(arguments | changes))
 
 
 # --- pure parts ---------------------------------------------------------------------------------
 
+
 def test_outputs_have_the_stack_output_shape_of_a_local_cloud():
     data = outputs()
     parsed = StackOutputs.from_mapping(data)
     assert (parsed.cloud, parsed.public_ip, parsed.ssh_user) == ("local", "10.77.3.2", "admin")
-    assert (data["apiUrl"], data["uiUrl"], data["tlsMode"]) == ("https://10.77.3.2/api", "https://10.77.3.2", "internal")
+    assert (data["apiUrl"], data["uiUrl"], data["tlsMode"]) == (
+        "https://10.77.3.2/api",
+        "https://10.77.3.2",
+        "internal",
+    )
     assert data["prefectVersion"] == "3.9.1" and data["sshPrivateKey"] == KEY
-    assert (data["bucketName"], data["awsSecretAccessKey"], data["s3EndpointUrl"]) == \
-        ("prefect-host-demo", "s3cr3t/Key", "http://10.77.3.1:40123")
+    assert (data["bucketName"], data["awsSecretAccessKey"], data["s3EndpointUrl"]) == (
+        "prefect-host-demo",
+        "s3cr3t/Key",
+        "http://10.77.3.1:40123",
+    )
 
 
 def test_outputs_without_storage_carry_placeholders_and_no_endpoint():
@@ -72,17 +88,30 @@ def test_auth_strings_are_random_and_reused_on_a_rerun(tmp_path: Path):
     assert demo.previous_auth_string(path) is None
     path.write_text(json.dumps({"prefectAuthString": first}))
     assert demo.previous_auth_string(path) == first
-    for unusable in ("not json", "[]", json.dumps({"prefectAuthString": "admin:short"}),
-                     json.dumps({"prefectAuthString": "root:" + "x" * 40})):
+    for unusable in (
+        "not json",
+        "[]",
+        json.dumps({"prefectAuthString": "admin:short"}),
+        json.dumps({"prefectAuthString": "root:" + "x" * 40}),
+    ):
         path.write_text(unusable)
         assert demo.previous_auth_string(path) is None
 
 
 def test_the_demos_own_runs_take_settings_from_its_profile_only():
-    environ = {"PREFECT_API_URL": "http://elsewhere/api", "PREFECT_API_AUTH_STRING": "u:p", "PREFECT_API_KEY": "k",
-               "PREFECT_PROFILE": "mine", "PREFECT_HOME": "/somewhere", "PATH": "/bin"}
+    environ = {
+        "PREFECT_API_URL": "http://elsewhere/api",
+        "PREFECT_API_AUTH_STRING": "u:p",
+        "PREFECT_API_KEY": "k",
+        "PREFECT_PROFILE": "mine",
+        "PREFECT_HOME": "/somewhere",
+        "PATH": "/bin",
+    }
     assert demo.profile_env(environ, "prefect-host-demo") == {
-        "PREFECT_PROFILE": "prefect-host-demo", "PREFECT_HOME": "/somewhere", "PATH": "/bin"}
+        "PREFECT_PROFILE": "prefect-host-demo",
+        "PREFECT_HOME": "/somewhere",
+        "PATH": "/bin",
+    }
 
 
 def test_read_json_explains_an_unusable_state_file(tmp_path: Path):
@@ -96,63 +125,59 @@ def test_read_json_explains_an_unusable_state_file(tmp_path: Path):
 
 
 def test_finds_the_deployed_runs_result_in_deploys_output():
-    output = ("deployment:  x/y created\nrun:         flow run 'a' Completed after 5.1 s; "
-              "result at s3://prefect-host-demo/results/0cdd7010 (5.1 s)\n")
+    output = (
+        "deployment:  x/y created\nrun:         flow run 'a' Completed after 5.1 s; "
+        "result at s3://prefect-host-demo/results/0cdd7010 (5.1 s)\n"
+    )
     assert demo.deployed_result_key(output, "prefect-host-demo") == "results/0cdd7010"
     assert demo.deployed_result_key(output, "other-bucket") is None
     assert demo.deployed_result_key("run: its result was not persisted", "prefect-host-demo") is None
 
 
-def test_url_port():
-    assert demo.url_port("http://10.77.1.1:34567/") == 34567
-    assert demo.url_port("http://10.77.1.1/") == 0
-
-
 def test_summary_says_where_everything_is(tmp_path: Path):
     lines = demo.summary_lines(
-        ui_url="http://10.77.3.2:4200", api_url="http://10.77.3.2:4200/api", state_dir=tmp_path,
-        profile="prefect-host-demo", profiles_path="/root/.prefect/profiles.toml", prefect_cli=".venv/bin/prefect",
+        ui_url="http://10.77.3.2:4200",
+        api_url="http://10.77.3.2:4200/api",
+        state_dir=tmp_path,
+        profile="prefect-host-demo",
+        profiles_path="/root/.prefect/profiles.toml",
+        prefect_cli=".venv/bin/prefect",
         flow_run_url="http://10.77.3.2:4200/runs/flow-run/abc",
-        results={"the deployed flow": ("results/0cdd", 150)}, bucket="prefect-host-demo",
-        s3_endpoint_url="http://10.77.3.1:40123", ssh_command="ssh admin@10.77.3.2", seconds=42.0)
+        results={"the deployed flow": ("results/0cdd", 150)},
+        bucket="prefect-host-demo",
+        s3_endpoint_url="http://10.77.3.1:40123",
+        ssh_command="ssh admin@10.77.3.2",
+        seconds=42.0,
+    )
     text = "\n".join(lines)
-    for expected in ("http://10.77.3.2:4200 ", "PREFECT_PROFILE=prefect-host-demo .venv/bin/prefect flow-run ls",
-                     ".venv/bin/prefect profile use prefect-host-demo", "not activated", "/root/.prefect/profiles.toml",
-                     "s3://prefect-host-demo/results/0cdd  (150 bytes",
-                     str(tmp_path / "outputs.json"), "ssh -D", "make demo-down", "every 5 minutes"):
+    for expected in (
+        "http://10.77.3.2:4200 ",
+        "PREFECT_PROFILE=prefect-host-demo .venv/bin/prefect flow-run ls",
+        ".venv/bin/prefect profile use prefect-host-demo",
+        "not activated",
+        "/root/.prefect/profiles.toml",
+        "s3://prefect-host-demo/results/0cdd  (150 bytes",
+        str(tmp_path / "outputs.json"),
+        "ssh -D",
+        "make demo-down",
+        "every 5 minutes",
+    ):
         assert expected in text
 
 
 # --- process bookkeeping ------------------------------------------------------------------------
 
+
 def test_a_second_demo_is_told_another_one_is_running(tmp_path: Path):
     paths = demo.DemoPaths(tmp_path)
-    with demo._exclusive(paths):
-        with pytest.raises(demo.DemoError, match="Another `make demo` or `make demo-down` is running"):
-            with demo._exclusive(paths):
-                pass
-    with demo._exclusive(paths):  # released
+    with (
+        demo.one_demo_at_a_time(paths),
+        pytest.raises(demo.DemoError, match="Another `make demo` or `make demo-down` is running"),
+        demo.one_demo_at_a_time(paths),
+    ):
         pass
-
-
-def test_stopping_services_ends_only_the_processes_that_were_started():
-    first = subprocess.Popen(["sleep", "60"])
-    second = subprocess.Popen(["sleep", "60"])
-    try:
-        # A PID whose start time differs is another process now (PID reuse): left alone.
-        recycled = {"pid": second.pid, "start": _process_start(second.pid) + 1}
-        assert demo._stop_services(recycled) is False
-        assert second.poll() is None
-        state = {"pid": first.pid, "start": _process_start(first.pid),
-                 "s3_pid": second.pid, "s3_start": _process_start(second.pid)}
-        assert demo._stop_services(state) is True
-        assert first.wait(5) == -signal.SIGTERM and second.wait(5) == -signal.SIGTERM
-        assert demo._stop_services(state) is False  # nothing left: idempotent
-        assert demo._stop_services(None) is False
-    finally:
-        for process in (first, second):
-            process.kill()
-            process.wait()
+    with demo.one_demo_at_a_time(paths):  # released
+        pass
 
 
 def test_down_with_nothing_started_is_a_no_op(tmp_path: Path):
@@ -166,7 +191,7 @@ def test_a_state_file_of_another_version_is_refused_clearly(tmp_path: Path):
     paths = demo.DemoPaths(tmp_path)
     paths.state.write_text(json.dumps({"version": 99, "pid": 1}))
     with pytest.raises(demo.DemoError, match=r"another version of the demo \(version 99, expected 1\).*demo-down"):
-        demo._read_state(paths)
+        demo.read_state(paths)
 
 
 def test_down_clears_state_left_by_processes_that_are_gone(tmp_path: Path, monkeypatch):
@@ -174,63 +199,30 @@ def test_down_clears_state_left_by_processes_that_are_gone(tmp_path: Path, monke
     paths = demo.DemoPaths(tmp_path / ".demo")
     paths.root.mkdir()
     # PIDs above Linux's largest pid_max (2**22): certainly no process.
-    paths.state.write_text(json.dumps({"version": 1, "pid": 2 ** 22 + 1, "start": 1, "s3_pid": None, "s3_start": None}))
+    paths.state.write_text(json.dumps({"version": 1, "pid": 2**22 + 1, "start": 1, "s3_pid": None, "s3_start": None}))
     for path in (paths.services, paths.outputs, paths.services_log):
         path.write_text("{}")
     said = []
     demo.down(paths, say=said.append)
-    assert said == ["demo: no profile prefect-host-demo to remove",
-                    f"demo: down; nothing of it is left running, and its state files in {paths.root} are gone."]
+    assert said == [
+        "demo: no profile prefect-host-demo to remove",
+        f"demo: down; nothing of it is left running, and its state files in {paths.root} are gone.",
+    ]
     assert not [p for p in paths.state_files() if p.exists()]
-
-
-def test_services_process_serves_the_index_and_a_provisioned_bucket_until_stopped(tmp_path: Path):
-    """prefect_host.local.services for real, on loopback: ready file 0600, index, S3 with the IAM key."""
-    import boto3
-
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    (wheels / "demo_pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
-    ready = tmp_path / "services.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect_host.local.services", "--bind", "127.0.0.1", "--wheels", str(wheels),
-         "--apt-repo", str(ensure_apt_repo(("caddy",), suite="trixie")),
-         "--bucket", "demo-bucket", "--iam-user", "demo-user", "--ready", str(ready)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the services process did not get ready"
-            time.sleep(0.1)
-        assert stat.S_IMODE(ready.stat().st_mode) == 0o600
-        record = json.loads(ready.read_text())
-        assert record["pid"] == process.pid and record["bucket"] == "demo-bucket"
-        assert "demo_pkg-1.0-py3-none-any.whl" in urllib.request.urlopen(record["index_url"], timeout=5).read().decode()
-        apt_url = record["apt_source"].split()[2]
-        assert record["apt_source"] == f"deb [trusted=yes] {apt_url} ./"
-        assert "Package: caddy" in urllib.request.urlopen(f"{apt_url}Packages", timeout=5).read().decode()
-        s3 = boto3.client("s3", endpoint_url=record["s3_endpoint_url"], region_name=record["region"],
-                          aws_access_key_id=record["access_key_id"],
-                          aws_secret_access_key=record["secret_access_key"])
-        s3.put_object(Bucket="demo-bucket", Key="probe", Body=b"x")
-        assert s3.get_object(Bucket="demo-bucket", Key="probe")["Body"].read() == b"x"
-        state = {"pid": process.pid, "start": _process_start(process.pid),
-                 "s3_pid": record["s3_pid"], "s3_start": _process_start(record["s3_pid"])}
-        assert demo._stop_services(state) is True
-        assert process.wait(15) == 0
-        assert _process_start(record["s3_pid"]) is None  # the S3 server went with it
-    finally:
-        process.kill()
-        process.wait()
-        process.stderr.close()
 
 
 # --- end to end ---------------------------------------------------------------------------------
 
+
 def _run(action: str, state_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), action, "--state-dir", str(state_dir)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), action, "--state-dir", str(state_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.e2e
@@ -248,8 +240,11 @@ def test_demo_up_converges_and_down_removes_everything(tmp_path: Path):
 
         data = json.loads(paths.outputs.read_text())
         assert stat.S_IMODE(paths.outputs.stat().st_mode) == 0o600
-        secrets = [data["prefectAuthString"].split(":", 1)[1], data["awsSecretAccessKey"],
-                   *[line for line in data["sshPrivateKey"].splitlines()[1:-1] if len(line) > 20]]
+        secrets = [
+            data["prefectAuthString"].split(":", 1)[1],
+            data["awsSecretAccessKey"],
+            *[line for line in data["sshPrivateKey"].splitlines()[1:-1] if len(line) > 20],
+        ]
         assert not [s for s in secrets if s in printed]
         assert StackOutputs.from_file(paths.outputs).cloud == "local"
 
@@ -277,8 +272,8 @@ def test_demo_up_converges_and_down_removes_everything(tmp_path: Path):
         assert "the deployed flow, run by the worker on the host" in first.stdout
 
         state = json.loads(paths.state.read_text())
-        host = demo._load_host(paths)
-        assert host.is_running and _process_start(state["pid"]) == state["start"]
+        host = demo.load_host(paths)
+        assert host.is_running and process_start_time(state["pid"]) == state["start"]
         server_pid = host.guest_exec(["systemctl", "show", "-p", "MainPID", "--value", "prefect-server"]).stdout
 
         again = _run("up", state_dir, env)
@@ -293,7 +288,7 @@ def test_demo_up_converges_and_down_removes_everything(tmp_path: Path):
         assert f"removed the demo host {host.name}" in gone.stdout
         assert not host.is_running and not host.host_dir.exists()
         assert not Path(f"/run/netns/{host.netns}").exists() and not Path(f"/sys/class/net/{host.veth}").exists()
-        assert _process_start(state["pid"]) is None and _process_start(state["s3_pid"]) is None
+        assert process_start_time(state["pid"]) is None and process_start_time(state["s3_pid"]) is None
         assert not [p for p in paths.state_files() if p.exists()]
         assert demo.DEMO_PROFILE not in tomllib.loads((prefect_home / "profiles.toml").read_text()).get("profiles", {})
 

@@ -33,7 +33,8 @@ def test_build_image_rejects_bad_input_before_building(suite, extras, named, pri
 
 def test_image_recipe_names_a_new_image_only_when_the_packages_change():
     base = image_recipe("trixie")
-    assert image_recipe("trixie", ["python3-venv", "python3-pip"]) == image_recipe("trixie", ("python3-pip", "python3-venv"))
+    assert image_recipe("trixie", ["python3-venv", "python3-pip"]) == \
+        image_recipe("trixie", ("python3-pip", "python3-venv"))
     assert image_recipe("trixie", ["python3-venv"]) != base
     assert image_recipe("bookworm") != base
     assert {"openssh-server", "python3", "sudo", "curl"} <= set(base["packages"])

@@ -39,7 +39,8 @@ def _ssh(host: LocalHost) -> paramiko.SSHClient:
     """Logs in as the cloud user with the operator key, trusting only the pinned host key."""
     client = paramiko.SSHClient()
     key_type, key_data = host.host_public_key.split()
-    client.get_host_keys().add(host.address, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data)))
+    pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
+    client.get_host_keys().add(host.address, key_type, pinned)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(host.address, username=host.ssh_user, key_filename=str(host.identity_file),
                    look_for_keys=False, allow_agent=False, timeout=10)
@@ -130,8 +131,8 @@ def test_reboot_keeps_the_host_and_destroy_removes_everything(fresh_host, local_
 def test_failed_creation_leaves_nothing_behind(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOST_CACHE", str(tmp_path / "cache"))
     claimed = []
-    claim = machine._claim_slot
-    monkeypatch.setattr(machine, "_claim_slot", lambda hosts: claimed.append(claim(hosts)) or claimed[-1])
+    claim = machine.claim_slot
+    monkeypatch.setattr(machine, "claim_slot", lambda hosts: claimed.append(claim(hosts)) or claimed[-1])
     # A root file system that passes the first checks but has no ~admin/.ssh: creation fails half way,
     # after the network namespace, veth and overlay mount exist.
     image = tmp_path / "image"

@@ -40,8 +40,9 @@ def test_what_provision_created_mirrors_infra(server, team):
     iam = server.client("iam")
     groups = iam.list_groups_for_user(UserName="team-user")["Groups"]
     assert [g["GroupName"] for g in groups] == ["S3-FullAccess"]
-    assert [k["AccessKeyId"] for k in iam.list_access_keys(UserName="team-user")["AccessKeyMetadata"]] \
-        == [team.access_key_id]
+    assert [k["AccessKeyId"] for k in iam.list_access_keys(UserName="team-user")["AccessKeyMetadata"]] == [
+        team.access_key_id
+    ]
     assert "team-bucket" in [b["Name"] for b in server.client("s3").list_buckets()["Buckets"]]
 
 
@@ -79,13 +80,14 @@ def test_other_regions_get_their_bucket_there():
 
 def test_stop_ends_the_child_and_frees_the_port():
     s3 = S3Server("127.0.0.1").start()
-    process, port = s3._process, s3.port
-    s3.stop()
-    assert process.returncode == 0  # a clean exit on SIGTERM, not a kill
+    assert s3.is_running and s3.pid is not None
+    port = s3.port
+    assert s3.stop() == 0  # a clean exit on SIGTERM, not a kill
+    assert not s3.is_running and s3.pid is None and s3.stop() is None
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     with pytest.raises(PrefectHostError, match="not started"):
-        s3.endpoint_url
+        _ = s3.endpoint_url
 
 
 def test_a_port_in_use_is_a_clear_error():
