@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSDEPS := .cache/.sysdeps
 CONFIG ?= examples/stack-aws.yaml
 
-.PHONY: test test-fast plan demo demo-down bench sysdeps venv
+.PHONY: test test-fast lint fmt plan demo demo-down bench sysdeps venv
 
 # The venv is rebuilt from the pinned requirements whenever they change (or it is missing).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -25,7 +25,22 @@ $(SYSDEPS): scripts/install-system-deps.sh
 
 sysdeps: $(SYSDEPS)
 
-test: $(STAMP) $(SYSDEPS)
+# Style (ruff) and the layers: the import-linter contracts in pyproject.toml, and tests/test_layers.py for infra/,
+# which is no package. Every check runs even after one fails, so one run shows all there is to fix; one line
+# per finding (`ruff check` without the flag shows each in context, with its fix).
+LINT_CHECKS := "$(PY) -m ruff check --output-format concise ." \
+	"$(PY) -m ruff format --check --output-format concise ." \
+	"$(VENV)/bin/lint-imports --no-logo --cache-dir .cache/import-linter" \
+	"$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py"
+lint: $(STAMP)
+	@failed=0; for check in $(LINT_CHECKS); do echo "$$check"; eval "$$check" || failed=1; done; exit $$failed
+
+# For developers: ruff's safe fixes, then the formatter; what `make lint` still reports is fixed by hand.
+fmt: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: lint $(STAMP) $(SYSDEPS)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
