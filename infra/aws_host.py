@@ -51,7 +51,7 @@ def find_debian_ami(instance_type: str, image: str) -> DebianAmi:
     architectures = [a for a in DEBIAN_ARCHITECTURES if a in supported]
     if not architectures:
         raise StackConfigError(
-            f"Config prefect-host:instanceType = \"{instance_type}\" is invalid; allowed: an instance type "
+            f'Config prefect-host:instanceType = "{instance_type}" is invalid; allowed: an instance type '
             f"with an x86_64 or arm64 architecture (it supports {', '.join(supported)})."
         )
     architecture = architectures[0]
@@ -71,9 +71,11 @@ def find_debian_ami(instance_type: str, image: str) -> DebianAmi:
 
 def ingress_rules(allowed_cidrs: tuple[str, ...], ssh_allowed_cidrs: tuple[str, ...]) -> list[tuple[str, int, str]]:
     """(protocol, port, cidr) for every rule: the Prefect ports from allowedCidrs, SSH from sshAllowedCidrs."""
-    rules = [(protocol, port, cidr)
-             for protocol, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
-             for cidr in allowed_cidrs]
+    rules = [
+        (protocol, port, cidr)
+        for protocol, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
+        for cidr in allowed_cidrs
+    ]
     rules += [("tcp", 22, cidr) for cidr in ssh_allowed_cidrs]
     return rules
 
@@ -96,7 +98,8 @@ class AwsHost(pulumi.ComponentResource):
         # No inline rules: one standalone rule resource per port/protocol/CIDR, so each is visible
         # to the policy pack and a change to one CIDR touches only its own rules.
         group = aws.ec2.SecurityGroup(
-            f"{name}-sg", description=f"prefect-host {args.stack}: Prefect ports and SSH", tags=tags, opts=child)
+            f"{name}-sg", description=f"prefect-host {args.stack}: Prefect ports and SSH", tags=tags, opts=child
+        )
         for protocol, port, cidr in ingress_rules(args.allowed_cidrs, args.ssh_allowed_cidrs):
             family = "cidr_ipv6" if ipaddress.ip_network(cidr).version == 6 else "cidr_ipv4"
             aws.vpc.SecurityGroupIngressRule(
@@ -113,8 +116,13 @@ class AwsHost(pulumi.ComponentResource):
         # apt and PyPI during the bootstrap.
         for family, cidr in (("cidr_ipv4", "0.0.0.0/0"), ("cidr_ipv6", "::/0")):
             aws.vpc.SecurityGroupEgressRule(
-                f"{name}-egress-all-{family.removeprefix('cidr_')}", security_group_id=group.id, ip_protocol="-1",
-                description="all outbound", **{family: cidr}, opts=child)
+                f"{name}-egress-all-{family.removeprefix('cidr_')}",
+                security_group_id=group.id,
+                ip_protocol="-1",
+                description="all outbound",
+                **{family: cidr},
+                opts=child,
+            )
 
         key_pair = aws.ec2.KeyPair(f"{name}-key", public_key=args.operator_public_key, tags=tags, opts=child)
 
@@ -127,8 +135,12 @@ class AwsHost(pulumi.ComponentResource):
             key_name=key_pair.key_name,
             vpc_security_group_ids=[group.id],
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
-            root_block_device={"volume_type": "gp3", "volume_size": args.disk_size_gb, "encrypted": True,
-                               "delete_on_termination": True},
+            root_block_device={
+                "volume_type": "gp3",
+                "volume_size": args.disk_size_gb,
+                "encrypted": True,
+                "delete_on_termination": True,
+            },
             user_data=user_data,
             tags=tags,
             # The server's state lives on the root disk: a newer Debian AMI must not replace the VM.
@@ -139,5 +151,11 @@ class AwsHost(pulumi.ComponentResource):
 
         self.public_ip = address.public_ip
         self.instance_id = instance.id
-        self.register_outputs({"publicIp": self.public_ip, "instanceId": self.instance_id,
-                               "securityGroupId": group.id, "amiName": args.ami.name})
+        self.register_outputs(
+            {
+                "publicIp": self.public_ip,
+                "instanceId": self.instance_id,
+                "securityGroupId": group.id,
+                "amiName": args.ami.name,
+            }
+        )

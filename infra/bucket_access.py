@@ -9,8 +9,13 @@ import pulumi_aws as aws
 
 # What prefect-aws's S3Bucket block needs: list the bucket, read/write/delete objects, multipart uploads.
 BUCKET_ACTIONS = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"]
-OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                  "s3:ListMultipartUploadParts"]
+OBJECT_ACTIONS = [
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+]
 
 
 def bucket_only_policy(bucket_arn: str) -> dict:
@@ -63,8 +68,9 @@ class BucketAccess(pulumi.ComponentResource):
                 opts=child,
             )
 
-        user = aws.iam.User(f"{name}-user", name=args.iam_user_name,
-                            tags={"prefect-host:stack": args.stack}, opts=child)
+        user = aws.iam.User(
+            f"{name}-user", name=args.iam_user_name, tags={"prefect-host:stack": args.stack}, opts=child
+        )
         # Not GroupMembership: that one claims the group's whole member list; this adds one user.
         aws.iam.UserGroupMembership(f"{name}-membership", user=user.name, groups=[group.name], opts=child)
         access_key = aws.iam.AccessKey(f"{name}-access-key", user=user.name, opts=child)
@@ -73,5 +79,11 @@ class BucketAccess(pulumi.ComponentResource):
         self.user_name = user.name
         self.access_key_id = access_key.id
         self.secret_access_key = pulumi.Output.secret(access_key.secret)
-        self.register_outputs({"groupName": self.group_name, "userName": self.user_name,
-                               "accessKeyId": self.access_key_id, "secretAccessKey": self.secret_access_key})
+        self.register_outputs(
+            {
+                "groupName": self.group_name,
+                "userName": self.user_name,
+                "accessKeyId": self.access_key_id,
+                "secretAccessKey": self.secret_access_key,
+            }
+        )

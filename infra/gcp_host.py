@@ -52,14 +52,19 @@ def boot_disk_type(machine_type: str) -> str:
     return "hyperdisk-balanced" if machine_family(machine_type) in HYPERDISK_MACHINE_FAMILIES else "pd-balanced"
 
 
-def firewall_rules(allowed_cidrs: tuple[str, ...],
-                   ssh_allowed_cidrs: tuple[str, ...]) -> list[tuple[str, int, str, list[str]]]:
+def firewall_rules(
+    allowed_cidrs: tuple[str, ...], ssh_allowed_cidrs: tuple[str, ...]
+) -> list[tuple[str, int, str, list[str]]]:
     """(protocol, port, ipv4|ipv6, CIDRs): one rule per port, protocol and address family (a GCP
     firewall rule cannot mix IPv4 and IPv6 source ranges)."""
     rules = []
-    for protocol, port, cidrs in (("tcp", 80, allowed_cidrs), ("tcp", 443, allowed_cidrs),
-                                  ("tcp", 4200, allowed_cidrs), ("udp", 4200, allowed_cidrs),
-                                  ("tcp", 22, ssh_allowed_cidrs)):
+    for protocol, port, cidrs in (
+        ("tcp", 80, allowed_cidrs),
+        ("tcp", 443, allowed_cidrs),
+        ("tcp", 4200, allowed_cidrs),
+        ("udp", 4200, allowed_cidrs),
+        ("tcp", 22, ssh_allowed_cidrs),
+    ):
         for version in (4, 6):
             family = [c for c in cidrs if ipaddress.ip_network(c).version == version]
             if family:
@@ -78,9 +83,11 @@ class GcpHost(pulumi.ComponentResource):
         # A network of its own: the project's `default` network carries default-allow-ssh from
         # 0.0.0.0/0 (and RDP, ICMP), which would undo sshAllowedCidrs.
         network = gcp.compute.Network(
-            f"{name}-net", auto_create_subnetworks=False, description=f"prefect-host {args.stack}", opts=child)
+            f"{name}-net", auto_create_subnetworks=False, description=f"prefect-host {args.stack}", opts=child
+        )
         subnet = gcp.compute.Subnetwork(
-            f"{name}-subnet", network=network.id, region=args.region, ip_cidr_range=SUBNET_RANGE, opts=child)
+            f"{name}-subnet", network=network.id, region=args.region, ip_cidr_range=SUBNET_RANGE, opts=child
+        )
         for protocol, port, family, cidrs in firewall_rules(args.allowed_cidrs, args.ssh_allowed_cidrs):
             gcp.compute.Firewall(
                 f"{name}-{protocol}-{port}-{family}",
@@ -93,7 +100,8 @@ class GcpHost(pulumi.ComponentResource):
                 opts=child,
             )
         address = gcp.compute.Address(
-            f"{name}-ip", region=args.region, address_type="EXTERNAL", network_tier="PREMIUM", opts=child)
+            f"{name}-ip", region=args.region, address_type="EXTERNAL", network_tier="PREMIUM", opts=child
+        )
 
         host_key_pair = pulumi.Output.all(args.host_private_key, args.host_public_key)
         startup_script = pulumi.Output.secret(host_key_pair.apply(lambda keys: first_boot.startup_script(*keys)))
@@ -104,15 +112,23 @@ class GcpHost(pulumi.ComponentResource):
             machine_type=args.instance_type,
             boot_disk={
                 "auto_delete": True,
-                "initialize_params": {"image": image, "size": args.disk_size_gb,
-                                      "type": boot_disk_type(args.instance_type)},
+                "initialize_params": {
+                    "image": image,
+                    "size": args.disk_size_gb,
+                    "type": boot_disk_type(args.instance_type),
+                },
             },
-            network_interfaces=[{
-                "subnetwork": subnet.id,
-                "access_configs": [{"nat_ip": address.address, "network_tier": "PREMIUM"}],
-            }],
-            shielded_instance_config={"enable_secure_boot": True, "enable_vtpm": True,
-                                      "enable_integrity_monitoring": True},
+            network_interfaces=[
+                {
+                    "subnetwork": subnet.id,
+                    "access_configs": [{"nat_ip": address.address, "network_tier": "PREMIUM"}],
+                }
+            ],
+            shielded_instance_config={
+                "enable_secure_boot": True,
+                "enable_vtpm": True,
+                "enable_integrity_monitoring": True,
+            },
             metadata={
                 "block-project-ssh-keys": "true",
                 "serial-port-enable": "false",
@@ -131,5 +147,6 @@ class GcpHost(pulumi.ComponentResource):
 
         self.public_ip = address.address
         self.instance_id = instance.instance_id
-        self.register_outputs({"publicIp": self.public_ip, "instanceId": self.instance_id,
-                               "networkId": network.id, "image": image})
+        self.register_outputs(
+            {"publicIp": self.public_ip, "instanceId": self.instance_id, "networkId": network.id, "image": image}
+        )

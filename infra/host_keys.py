@@ -44,9 +44,11 @@ class HostKeys(pulumi.ComponentResource):
             self.operator_public_key = pulumi.Output.from_input(args.ssh_public_key)
             self.operator_private_key = None
 
-        self.register_outputs({
-            "hostPrivateKey": self.host_private_key,
-            "hostPublicKey": self.host_public_key,
-            "operatorPublicKey": self.operator_public_key,
-            **({"operatorPrivateKey": self.operator_private_key} if self.operator_private_key is not None else {}),
-        })
+        self.register_outputs(
+            {
+                "hostPrivateKey": self.host_private_key,
+                "hostPublicKey": self.host_public_key,
+                "operatorPublicKey": self.operator_public_key,
+                **({"operatorPrivateKey": self.operator_private_key} if self.operator_private_key is not None else {}),
+            }
+        )

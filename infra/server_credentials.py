@@ -15,7 +15,8 @@ class ServerCredentials(pulumi.ComponentResource):
         super().__init__("prefect-host:server_credentials:ServerCredentials", name, None, opts)
         # 32 letters and digits (~190 bits): no character needs quoting in a URL, a shell or an
         # EnvironmentFile, and the user:password split stays unambiguous.
-        password = random.RandomPassword(f"{name}-password", length=32, special=False,
-                                         opts=pulumi.ResourceOptions(parent=self))
+        password = random.RandomPassword(
+            f"{name}-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
         self.auth_string = pulumi.Output.secret(password.result.apply(lambda pw: f"{AUTH_USER}:{pw}"))
         self.register_outputs({"authString": self.auth_string})

@@ -42,9 +42,24 @@ PLAINTEXT_PORT = 4200
 
 # Keys of the prefect-host namespace, in the order they are validated (the issue's table).
 KEYS = (
-    "cloud", "instanceType", "image", "diskSizeGb", "allowedCidrs", "sshAllowedCidrs",
-    "allowPublicSsh", "prefectVersion", "bucketName", "iamGroupName", "s3Access",
-    "sshPublicKey", "retainData", "domain", "tls", "acmeEmail", "acmeCa", "allowPlaintext",
+    "cloud",
+    "instanceType",
+    "image",
+    "diskSizeGb",
+    "allowedCidrs",
+    "sshAllowedCidrs",
+    "allowPublicSsh",
+    "prefectVersion",
+    "bucketName",
+    "iamGroupName",
+    "s3Access",
+    "sshPublicKey",
+    "retainData",
+    "domain",
+    "tls",
+    "acmeEmail",
+    "acmeCa",
+    "allowPlaintext",
 )
 PROVIDER_KEYS = ("aws:region", "gcp:project", "gcp:region", "gcp:zone")
 
@@ -151,8 +166,10 @@ def parse_instance_type(key: str, raw: str, cloud: str) -> str:
 
 def parse_cidr_list(key: str, raw: str) -> tuple[str, ...]:
     """A JSON list of CIDRs in canonical form (the network address, an explicit prefix length)."""
-    allowed = ('a non-empty list of IPv4/IPv6 CIDRs such as ["203.0.113.0/24", "2001:db8::/32"] '
-               f"(pulumi config set --path '{key}[0]' 203.0.113.0/24)")
+    allowed = (
+        'a non-empty list of IPv4/IPv6 CIDRs such as ["203.0.113.0/24", "2001:db8::/32"] '
+        f"(pulumi config set --path '{key}[0]' 203.0.113.0/24)"
+    )
     try:
         items = json.loads(raw)
     except json.JSONDecodeError:
@@ -181,8 +198,11 @@ def parse_cidr_list(key: str, raw: str) -> tuple[str, ...]:
 
 def parse_ssh_cidrs(key: str, raw: str | None, *, allow_public: bool) -> tuple[str, ...]:
     if raw is None:
-        raise _error(key, None, f"the list of CIDRs that may reach SSH (port 22), e.g. "
-                                f"pulumi config set --path '{key}[0]' 203.0.113.7/32")
+        raise _error(
+            key,
+            None,
+            f"the list of CIDRs that may reach SSH (port 22), e.g. pulumi config set --path '{key}[0]' 203.0.113.7/32",
+        )
     cidrs = parse_cidr_list(key, raw)
     world = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
     if world and not allow_public:
@@ -204,9 +224,11 @@ def parse_prefect_version(key: str, raw: str) -> str:
 
 def parse_bucket_name(key: str, raw: str) -> str:
     """S3's general purpose bucket naming rules."""
-    allowed = ("3 to 63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit, "
-               "no '..', not an IP address, none of S3's reserved prefixes (xn--, sthree-, amzn-s3-demo-) "
-               "or suffixes (-s3alias, --ol-s3, .mrap, --x-s3, --table-s3)")
+    allowed = (
+        "3 to 63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit, "
+        "no '..', not an IP address, none of S3's reserved prefixes (xn--, sthree-, amzn-s3-demo-) "
+        "or suffixes (-s3alias, --ol-s3, .mrap, --x-s3, --table-s3)"
+    )
     valid = (
         re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", raw) is not None
         and ".." not in raw
@@ -236,7 +258,7 @@ def parse_ssh_public_key(key: str, raw: str) -> str:
     except (binascii.Error, ValueError):
         raise _error(key, raw, allowed) from None
     name_length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
-    if blob[4:4 + name_length].decode("ascii", "replace") != parts[0]:
+    if blob[4 : 4 + name_length].decode("ascii", "replace") != parts[0]:
         raise _error(key, raw, allowed)
     return raw.strip()
 
@@ -246,34 +268,42 @@ _DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 
 def parse_domain(key: str, raw: str) -> str:
     """A DNS name that can get a public certificate, lower-cased (DNS ignores case)."""
-    allowed = ("a DNS name you point at the static IP, e.g. prefect.example.com: two or more labels of "
-               "letters, digits and inner hyphens, at most 63 characters each and 253 in all, no trailing "
-               "dot, no wildcard, not an IP address (international names in their xn-- form)")
+    allowed = (
+        "a DNS name you point at the static IP, e.g. prefect.example.com: two or more labels of "
+        "letters, digits and inner hyphens, at most 63 characters each and 253 in all, no trailing "
+        "dot, no wildcard, not an IP address (international names in their xn-- form)"
+    )
     name = raw.lower()
-    if (len(name) > 253 or not re.fullmatch(rf"{_DNS_LABEL}(\.{_DNS_LABEL})+", name)
-            or name.rsplit(".", 1)[1].isdigit()):
+    if len(name) > 253 or not re.fullmatch(rf"{_DNS_LABEL}(\.{_DNS_LABEL})+", name) or name.rsplit(".", 1)[1].isdigit():
         raise _error(key, raw, allowed)
     return name
 
 
 def parse_acme_email(key: str, raw: str) -> str:
     if len(raw) > 254 or not re.fullmatch(r"[A-Za-z0-9.!$%&*+/=?^_|~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", raw):
-        raise _error(key, raw, "an e-mail address such as ops@example.com, where the ACME CA may send "
-                               "expiry notices")
+        raise _error(key, raw, "an e-mail address such as ops@example.com, where the ACME CA may send expiry notices")
     return raw
 
 
 def parse_acme_ca(key: str, raw: str) -> str:
     """The https URL of an ACME directory; it is exported as a plain output, so no credentials in it."""
-    allowed = (f"the https:// URL of an ACME (RFC 8555) directory without credentials, spaces or quotes, e.g. "
-               f"{LETS_ENCRYPT_DIRECTORY} (the default) or Let's Encrypt staging {LETS_ENCRYPT_STAGING_DIRECTORY}")
+    allowed = (
+        f"the https:// URL of an ACME (RFC 8555) directory without credentials, spaces or quotes, e.g. "
+        f"{LETS_ENCRYPT_DIRECTORY} (the default) or Let's Encrypt staging {LETS_ENCRYPT_STAGING_DIRECTORY}"
+    )
     try:
         parts = urllib.parse.urlsplit(raw)
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         raise _error(key, raw, allowed) from None
-    if (parts.scheme != "https" or not parts.hostname or "@" in parts.netloc or parts.fragment
-            or not port_ok or re.search(r"[\s\"'{}#`\\]", raw)):
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.fragment
+        or not port_ok
+        or re.search(r"[\s\"'{}#`\\]", raw)
+    ):
         raise _error(key, raw, allowed)
     return raw
 
@@ -284,14 +314,26 @@ def resolve_tls_mode(key: str, raw: str, *, domain: str | None, allow_plaintext:
     if setting == "auto":
         return "acme" if domain else "internal"
     if setting == "acme" and domain is None:
-        raise _error(key, raw, f"acme only together with {NAMESPACE}:domain (the DNS name pointing at the "
-                               "static IP); without a domain use internal (or auto)")
+        raise _error(
+            key,
+            raw,
+            f"acme only together with {NAMESPACE}:domain (the DNS name pointing at the "
+            "static IP); without a domain use internal (or auto)",
+        )
     if setting == "internal" and domain is not None:
-        raise _error(key, raw, f"internal only without {NAMESPACE}:domain (Caddy's own CA certifies the static "
-                               f"IP, not {domain}); with a domain use acme (or auto)")
+        raise _error(
+            key,
+            raw,
+            f"internal only without {NAMESPACE}:domain (Caddy's own CA certifies the static "
+            f"IP, not {domain}); with a domain use acme (or auto)",
+        )
     if setting == "off" and not allow_plaintext:
-        raise _error(key, raw, f"auto, acme or internal; off sends the API's auth string over the network in "
-                               f"clear text, so it needs {NAMESPACE}:allowPlaintext true as well")
+        raise _error(
+            key,
+            raw,
+            f"auto, acme or internal; off sends the API's auth string over the network in "
+            f"clear text, so it needs {NAMESPACE}:allowPlaintext true as well",
+        )
     return setting
 
 
@@ -310,7 +352,9 @@ def check_acme_reachable(key: str, allowed_cidrs: tuple[str, ...], acme_ca: str)
 
 
 def parse_aws_region(key: str, raw: str | None) -> str:
-    allowed = "an AWS region such as eu-west-1 (pulumi config set aws:region eu-west-1); the bucket is S3 on both clouds"
+    allowed = (
+        "an AWS region such as eu-west-1 (pulumi config set aws:region eu-west-1); the bucket is S3 on both clouds"
+    )
     if raw is None:
         raise _error(key, None, allowed)
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", raw):
@@ -348,12 +392,16 @@ def parse_stack_config(
 ) -> StackConfig:
     """Validate full-key config values ("prefect-host:cloud", "aws:region", ...) into a StackConfig."""
     prefix = f"{NAMESPACE}:"
-    unknown = sorted(k for k in values if k.startswith(prefix) and k[len(prefix):] not in KEYS)
+    unknown = sorted(k for k in values if k.startswith(prefix) and k[len(prefix) :] not in KEYS)
     if unknown:
-        raise _masked(StackConfigError(
-            f"Config {unknown[0]} = {json.dumps(values[unknown[0]])} is not a setting of this project; "
-            "allowed keys: " + ", ".join(prefix + k for k in KEYS) + "."
-        ), values, secret_keys)
+        raise _masked(
+            StackConfigError(
+                f"Config {unknown[0]} = {json.dumps(values[unknown[0]])} is not a setting of this project; "
+                "allowed keys: " + ", ".join(prefix + k for k in KEYS) + "."
+            ),
+            values,
+            secret_keys,
+        )
 
     def raw(key: str, default: str | None = None) -> str | None:
         # Only an unset key takes the default; an empty string is a value (and invalid everywhere).
@@ -370,28 +418,40 @@ def parse_stack_config(
         domain, acme_email, acme_ca = raw("domain"), raw("acmeEmail"), raw("acmeCa")
         fields = dict(
             cloud=cloud,
-            instance_type=parse_instance_type(full("instanceType"), raw("instanceType", DEFAULT_INSTANCE_TYPES[cloud]), cloud),
+            instance_type=parse_instance_type(
+                full("instanceType"), raw("instanceType", DEFAULT_INSTANCE_TYPES[cloud]), cloud
+            ),
             image=parse_choice(full("image"), raw("image", IMAGES[0]), IMAGES),
             disk_size_gb=parse_disk_size(full("diskSizeGb"), raw("diskSizeGb", "20")),
-            allowed_cidrs=(DEFAULT_ALLOWED_CIDRS if allowed_cidrs is None
-                           else parse_cidr_list(full("allowedCidrs"), allowed_cidrs)),
-            ssh_allowed_cidrs=parse_ssh_cidrs(full("sshAllowedCidrs"), raw("sshAllowedCidrs"), allow_public=allow_public_ssh),
+            allowed_cidrs=(
+                DEFAULT_ALLOWED_CIDRS if allowed_cidrs is None else parse_cidr_list(full("allowedCidrs"), allowed_cidrs)
+            ),
+            ssh_allowed_cidrs=parse_ssh_cidrs(
+                full("sshAllowedCidrs"), raw("sshAllowedCidrs"), allow_public=allow_public_ssh
+            ),
             allow_public_ssh=allow_public_ssh,
-            prefect_version=parse_prefect_version(full("prefectVersion"), raw("prefectVersion", DEFAULT_PREFECT_VERSION)),
+            prefect_version=parse_prefect_version(
+                full("prefectVersion"), raw("prefectVersion", DEFAULT_PREFECT_VERSION)
+            ),
             bucket_name=None if bucket_name is None else parse_bucket_name(full("bucketName"), bucket_name),
             iam_group_name=parse_iam_group_name(full("iamGroupName"), raw("iamGroupName", DEFAULT_IAM_GROUP)),
             s3_access=parse_choice(full("s3Access"), raw("s3Access", S3_ACCESS_LEVELS[0]), S3_ACCESS_LEVELS),
-            ssh_public_key=None if ssh_public_key is None else parse_ssh_public_key(full("sshPublicKey"), ssh_public_key),
+            ssh_public_key=None
+            if ssh_public_key is None
+            else parse_ssh_public_key(full("sshPublicKey"), ssh_public_key),
             retain_data=parse_bool(full("retainData"), raw("retainData", "true")),
             domain=None if domain is None else parse_domain(full("domain"), domain),
             allow_plaintext=parse_bool(full("allowPlaintext"), raw("allowPlaintext", "false")),
             acme_email=None if acme_email is None else parse_acme_email(full("acmeEmail"), acme_email),
             acme_ca=LETS_ENCRYPT_DIRECTORY if acme_ca is None else parse_acme_ca(full("acmeCa"), acme_ca),
             aws_region=parse_aws_region("aws:region", values.get("aws:region")),
-            gcp_project=None, gcp_region=None, gcp_zone=None,
+            gcp_project=None,
+            gcp_region=None,
+            gcp_zone=None,
         )
-        fields["tls_mode"] = resolve_tls_mode(full("tls"), raw("tls", "auto"), domain=fields["domain"],
-                                              allow_plaintext=fields["allow_plaintext"])
+        fields["tls_mode"] = resolve_tls_mode(
+            full("tls"), raw("tls", "auto"), domain=fields["domain"], allow_plaintext=fields["allow_plaintext"]
+        )
         if fields["tls_mode"] == "acme":
             check_acme_reachable(full("allowedCidrs"), fields["allowed_cidrs"], fields["acme_ca"])
         else:
@@ -401,11 +461,15 @@ def parse_stack_config(
                     raise StackConfigError(
                         f"Config {full(name)} = {json.dumps(value)} only applies when certificates come from "
                         f"ACME ({NAMESPACE}:tls acme, or auto with {NAMESPACE}:domain set); tls is "
-                        f"{fields['tls_mode']} here. Set {NAMESPACE}:domain, or remove {full(name)}.")
+                        f"{fields['tls_mode']} here. Set {NAMESPACE}:domain, or remove {full(name)}."
+                    )
         if cloud == "gcp":
             zone = parse_gcp_zone("gcp:zone", values.get("gcp:zone"))
-            fields.update(gcp_project=parse_gcp_project("gcp:project", values.get("gcp:project")), gcp_zone=zone,
-                          gcp_region=parse_gcp_region("gcp:region", values.get("gcp:region"), zone))
+            fields.update(
+                gcp_project=parse_gcp_project("gcp:project", values.get("gcp:project")),
+                gcp_zone=zone,
+                gcp_region=parse_gcp_region("gcp:region", values.get("gcp:region"), zone),
+            )
     except StackConfigError as error:
         raise _masked(error, values, secret_keys) from None
     return StackConfig(project=project, stack=stack, **fields)

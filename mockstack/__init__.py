@@ -41,11 +41,11 @@ class MockResource:
     type: str
     name: str
     urn: str
-    id: str                         # the provider's id; "" for components
-    inputs: dict[str, Any]          # wire (camelCase) property names, plain values
-    outputs: dict[str, Any]         # custom resources: the mock provider's state; components: register_outputs
-    parent: str | None              # the parent's URN; None for children of the stack
-    custom: bool                    # False for ComponentResources
+    id: str  # the provider's id; "" for components
+    inputs: dict[str, Any]  # wire (camelCase) property names, plain values
+    outputs: dict[str, Any]  # custom resources: the mock provider's state; components: register_outputs
+    parent: str | None  # the parent's URN; None for children of the stack
+    custom: bool  # False for ComponentResources
     secret_inputs: frozenset[str]
     secret_outputs: frozenset[str]
     retain_on_delete: bool
@@ -64,7 +64,7 @@ class StackRun:
     outputs: dict[str, Any]
     secret_outputs: frozenset[str]
     invokes: list[MockInvoke]
-    error: BaseException | None = None   # what the program raised (record_program only)
+    error: BaseException | None = None  # what the program raised (record_program only)
 
     def of_type(self, type_: str) -> list[MockResource]:
         return [r for r in self.resources if r.type == type_]
@@ -90,14 +90,14 @@ def _plain(value: Any) -> Any:
 
 
 def _split_secrets(props: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
-    return ({k: _plain(v) for k, v in props.items()},
-            frozenset(k for k, v in props.items() if rpc.is_rpc_secret(v)))
+    return ({k: _plain(v) for k, v in props.items()}, frozenset(k for k, v in props.items() if rpc.is_rpc_secret(v)))
 
 
 def _with_thread_loop(method):
     """Run a monitor call (made from an executor thread) on an event loop of its own that is
     closed afterwards. Left to pulumi, every worker thread keeps an unclosed loop that the
     garbage collector later fails to close, which shows as noise in later runs."""
+
     @functools.wraps(method)
     def wrapper(self, request):
         loop = asyncio.new_event_loop()
@@ -107,6 +107,7 @@ def _with_thread_loop(method):
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
     return wrapper
 
 
@@ -136,16 +137,30 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         urn = self.make_urn(request.parent, request.type, request.name)
         inputs = rpc.deserialize_properties(request.object)
         args = pulumi_mocks.MockResourceArgs(
-            typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
-            resource_id=request.importId, custom=request.custom or False)
+            typ=request.type,
+            name=request.name,
+            inputs=inputs,
+            provider=request.provider,
+            resource_id=request.importId,
+            custom=request.custom or False,
+        )
         id_, state = self.mocks.new_resource(args)
         state = {k: rpc.wrap_rpc_secret(v) if k in request.additionalSecretOutputs else v for k, v in state.items()}
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
-        self.registrations.append({
-            "type": request.type, "name": request.name, "urn": urn, "id": id_ or "", "inputs": inputs, "state": state,
-            "parent": request.parent or None, "custom": bool(request.custom),
-            "retain_on_delete": bool(request.retainOnDelete), "ignore_changes": tuple(request.ignoreChanges),
-        })
+        self.registrations.append(
+            {
+                "type": request.type,
+                "name": request.name,
+                "urn": urn,
+                "id": id_ or "",
+                "inputs": inputs,
+                "state": state,
+                "parent": request.parent or None,
+                "custom": bool(request.custom),
+                "retain_on_delete": bool(request.retainOnDelete),
+                "ignore_changes": tuple(request.ignoreChanges),
+            }
+        )
         obj_proto = _sync_await(rpc.serialize_properties(state, {}))
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
 
@@ -168,8 +183,13 @@ def config_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def record_program(config: Mapping[str, object], *, stack: str = "dev", project: str = "prefect-host",
-                   program_dir: str | Path = DEFAULT_PROGRAM_DIR) -> StackRun:
+def record_program(
+    config: Mapping[str, object],
+    *,
+    stack: str = "dev",
+    project: str = "prefect-host",
+    program_dir: str | Path = DEFAULT_PROGRAM_DIR,
+) -> StackRun:
     """Run the program with `config` (full keys, e.g. "prefect-host:cloud", "aws:region") and record
     what it registered, also when it fails: then StackRun.error holds the exception it raised."""
     wire_config = {key: config_text(value) for key, value in config.items()}
@@ -197,22 +217,38 @@ def record_program(config: Mapping[str, object], *, stack: str = "dev", project:
     for registration in monitor.registrations:
         inputs, secret_inputs = _split_secrets(registration["inputs"])
         outputs, secret_outputs = _split_secrets(
-            registration["state"] if registration["custom"] else monitor.registered_outputs.get(registration["urn"], {}))
+            registration["state"] if registration["custom"] else monitor.registered_outputs.get(registration["urn"], {})
+        )
         parent = registration["parent"]
-        resources.append(MockResource(
-            type=registration["type"], name=registration["name"], urn=registration["urn"], id=registration["id"],
-            inputs=inputs,
-            outputs=outputs, parent=None if parent == stack_urn else parent, custom=registration["custom"],
-            secret_inputs=secret_inputs, secret_outputs=secret_outputs,
-            retain_on_delete=registration["retain_on_delete"], ignore_changes=registration["ignore_changes"],
-        ))
+        resources.append(
+            MockResource(
+                type=registration["type"],
+                name=registration["name"],
+                urn=registration["urn"],
+                id=registration["id"],
+                inputs=inputs,
+                outputs=outputs,
+                parent=None if parent == stack_urn else parent,
+                custom=registration["custom"],
+                secret_inputs=secret_inputs,
+                secret_outputs=secret_outputs,
+                retain_on_delete=registration["retain_on_delete"],
+                ignore_changes=registration["ignore_changes"],
+            )
+        )
     exports, secret_exports = _split_secrets(monitor.registered_outputs.get(stack_urn, {}))
-    return StackRun(resources=resources, outputs=exports, secret_outputs=secret_exports, invokes=monitor.invokes,
-                    error=error)
+    return StackRun(
+        resources=resources, outputs=exports, secret_outputs=secret_exports, invokes=monitor.invokes, error=error
+    )
 
 
-def run_program(config: Mapping[str, object], *, stack: str = "dev", project: str = "prefect-host",
-                program_dir: str | Path = DEFAULT_PROGRAM_DIR) -> StackRun:
+def run_program(
+    config: Mapping[str, object],
+    *,
+    stack: str = "dev",
+    project: str = "prefect-host",
+    program_dir: str | Path = DEFAULT_PROGRAM_DIR,
+) -> StackRun:
     """Run the program with `config`; an exception in the program propagates unchanged."""
     run = record_program(config, stack=stack, project=project, program_dir=program_dir)
     if run.error is not None:

@@ -39,14 +39,18 @@ def load_stack_file(path: Path, *, project: str = PROJECT) -> dict[str, object]:
         raise PlanInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
-        raise PlanInputError(f"{path}: expected a Pulumi stack config with a `config:` mapping, "
-                             "e.g. config: {prefect-host:cloud: aws}.")
+        raise PlanInputError(
+            f"{path}: expected a Pulumi stack config with a `config:` mapping, "
+            "e.g. config: {prefect-host:cloud: aws}."
+        )
     values: dict[str, object] = {}
     for key, value in config.items():
         full_key = key if ":" in str(key) else f"{project}:{key}"
         if isinstance(value, dict) and "secure" in value:
-            raise PlanInputError(f"{path}: {full_key} is encrypted (secure:), which the plan cannot decrypt; "
-                                 "give it as a plain value in the file you plan with.")
+            raise PlanInputError(
+                f"{path}: {full_key} is encrypted (secure:), which the plan cannot decrypt; "
+                "give it as a plain value in the file you plan with."
+            )
         values[full_key] = value
     return values
 
@@ -62,44 +66,59 @@ def _rule(protocol: Any, from_port: Any, to_port: Any, source: Any) -> str:
 
 
 DETAILS: dict[str, Callable[[dict, MockResource], str]] = {
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule":
-        lambda i, r: _rule(i.get("ipProtocol"), i.get("fromPort"), i.get("toPort"), i.get("cidrIpv4") or i.get("cidrIpv6")),
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule":
-        lambda i, r: f"outbound {'all' if i.get('ipProtocol') == '-1' else i.get('ipProtocol')} to "
-                     f"{i.get('cidrIpv4') or i.get('cidrIpv6')}",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": lambda i, r: _rule(
+        i.get("ipProtocol"), i.get("fromPort"), i.get("toPort"), i.get("cidrIpv4") or i.get("cidrIpv6")
+    ),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": lambda i, r: (
+        f"outbound {'all' if i.get('ipProtocol') == '-1' else i.get('ipProtocol')} to "
+        f"{i.get('cidrIpv4') or i.get('cidrIpv6')}"
+    ),
     "aws:ec2/instance:Instance": lambda i, r: (
         f"{i.get('instanceType')}, ami {i.get('ami')}, root {i['rootBlockDevice'].get('volumeType')} "
         f"{int(i['rootBlockDevice'].get('volumeSize'))} GB encrypted={i['rootBlockDevice'].get('encrypted')}, "
-        f"IMDS tokens {i['metadataOptions'].get('httpTokens')}, user data secret={'userData' in r.secret_inputs}"),
+        f"IMDS tokens {i['metadataOptions'].get('httpTokens')}, user data secret={'userData' in r.secret_inputs}"
+    ),
     "aws:ec2/eip:Eip": lambda i, r: f"static public IP {r.outputs.get('publicIp')}",
     "aws:ec2/keyPair:KeyPair": lambda i, r: f"login key {str(i.get('publicKey', '')).split(' ')[0]}",
     "aws:s3/bucket:Bucket": lambda i, r: (
         f"bucket {i.get('bucket')}, forceDestroy={i.get('forceDestroy')}, "
-        f"{'retained' if r.retain_on_delete else 'deleted'} on destroy"),
+        f"{'retained' if r.retain_on_delete else 'deleted'} on destroy"
+    ),
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": lambda i, r: ", ".join(
-        f"{k}={i.get(k)}" for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")),
+        f"{k}={i.get(k)}" for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    ),
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": lambda i, r: str(i["rule"].get("objectOwnership")),
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": lambda i, r: ", ".join(
-        rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] for rule in i.get("rules", [])),
+        rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] for rule in i.get("rules", [])
+    ),
     "aws:s3/bucketVersioning:BucketVersioning": lambda i, r: f"versioning {i['versioningConfiguration'].get('status')}",
     "aws:s3/bucketPolicy:BucketPolicy": lambda i, r: "; ".join(
-        f"{s['Effect']} {s['Action']} when {json.dumps(s.get('Condition'))}" for s in json.loads(i["policy"])["Statement"]),
+        f"{s['Effect']} {s['Action']} when {json.dumps(s.get('Condition'))}"
+        for s in json.loads(i["policy"])["Statement"]
+    ),
     "aws:iam/group:Group": lambda i, r: f"group {i.get('name')}",
-    "aws:iam/groupPolicy:GroupPolicy": lambda i, r: "allow " + "; ".join(
-        f"{','.join(s['Action'])} on {s['Resource']}" for s in json.loads(i["policy"])["Statement"]),
+    "aws:iam/groupPolicy:GroupPolicy": lambda i, r: (
+        "allow "
+        + "; ".join(f"{','.join(s['Action'])} on {s['Resource']}" for s in json.loads(i["policy"])["Statement"])
+    ),
     "aws:iam/groupPolicyAttachment:GroupPolicyAttachment": lambda i, r: f"managed policy {i.get('policyArn')}",
     "aws:iam/user:User": lambda i, r: f"user {i.get('name')}",
-    "aws:iam/userGroupMembership:UserGroupMembership": lambda i, r: f"{i.get('user')} in {', '.join(i.get('groups', []))}",
+    "aws:iam/userGroupMembership:UserGroupMembership": lambda i, r: (
+        f"{i.get('user')} in {', '.join(i.get('groups', []))}"
+    ),
     "aws:iam/accessKey:AccessKey": lambda i, r: f"access key for {i.get('user')} (secret is a secret output)",
     "gcp:compute/firewall:Firewall": lambda i, r: "; ".join(
         _rule(a.get("protocol"), p, p, ", ".join(i.get("sourceRanges", [])))
-        for a in i.get("allows", []) for p in a.get("ports", [])),
+        for a in i.get("allows", [])
+        for p in a.get("ports", [])
+    ),
     "gcp:compute/instance:Instance": lambda i, r: (
         f"{i.get('machineType')} in {i.get('zone')}, image {i['bootDisk']['initializeParams'].get('image')}, "
         f"{i['bootDisk']['initializeParams'].get('type')} {int(i['bootDisk']['initializeParams'].get('size'))} GB, "
         f"shielded={all(i.get('shieldedInstanceConfig', {}).values())}, "
         f"block-project-ssh-keys={i['metadata'].get('block-project-ssh-keys')}, "
-        f"serial-port-enable={i['metadata'].get('serial-port-enable')}"),
+        f"serial-port-enable={i['metadata'].get('serial-port-enable')}"
+    ),
     "gcp:compute/address:Address": lambda i, r: f"static {i.get('addressType')} IP {r.outputs.get('address')}",
     "gcp:compute/network:Network": lambda i, r: f"own VPC, autoCreateSubnetworks={i.get('autoCreateSubnetworks')}",
     "gcp:compute/subnetwork:Subnetwork": lambda i, r: f"{i.get('ipCidrRange')} in {i.get('region')}",
@@ -125,7 +144,9 @@ def display_type(token: str) -> str:
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows
+    )
 
 
 def format_plan(run: StackRun) -> str:
@@ -146,23 +167,32 @@ def format_plan(run: StackRun) -> str:
     visit(None)
     rows = [("TYPE", "NAME", "PROPERTIES")]
     rows += [("  " * depth(r) + display_type(r.type), r.name, _details(r)) for r in ordered]
-    outputs = [("OUTPUT", "SECRET")] + [(name, "secret" if name in run.secret_outputs else "-")
-                                         for name in sorted(run.outputs)]
-    return (f"{len(run.resources)} resources\n\n{_table(rows)}\n\n"
-            f"{len(run.outputs)} outputs (values not shown)\n\n{_table(outputs)}")
+    outputs = [("OUTPUT", "SECRET")] + [
+        (name, "secret" if name in run.secret_outputs else "-") for name in sorted(run.outputs)
+    ]
+    return (
+        f"{len(run.resources)} resources\n\n{_table(rows)}\n\n"
+        f"{len(run.outputs)} outputs (values not shown)\n\n{_table(outputs)}"
+    )
 
 
 def tls_summary(outputs: dict[str, Any]) -> str:
     """How clients will reach the server, from the outputs that say so (tlsMode, domain, acmeCa)."""
     mode = outputs.get("tlsMode")
     if mode == "acme":
-        return (f"TLS: acme: Caddy on the host gets a certificate for {outputs.get('domain')} from "
-                f"{outputs.get('acmeCa')} (point the domain's DNS at publicIp); URLs https://{outputs.get('domain')}")
+        return (
+            f"TLS: acme: Caddy on the host gets a certificate for {outputs.get('domain')} from "
+            f"{outputs.get('acmeCa')} (point the domain's DNS at publicIp); URLs https://{outputs.get('domain')}"
+        )
     if mode == "internal":
-        return ("TLS: internal: Caddy's own CA on the host certifies publicIp; the bootstrap pins that CA in "
-                "the Prefect profile; URLs https://<publicIp>")
-    return ("TLS: off (allowPlaintext): the API's auth string crosses the network in clear text; "
-            "URLs http://<publicIp>:4200")
+        return (
+            "TLS: internal: Caddy's own CA on the host certifies publicIp; the bootstrap pins that CA in "
+            "the Prefect profile; URLs https://<publicIp>"
+        )
+    return (
+        "TLS: off (allowPlaintext): the API's auth string crosses the network in clear text; "
+        "URLs http://<publicIp>:4200"
+    )
 
 
 def policy_violations(resources: Iterable[MockResource]) -> list | None:

@@ -12,7 +12,8 @@ import functools
 import hashlib
 import re
 import string
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -53,7 +54,7 @@ class ProviderMocks(Mocks):
 
     # -- helpers ---------------------------------------------------------------------------
     def _digest(self, *parts: str) -> bytes:
-        return hashlib.sha256("\0".join((self.project, self.stack) + parts).encode()).digest()
+        return hashlib.sha256("\0".join((self.project, self.stack, *parts)).encode()).digest()
 
     def _hex(self, length: int, *parts: str) -> str:
         return self._digest(*parts).hex()[:length]
@@ -70,8 +71,10 @@ class ProviderMocks(Mocks):
         return partition_of(self.aws_region)
 
     def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
-        return (f"arn:{self.aws_partition}:{service}:{self.aws_region if region else ''}:"
-                f"{ACCOUNT_ID if account else ''}:{resource}")
+        return (
+            f"arn:{self.aws_partition}:{service}:{self.aws_region if region else ''}:"
+            f"{ACCOUNT_ID if account else ''}:{resource}"
+        )
 
     # -- resources -------------------------------------------------------------------------
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
@@ -98,11 +101,15 @@ class ProviderMocks(Mocks):
 
 # --- resource handlers: (mocks, args, state with inputs) -> (id, computed outputs) ----------------
 
+
 @functools.cache
 def _openssh_private_key(seed: bytes) -> str:
     """Cached: the OpenSSH format holds a random check number, and a run must see one text per key."""
-    return Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+    return (
+        Ed25519PrivateKey.from_private_bytes(seed)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
 
 
 def _tls_private_key(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
@@ -113,26 +120,32 @@ def _tls_private_key(m: ProviderMocks, args: MockResourceArgs, state: dict) -> t
     public = key.public_key()
     public_openssh = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     blob = base64.b64decode(public_openssh.split()[1])
-    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()).decode()
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return m._hex(40, "tls-id", args.name), {
         "privateKeyOpenssh": _openssh_private_key(seed),
         "privateKeyPem": pkcs8,
         "privateKeyPemPkcs8": pkcs8,
         # Like the tls provider: the OpenSSH line ends with a newline.
         "publicKeyOpenssh": public_openssh + "\n",
-        "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        "publicKeyPem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
         "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("="),
         "publicKeyFingerprintMd5": ":".join(f"{b:02x}" for b in hashlib.md5(blob).digest()),
     }
 
 
 def _random_id(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
-    raw = m._digest("random-id", args.name)[:int(state["byteLength"])]
+    raw = m._digest("random-id", args.name)[: int(state["byteLength"])]
     b64_url = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    return b64_url, {"hex": raw.hex(), "b64Std": base64.b64encode(raw).decode(), "b64Url": b64_url,
-                     "dec": str(int.from_bytes(raw, "big"))}
+    return b64_url, {
+        "hex": raw.hex(),
+        "b64Std": base64.b64encode(raw).decode(),
+        "b64Url": b64_url,
+        "dec": str(int.from_bytes(raw, "big")),
+    }
 
 
 def _random_password(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
@@ -146,14 +159,17 @@ def _random_password(m: ProviderMocks, args: MockResourceArgs, state: dict) -> t
     if state.get("special", True):
         alphabet += state.get("overrideSpecial", "!@#$%&*()-_=+[]{}<>:?")
     stream = b"".join(m._digest("password", args.name, str(i)) for i in range(4))
-    result = "".join(alphabet[b % len(alphabet)] for b in stream[:int(state["length"])])
+    result = "".join(alphabet[b % len(alphabet)] for b in stream[: int(state["length"])])
     return "none", {"result": result, "bcryptHash": "$2a$10$" + m._hex(53, "bcrypt", args.name)}
 
 
 def _security_group(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
     group_id = "sg-" + m._hex(17, args.typ, args.name)
-    return group_id, {"arn": m._arn("ec2", f"security-group/{group_id}"), "ownerId": ACCOUNT_ID,
-                      "vpcId": "vpc-" + m._hex(17, "default-vpc")}
+    return group_id, {
+        "arn": m._arn("ec2", f"security-group/{group_id}"),
+        "ownerId": ACCOUNT_ID,
+        "vpcId": "vpc-" + m._hex(17, "default-vpc"),
+    }
 
 
 def _security_group_rule(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
@@ -162,32 +178,44 @@ def _security_group_rule(m: ProviderMocks, args: MockResourceArgs, state: dict) 
 
 
 def _key_pair(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
-    return state["keyName"], {"arn": m._arn("ec2", f"key-pair/{state['keyName']}"),
-                              "keyPairId": "key-" + m._hex(17, args.typ, args.name),
-                              "fingerprint": m._hex(64, "fingerprint", args.name)}
+    return state["keyName"], {
+        "arn": m._arn("ec2", f"key-pair/{state['keyName']}"),
+        "keyPairId": "key-" + m._hex(17, args.typ, args.name),
+        "fingerprint": m._hex(64, "fingerprint", args.name),
+    }
 
 
 def _instance(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
     instance_id = "i-" + m._hex(17, args.typ, args.name)
-    return instance_id, {"arn": m._arn("ec2", f"instance/{instance_id}"), "instanceState": "running",
-                         "privateIp": f"172.31.{m._octet('subnet', args.name)}.{m._octet('host', args.name)}",
-                         "publicIp": f"198.51.100.{m._octet('ephemeral-ip', args.name)}",
-                         "availabilityZone": f"{m.aws_region}a"}
+    return instance_id, {
+        "arn": m._arn("ec2", f"instance/{instance_id}"),
+        "instanceState": "running",
+        "privateIp": f"172.31.{m._octet('subnet', args.name)}.{m._octet('host', args.name)}",
+        "publicIp": f"198.51.100.{m._octet('ephemeral-ip', args.name)}",
+        "availabilityZone": f"{m.aws_region}a",
+    }
 
 
 def _eip(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
     allocation_id = "eipalloc-" + m._hex(17, args.typ, args.name)
     public_ip = f"198.51.100.{m._octet('eip', args.name)}"
-    return allocation_id, {"allocationId": allocation_id, "publicIp": public_ip,
-                           "publicDns": f"ec2-{public_ip.replace('.', '-')}.compute.amazonaws.com",
-                           "arn": m._arn("ec2", f"elastic-ip/{allocation_id}")}
+    return allocation_id, {
+        "allocationId": allocation_id,
+        "publicIp": public_ip,
+        "publicDns": f"ec2-{public_ip.replace('.', '-')}.compute.amazonaws.com",
+        "arn": m._arn("ec2", f"elastic-ip/{allocation_id}"),
+    }
 
 
 def _bucket(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
     name = state["bucket"]
-    return name, {"arn": f"arn:{m.aws_partition}:s3:::{name}", "bucketRegion": m.aws_region,
-                  "region": m.aws_region, "bucketDomainName": f"{name}.s3.amazonaws.com",
-                  "hostedZoneId": "Z" + m._hex(13, "zone").upper()}
+    return name, {
+        "arn": f"arn:{m.aws_partition}:s3:::{name}",
+        "bucketRegion": m.aws_region,
+        "region": m.aws_region,
+        "bucketDomainName": f"{name}.s3.amazonaws.com",
+        "hostedZoneId": "Z" + m._hex(13, "zone").upper(),
+    }
 
 
 def _bucket_setting(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
@@ -196,8 +224,11 @@ def _bucket_setting(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tu
 
 def _iam_named(kind: str, id_prefix: str) -> Callable:
     def handler(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
-        return state["name"], {"arn": m._arn("iam", f"{kind}/{state['name']}", region=False),
-                               "uniqueId": id_prefix + m._hex(17, args.typ, args.name).upper()}
+        return state["name"], {
+            "arn": m._arn("iam", f"{kind}/{state['name']}", region=False),
+            "uniqueId": id_prefix + m._hex(17, args.typ, args.name).upper(),
+        }
+
     return handler
 
 
@@ -218,18 +249,23 @@ def _access_key(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[
 def _gcp(collection: str, scope: str) -> Callable:
     def handler(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
         project = m.config.get("gcp:project", "mock-project")
-        location = {"global": "global",
-                    "region": f"regions/{state.get('region') or m.config.get('gcp:region')}",
-                    "zone": f"zones/{state.get('zone') or m.config.get('gcp:zone')}"}[scope]
+        location = {
+            "global": "global",
+            "region": f"regions/{state.get('region') or m.config.get('gcp:region')}",
+            "zone": f"zones/{state.get('zone') or m.config.get('gcp:zone')}",
+        }[scope]
         resource_id = f"projects/{project}/{location}/{collection}/{state['name']}"
-        computed: dict[str, Any] = {"selfLink": f"https://www.googleapis.com/compute/v1/{resource_id}",
-                                    "project": project}
+        computed: dict[str, Any] = {
+            "selfLink": f"https://www.googleapis.com/compute/v1/{resource_id}",
+            "project": project,
+        }
         if collection == "addresses":
             computed["address"] = f"192.0.2.{m._octet('address', args.name)}"
         if collection == "instances":
             computed["instanceId"] = str(int.from_bytes(m._digest(args.typ, args.name)[:8], "big"))
             computed["currentStatus"] = "RUNNING"
         return resource_id, computed
+
     return handler
 
 
@@ -264,6 +300,7 @@ RESOURCE_HANDLERS: dict[str, Callable[[ProviderMocks, MockResourceArgs, dict], t
 
 # --- invoke handlers: (mocks, args) -> result --------------------------------------------------
 
+
 def _get_instance_type(m: ProviderMocks, args: dict) -> dict:
     instance_type = args.get("instanceType", "")
     if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", instance_type):
@@ -284,18 +321,29 @@ def _get_ami(m: ProviderMocks, args: dict) -> dict:
         raise ValueError("mockstack answers AMI lookups by owner and name filter only")
     name = filters["name"][0].replace("*", "20250801-2204")
     return {
-        "id": "ami-" + m._hex(17, "ami", name), "imageId": "ami-" + m._hex(17, "ami", name), "name": name,
-        "architecture": filters.get("architecture", ["x86_64"])[0], "ownerId": args["owners"][0],
-        "rootDeviceType": "ebs", "virtualizationType": "hvm", "mostRecent": bool(args.get("mostRecent")),
-        "owners": args["owners"], "imageOwnerAlias": "", "public": True, "state": "available",
+        "id": "ami-" + m._hex(17, "ami", name),
+        "imageId": "ami-" + m._hex(17, "ami", name),
+        "name": name,
+        "architecture": filters.get("architecture", ["x86_64"])[0],
+        "ownerId": args["owners"][0],
+        "rootDeviceType": "ebs",
+        "virtualizationType": "hvm",
+        "mostRecent": bool(args.get("mostRecent")),
+        "owners": args["owners"],
+        "imageOwnerAlias": "",
+        "public": True,
+        "state": "available",
     }
 
 
 def _get_partition(m: ProviderMocks, args: dict) -> dict:
     partition = m.aws_partition
-    return {"id": partition, "partition": partition,
-            "dnsSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
-            "reverseDnsPrefix": "cn.com.amazonaws" if partition == "aws-cn" else "com.amazonaws"}
+    return {
+        "id": partition,
+        "partition": partition,
+        "dnsSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
+        "reverseDnsPrefix": "cn.com.amazonaws" if partition == "aws-cn" else "com.amazonaws",
+    }
 
 
 CALL_HANDLERS: dict[str, Callable[[ProviderMocks, dict], dict]] = {

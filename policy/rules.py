@@ -19,9 +19,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -217,8 +217,9 @@ def _ssh_not_public(resource_types: tuple[str, ...]) -> Callable[[ResourceValida
             return
         for opening in _world_openings(args.resource_type, args.props):
             if opening.covers("tcp", SSH_PORT):
-                report_violation(f"SSH (tcp 22) is open to the world: {opening.describe()}. "
-                                 "Allow port 22 only from sshAllowedCidrs.")
+                report_violation(
+                    f"SSH (tcp 22) is open to the world: {opening.describe()}. Allow port 22 only from sshAllowedCidrs."
+                )
 
     return validate
 
@@ -239,7 +240,7 @@ def _imdsv2_required(args: ResourceValidationArgs, report_violation: ReportViola
     # As CKV_AWS_79: a disabled metadata endpoint passes too. Without metadataOptions AWS allows IMDSv1.
     if options.get("httpEndpoint") == "disabled" or options.get("httpTokens") == "required":
         return
-    report_violation(f"metadataOptions.httpTokens is {options.get('httpTokens')!r}; set it to \"required\" (IMDSv2).")
+    report_violation(f'metadataOptions.httpTokens is {options.get("httpTokens")!r}; set it to "required" (IMDSv2).')
 
 
 def _encrypted_disks(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -301,8 +302,9 @@ def _gcp_metadata(args: ResourceValidationArgs) -> Mapping | None:
 def _gcp_block_project_ssh_keys(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     metadata = _gcp_metadata(args)
     if metadata is not None and not _is_true(metadata.get("block-project-ssh-keys")):
-        report_violation(f"metadata block-project-ssh-keys is {metadata.get('block-project-ssh-keys')!r}; "
-                         "set it to \"true\".")
+        report_violation(
+            f'metadata block-project-ssh-keys is {metadata.get("block-project-ssh-keys")!r}; set it to "true".'
+        )
 
 
 def _gcp_serial_port_off(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -312,7 +314,7 @@ def _gcp_serial_port_off(args: ResourceValidationArgs, report_violation: ReportV
     value = metadata.get("serial-port-enable")
     # GCE reads several spellings as true; accept only explicit "off" spellings.
     if str(value).strip().lower() not in ("false", "0", "no", "n"):
-        report_violation(f"metadata serial-port-enable is {value!r}; remove it or set it to \"false\".")
+        report_violation(f'metadata serial-port-enable is {value!r}; remove it or set it to "false".')
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -328,8 +330,9 @@ def _bucket_name(bucket: PolicyResource) -> str:
     return name if isinstance(name, str) else bucket.name
 
 
-def _configuring(bucket: PolicyResource, resources: Iterable[PolicyResource],
-                 types: Iterable[str]) -> list[PolicyResource]:
+def _configuring(
+    bucket: PolicyResource, resources: Iterable[PolicyResource], types: Iterable[str]
+) -> list[PolicyResource]:
     """The resources of `types` whose `bucket` input names this bucket.
 
     The engine tells which resources each input was computed from (property_dependencies), which identifies
@@ -391,9 +394,11 @@ def _bucket_encrypted(args: StackValidationArgs, report_violation: ReportViolati
     # SSE-S3 by default: here the default encryption must be declared (and so visible and reviewable).
     for bucket in _buckets(args):
         if not any(a in ENCRYPTION_ALGORITHMS for a in _bucket_encryption_algorithms(bucket, args.resources)):
-            report_violation(f"Bucket {_bucket_name(bucket)!r} has no default encryption "
-                             f"(a server-side encryption rule with one of {sorted(ENCRYPTION_ALGORITHMS)}).",
-                             bucket.urn)
+            report_violation(
+                f"Bucket {_bucket_name(bucket)!r} has no default encryption "
+                f"(a server-side encryption rule with one of {sorted(ENCRYPTION_ALGORITHMS)}).",
+                bucket.urn,
+            )
 
 
 def _parse_policy(document: Any) -> Mapping:
@@ -436,9 +441,11 @@ def _bucket_tls_only(args: StackValidationArgs, report_violation: ReportViolatio
         documents.append(_known(bucket.props, "policy"))  # deprecated inline form, a computed output as well
         statements = [s for d in documents for s in _as_list(_parse_policy(d).get("Statement"))]
         if not any(_denies_plain_http(_mapping(s), bucket_arn) for s in statements):
-            report_violation(f"Bucket {_bucket_name(bucket)!r} has no policy statement denying s3:* to every "
-                             "principal on the bucket and its objects when aws:SecureTransport is false.",
-                             bucket.urn)
+            report_violation(
+                f"Bucket {_bucket_name(bucket)!r} has no policy statement denying s3:* to every "
+                "principal on the bucket and its objects when aws:SecureTransport is false.",
+                bucket.urn,
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -456,33 +463,51 @@ def _stack_rule(name: str, description: str, validate) -> StackValidationPolicy:
 
 
 ALL: list[Policy] = [
-    _resource_rule("CKV_AWS_24", "No security group allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
-                   _ssh_not_public((AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP, AWS_SECURITY_GROUP_RULE,
-                                    AWS_VPC_INGRESS_RULE))),
-    _resource_rule("CKV_GCP_2", "No GCP firewall rule allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
-                   _ssh_not_public((GCP_FIREWALL,))),
-    _resource_rule("prefect-host-public-ports-only",
-                   "Only tcp 80, 443, 4200 and udp 4200 are open to the world (AWS and GCP).", _public_ports_only),
-    _resource_rule("CKV_AWS_79", "EC2 instances require IMDSv2 (metadataOptions.httpTokens = required).",
-                   _imdsv2_required),
+    _resource_rule(
+        "CKV_AWS_24",
+        "No security group allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
+        _ssh_not_public(
+            (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP, AWS_SECURITY_GROUP_RULE, AWS_VPC_INGRESS_RULE)
+        ),
+    ),
+    _resource_rule(
+        "CKV_GCP_2",
+        "No GCP firewall rule allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
+        _ssh_not_public((GCP_FIREWALL,)),
+    ),
+    _resource_rule(
+        "prefect-host-public-ports-only",
+        "Only tcp 80, 443, 4200 and udp 4200 are open to the world (AWS and GCP).",
+        _public_ports_only,
+    ),
+    _resource_rule(
+        "CKV_AWS_79", "EC2 instances require IMDSv2 (metadataOptions.httpTokens = required).", _imdsv2_required
+    ),
     _resource_rule("CKV_AWS_8", "EC2 instance volumes (root and EBS) are encrypted.", _encrypted_disks),
-    _resource_rule("CKV_AWS_53", "S3 public access blocks set blockPublicAcls.",
-                   _public_access_flag("blockPublicAcls")),
-    _resource_rule("CKV_AWS_54", "S3 public access blocks set blockPublicPolicy.",
-                   _public_access_flag("blockPublicPolicy")),
-    _resource_rule("CKV_AWS_55", "S3 public access blocks set ignorePublicAcls.",
-                   _public_access_flag("ignorePublicAcls")),
-    _resource_rule("CKV_AWS_56", "S3 public access blocks set restrictPublicBuckets.",
-                   _public_access_flag("restrictPublicBuckets")),
+    _resource_rule(
+        "CKV_AWS_53", "S3 public access blocks set blockPublicAcls.", _public_access_flag("blockPublicAcls")
+    ),
+    _resource_rule(
+        "CKV_AWS_54", "S3 public access blocks set blockPublicPolicy.", _public_access_flag("blockPublicPolicy")
+    ),
+    _resource_rule(
+        "CKV_AWS_55", "S3 public access blocks set ignorePublicAcls.", _public_access_flag("ignorePublicAcls")
+    ),
+    _resource_rule(
+        "CKV_AWS_56", "S3 public access blocks set restrictPublicBuckets.", _public_access_flag("restrictPublicBuckets")
+    ),
     _stack_rule("CKV2_AWS_6", "Every S3 bucket has a public access block.", _bucket_has_public_access_block),
     _stack_rule("CKV_AWS_19", "Every S3 bucket has default server-side encryption configured.", _bucket_encrypted),
     _stack_rule("prefect-host-s3-tls-only", "Every S3 bucket policy denies requests without TLS.", _bucket_tls_only),
-    _resource_rule("CKV_AWS_40", "IAM policies are attached to groups or roles, never directly to users.",
-                   _no_user_policies),
-    _resource_rule("CKV_GCP_39", "GCP instances are shielded VMs with vTPM and integrity monitoring.",
-                   _gcp_vtpm_and_integrity),
-    _resource_rule("prefect-host-gcp-secure-boot", "GCP instances boot with Shielded VM secure boot.",
-                   _gcp_secure_boot),
+    _resource_rule(
+        "CKV_AWS_40", "IAM policies are attached to groups or roles, never directly to users.", _no_user_policies
+    ),
+    _resource_rule(
+        "CKV_GCP_39", "GCP instances are shielded VMs with vTPM and integrity monitoring.", _gcp_vtpm_and_integrity
+    ),
+    _resource_rule(
+        "prefect-host-gcp-secure-boot", "GCP instances boot with Shielded VM secure boot.", _gcp_secure_boot
+    ),
     _resource_rule("CKV_GCP_32", "GCP instances block project-wide SSH keys.", _gcp_block_project_ssh_keys),
     _resource_rule("CKV_GCP_35", "GCP instances keep the serial port console disabled.", _gcp_serial_port_off),
 ]
@@ -493,9 +518,15 @@ ALL: list[Policy] = [
 
 
 def _options(parent: str | None) -> PolicyResourceOptions:
-    return PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
-                                 custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[],
-                                 parent=parent)
+    return PolicyResourceOptions(
+        protect=False,
+        ignore_changes=[],
+        delete_before_replace=None,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+        parent=parent,
+    )
 
 
 def evaluate(resources: Iterable[Any]) -> list[Violation]:
@@ -507,9 +538,11 @@ def evaluate(resources: Iterable[Any]) -> list[Violation]:
     Nothing here knows property dependencies, so stack rules match related resources by value.
     """
     records = list(resources)
-    urns = [getattr(r, "urn", None) or f"urn:pulumi:evaluate::evaluate::{r.type}::{r.name}#{i}"
-            for i, r in enumerate(records)]
-    name_of = dict(zip(urns, (r.name for r in records)))
+    urns = [
+        getattr(r, "urn", None) or f"urn:pulumi:evaluate::evaluate::{r.type}::{r.name}#{i}"
+        for i, r in enumerate(records)
+    ]
+    name_of = dict(zip(urns, (r.name for r in records), strict=True))
     violations: list[Violation] = []
 
     def reporter(policy: Policy, default_resource: str) -> ReportViolation:
@@ -520,17 +553,28 @@ def evaluate(resources: Iterable[Any]) -> list[Violation]:
 
     for policy in ALL:
         if isinstance(policy, ResourceValidationPolicy):
-            for record, urn in zip(records, urns):
+            for record, urn in zip(records, urns, strict=True):
                 props = unknown_checking_proxy(copy.deepcopy(dict(record.inputs)))
-                args = ResourceValidationArgs(record.type, props, urn, record.name,
-                                              _options(getattr(record, "parent", None)), None)
+                args = ResourceValidationArgs(
+                    record.type, props, urn, record.name, _options(getattr(record, "parent", None)), None
+                )
                 policy.validate(args, reporter(policy, record.name))
         else:
             stack = []
-            for record, urn in zip(records, urns):
+            for record, urn in zip(records, urns, strict=True):
                 props = {**record.inputs, **(getattr(record, "outputs", None) or {})}
-                stack.append(PolicyResource(record.type, unknown_checking_proxy(copy.deepcopy(props)), urn,
-                                            record.name, _options(getattr(record, "parent", None)), None, None,
-                                            [], {}))
+                stack.append(
+                    PolicyResource(
+                        record.type,
+                        unknown_checking_proxy(copy.deepcopy(props)),
+                        urn,
+                        record.name,
+                        _options(getattr(record, "parent", None)),
+                        None,
+                        None,
+                        [],
+                        {},
+                    )
+                )
             policy.validate(StackValidationArgs(stack, None), reporter(policy, ""))
     return violations

@@ -130,24 +130,37 @@ class CaddySettings:
 
     def __post_init__(self) -> None:
         if self.mode not in TLS_MODES:
-            raise TlsConfigError(f"tls mode {self.mode!r} cannot be rendered for Caddy; use one of "
-                                 f"{', '.join(TLS_MODES)} ('off' serves no Caddy at all).")
+            raise TlsConfigError(
+                f"tls mode {self.mode!r} cannot be rendered for Caddy; use one of "
+                f"{', '.join(TLS_MODES)} ('off' serves no Caddy at all)."
+            )
         if self.mode == "internal":
             if not _is_ip(self.address) or ipaddress.ip_address(self.address).version != 4:
                 raise TlsConfigError(f"tls=internal needs the host's public IPv4 address; got {self.address!r}.")
         else:
-            if (not isinstance(self.address, str) or not _DOMAIN.match(self.address) or len(self.address) > 253
-                    or _is_ip(self.address)):
-                raise TlsConfigError(f"domain={self.address!r} is not a DNS name; use lower-case labels of "
-                                     "letters, digits and hyphens separated by dots, e.g. prefect.example.com.")
-            if self.acme_email is not None and (not isinstance(self.acme_email, str)
-                                                or not _EMAIL.match(self.acme_email)):
-                raise TlsConfigError(f"acmeEmail={self.acme_email!r} is not an e-mail address such as "
-                                     "ops@example.com.")
-            if (not isinstance(self.acme_directory, str) or not self.acme_directory.startswith("https://")
-                    or not _TOKEN.match(self.acme_directory)):
-                raise TlsConfigError(f"acmeCa={self.acme_directory!r} must be the https:// URL of an ACME "
-                                     f"(RFC 8555) directory, e.g. {LETS_ENCRYPT_DIRECTORY}.")
+            if (
+                not isinstance(self.address, str)
+                or not _DOMAIN.match(self.address)
+                or len(self.address) > 253
+                or _is_ip(self.address)
+            ):
+                raise TlsConfigError(
+                    f"domain={self.address!r} is not a DNS name; use lower-case labels of "
+                    "letters, digits and hyphens separated by dots, e.g. prefect.example.com."
+                )
+            if self.acme_email is not None and (
+                not isinstance(self.acme_email, str) or not _EMAIL.match(self.acme_email)
+            ):
+                raise TlsConfigError(f"acmeEmail={self.acme_email!r} is not an e-mail address such as ops@example.com.")
+            if (
+                not isinstance(self.acme_directory, str)
+                or not self.acme_directory.startswith("https://")
+                or not _TOKEN.match(self.acme_directory)
+            ):
+                raise TlsConfigError(
+                    f"acmeCa={self.acme_directory!r} must be the https:// URL of an ACME "
+                    f"(RFC 8555) directory, e.g. {LETS_ENCRYPT_DIRECTORY}."
+                )
         for path, setting in ((self.acme_ca_root, "acme_ca_root"), (self.admin_socket, "admin_socket")):
             if path is not None and (not isinstance(path, str) or not path.startswith("/") or not _TOKEN.match(path)):
                 raise TlsConfigError(f"{setting}={path!r} must be an absolute path without spaces or quotes.")
@@ -160,11 +173,14 @@ class CaddySettings:
             _check_port(port, "port")
         _check_port(self.upstream_port, "upstream_port")
         if len(set(listen)) != len(listen):
-            raise TlsConfigError(f"Caddy's ports {listen} must all differ (HTTPS {self.https_ports}, "
-                                 f"HTTP {self.http_port}).")
+            raise TlsConfigError(
+                f"Caddy's ports {listen} must all differ (HTTPS {self.https_ports}, HTTP {self.http_port})."
+            )
         if self.upstream_port in listen:
-            raise TlsConfigError(f"Prefect's loopback port {self.upstream_port} is one Caddy listens on "
-                                 f"({', '.join(map(str, listen))}); run Prefect on another port, e.g. 4201.")
+            raise TlsConfigError(
+                f"Prefect's loopback port {self.upstream_port} is one Caddy listens on "
+                f"({', '.join(map(str, listen))}); run Prefect on another port, e.g. 4201."
+            )
         if self.bind_address is not None and not _is_ip(self.bind_address):
             raise TlsConfigError(f"bind_address={self.bind_address!r} is not an IP address.")
 
@@ -183,12 +199,16 @@ def render_caddyfile(settings: CaddySettings) -> str:
     """The Caddyfile for `settings`, formatted as `caddy fmt` would."""
     s = settings
     global_options = [
-        f"admin unix/{s.admin_socket}", f"http_port {s.http_port}", f"https_port {s.https_ports[0]}",
+        f"admin unix/{s.admin_socket}",
+        f"http_port {s.http_port}",
+        f"https_port {s.https_ports[0]}",
         # One redirect rule for every request on the HTTP port: the block at the end. (Caddy's
         # automatic ones would drop a non-443 HTTPS port.) ACME challenges are still answered.
         "auto_https disable_redirects",
         # TCP only: HTTP/3 would open UDP listeners nobody asked for.
-        "servers {", "\tprotocols h1 h2", "}",
+        "servers {",
+        "\tprotocols h1 h2",
+        "}",
     ]
     if s.mode == "internal":
         global_options += ["skip_install_trust", f"default_sni {s.address}"]
@@ -208,8 +228,11 @@ def render_caddyfile(settings: CaddySettings) -> str:
     target = "https://{host}{uri}" if https_port == 443 else f"https://{{host}}:{https_port}{{uri}}"
     redirect = [f"bind {s.bind_address}"] if s.bind_address else []
     redirect.append(f"redir {target} 308")
-    blocks = [_block("", global_options), _block(", ".join(s.site_addresses), site),
-              _block(f"http://:{s.http_port}", redirect)]
+    blocks = [
+        _block("", global_options),
+        _block(", ".join(s.site_addresses), site),
+        _block(f"http://:{s.http_port}", redirect),
+    ]
     return "\n".join(blocks)
 
 

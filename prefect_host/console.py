@@ -24,8 +24,7 @@ _SPINNER = "|/-\\"
 
 
 class Console:
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, *,
-                 progress_interval: float = 10.0):
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, *, progress_interval: float = 10.0):
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.progress_interval = progress_interval
@@ -74,7 +73,7 @@ class Console:
 
     # --- steps ---------------------------------------------------------------------------------
     @contextmanager
-    def step(self, name: str, *, changed: bool = False) -> Iterator["StepStatus"]:
+    def step(self, name: str, *, changed: bool = False) -> Iterator[StepStatus]:
         """Run a block as one step: a progress display while it runs, then `[tag] name  1.2 s`.
 
         `changed` (also settable on the yielded status) marks steps that modified the host or the
@@ -94,10 +93,11 @@ class Console:
             progress.stop()
             with self._lock:
                 self._running -= 1
-            self._finish_line(progress, f"  [{tag}]{' ' * (9 - len(tag))}{name:<46} "
-                                        f"{time.monotonic() - started:6.1f} s\n")
+            self._finish_line(
+                progress, f"  [{tag}]{' ' * (9 - len(tag))}{name:<46} {time.monotonic() - started:6.1f} s\n"
+            )
 
-    def _finish_line(self, progress: "_Progress", text: str) -> None:
+    def _finish_line(self, progress: _Progress, text: str) -> None:
         if progress.tty:
             text = "\r\033[K" + text
         self._write(self.out, text)
@@ -159,5 +159,4 @@ class StepLine:
 def parse_step_lines(output: str) -> list[StepLine]:
     """The finished steps' lines in `output`, in order (progress lines are left out): what the
     benchmark and the tests read back from the bootstrap's output."""
-    return [StepLine(m["tag"], m["name"], float(m["seconds"]))
-            for m in map(_STEP_LINE.match, output.splitlines()) if m]
+    return [StepLine(m["tag"], m["name"], float(m["seconds"])) for m in map(_STEP_LINE.match, output.splitlines()) if m]

@@ -49,8 +49,7 @@ def compatible_platform_tags(machine: str, libc: str, libc_version: tuple[int, i
     if libc == "glibc":
         for m in range(minor, 4, -1):
             tags.append(f"manylinux_{major}_{m}_{arch}")
-            tags += [f"{legacy}_{arch}" for legacy, version in _LEGACY_MANYLINUX.items()
-                     if version == (major, m)]
+            tags += [f"{legacy}_{arch}" for legacy, version in _LEGACY_MANYLINUX.items() if version == (major, m)]
     elif libc == "musl":
         tags += [f"musllinux_{major}_{m}_{arch}" for m in range(minor, -1, -1)]
     else:
@@ -95,14 +94,15 @@ def parse_links(body: str, content_type: str, page_url: str) -> list[tuple[str, 
     parser.feed(body)
     for href in parser.hrefs:
         url, _, fragment = urllib.parse.urljoin(page_url, href).partition("#")
-        sha = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
+        sha = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
         filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
         links.append((filename, url, sha))
     return links
 
 
-def choose_wheel(links: list[tuple[str, str, str | None]], version: str,
-                 tags: list[str]) -> tuple[str, str, str | None]:
+def choose_wheel(
+    links: list[tuple[str, str, str | None]], version: str, tags: list[str]
+) -> tuple[str, str, str | None]:
     """The uv `version` wheel whose platform tag ranks best in `tags`."""
     best = None
     for filename, url, sha in links:
@@ -146,8 +146,9 @@ def install_uv(version: str, dest: str, *, index_url: str | None, find_links: st
         body, content_type = _get(page_url, accept=f"{_JSON_TYPE}, text/html;q=0.1")
     libc, libc_version = detect_libc()
     tags = compatible_platform_tags(platform.machine(), libc, libc_version)
-    filename, url, sha = choose_wheel(parse_links(body.decode("utf-8", "replace"), content_type, page_url),
-                                      version, tags)
+    filename, url, sha = choose_wheel(
+        parse_links(body.decode("utf-8", "replace"), content_type, page_url), version, tags
+    )
     wheel, _ = _get(url)
     if sha and hashlib.sha256(wheel).hexdigest() != sha.lower():
         raise FetchError(f"{filename}: sha256 does not match the index's hash; refusing to install it")

@@ -60,14 +60,15 @@ class StackOutputs:
     s3_endpoint_url: str | None = _output("s3EndpointUrl", required=False)
 
     @classmethod
-    def from_mapping(cls, data: Any, *, source: str = "the stack outputs") -> "StackOutputs":
+    def from_mapping(cls, data: Any, *, source: str = "the stack outputs") -> StackOutputs:
         if not isinstance(data, dict):
             raise OutputsError(
                 f"{source}: expected a JSON object of stack outputs "
                 f"(from `pulumi stack output --json --show-secrets`), got {type(data).__name__}."
             )
-        missing = [f.metadata["output"] for f in fields(cls)
-                   if f.metadata["required"] and f.metadata["output"] not in data]
+        missing = [
+            f.metadata["output"] for f in fields(cls) if f.metadata["required"] and f.metadata["output"] not in data
+        ]
         if missing:
             raise OutputsError(
                 f"{source}: missing output(s) {', '.join(missing)}. Expected the JSON of "
@@ -82,9 +83,11 @@ class StackOutputs:
                     raise OutputsError(f"{source}: output {name} is null; it must be a non-empty string.")
                 continue
             if not isinstance(value, str) or not value.strip():
-                raise OutputsError(f"{source}: output {name} must be a non-empty string, got {value!r}"
-                                   if not f.metadata["secret"] else
-                                   f"{source}: output {name} must be a non-empty string.")
+                raise OutputsError(
+                    f"{source}: output {name} must be a non-empty string, got {value!r}"
+                    if not f.metadata["secret"]
+                    else f"{source}: output {name} must be a non-empty string."
+                )
             if f.metadata["secret"] and value == "[secret]":
                 raise OutputsError(
                     f"{source}: output {name} is masked as [secret]; export the outputs with "
@@ -99,7 +102,7 @@ class StackOutputs:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "StackOutputs":
+    def from_file(cls, path: str | Path) -> StackOutputs:
         path = Path(path)
         try:
             text = path.read_text()
@@ -112,7 +115,7 @@ class StackOutputs:
         return cls.from_mapping(data, source=f"--outputs {path}")
 
     @classmethod
-    def from_stack(cls, stack: str, *, cwd: str | Path | None = None) -> "StackOutputs":
+    def from_stack(cls, stack: str, *, cwd: str | Path | None = None) -> StackOutputs:
         if shutil.which("pulumi") is None:
             raise OutputsError(
                 f"--stack {stack}: the pulumi CLI is not on PATH. Install it, or pass "
@@ -120,7 +123,9 @@ class StackOutputs:
             )
         proc = subprocess.run(
             ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack],
-            cwd=cwd, capture_output=True, text=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise OutputsError(f"--stack {stack}: `pulumi stack output` failed: {proc.stderr.strip()}")
@@ -132,8 +137,7 @@ class StackOutputs:
 
     def to_mapping(self) -> dict[str, str]:
         """The camelCase JSON shape (what `pulumi stack output --json --show-secrets` prints)."""
-        return {f.metadata["output"]: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) is not None}
+        return {f.metadata["output"]: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @property
     def auth_user(self) -> str:
@@ -146,29 +150,38 @@ def _check_tls(values: dict[str, Any], source: str) -> str:
     api_scheme = urllib.parse.urlsplit(values["api_url"]).scheme
     if mode is None:
         if api_scheme != "http":
-            raise OutputsError(f"{source}: missing output tlsMode; it is required with an {api_scheme}:// "
-                               "apiUrl (one of: " + ", ".join(TLS_MODES) + ").")
+            raise OutputsError(
+                f"{source}: missing output tlsMode; it is required with an {api_scheme}:// "
+                "apiUrl (one of: " + ", ".join(TLS_MODES) + ")."
+            )
         mode = "off"
     if mode not in TLS_MODES:
         raise OutputsError(f"{source}: output tlsMode is {mode!r}; allowed: {', '.join(TLS_MODES)}.")
     scheme = "http" if mode == "off" else "https"
     for name, key in (("apiUrl", "api_url"), ("uiUrl", "ui_url")):
         if urllib.parse.urlsplit(values[key]).scheme != scheme:
-            raise OutputsError(f"{source}: output {name} is {values[key]!r}, but tlsMode {mode} serves "
-                               f"{scheme}:// URLs; take all outputs from the same `pulumi stack output`.")
+            raise OutputsError(
+                f"{source}: output {name} is {values[key]!r}, but tlsMode {mode} serves "
+                f"{scheme}:// URLs; take all outputs from the same `pulumi stack output`."
+            )
     if mode == "acme":
         missing = [name for name, key in (("domain", "domain"), ("acmeCa", "acme_ca")) if key not in values]
         if missing:
-            raise OutputsError(f"{source}: tlsMode acme needs output(s) {', '.join(missing)} "
-                               "(the certificate's domain and the ACME directory).")
+            raise OutputsError(
+                f"{source}: tlsMode acme needs output(s) {', '.join(missing)} "
+                "(the certificate's domain and the ACME directory)."
+            )
     else:
         extra = [name for name, key in (("acmeCa", "acme_ca"), ("acmeEmail", "acme_email")) if key in values]
         if extra:
-            raise OutputsError(f"{source}: output(s) {', '.join(extra)} only apply to tlsMode acme, "
-                               f"but tlsMode is {mode}.")
+            raise OutputsError(
+                f"{source}: output(s) {', '.join(extra)} only apply to tlsMode acme, but tlsMode is {mode}."
+            )
     if mode == "internal" and "domain" in values:
-        raise OutputsError(f"{source}: tlsMode internal certifies the public IP, but output domain is "
-                           f"{values['domain']!r}; a stack with a domain uses tlsMode acme.")
+        raise OutputsError(
+            f"{source}: tlsMode internal certifies the public IP, but output domain is "
+            f"{values['domain']!r}; a stack with a domain uses tlsMode acme."
+        )
     return mode
 
 

@@ -7,30 +7,22 @@ connection attempt before authentication, i.e. before anything is sent to the ho
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
-import io
 import random
 import select
 import shlex
 import socket
 import time
 from dataclasses import dataclass
-from hashlib import sha256
-from pathlib import Path
 
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from prefect_host.errors import (
-    CommandFailed,
-    ConnectError,
-    HostKeyMismatch,
-    SudoError,
-    UsageError,
-)
+from prefect_host.errors import CommandFailed, ConnectError, HostKeyMismatch, SudoError
+
+# The key handling lives in prefect_host.ssh_keys; these names stay importable from here.
+from prefect_host.ssh_keys import PinnedHostKey, fingerprint
+from prefect_host.ssh_keys import load_private_key as load_private_key
+from prefect_host.ssh_keys import load_private_key_file as load_private_key_file
 
 SSH_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 300.0
@@ -40,76 +32,6 @@ _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 5.0
 _KEEPALIVE_SECONDS = 15
 _STDERR_TAIL_LINES = 20
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's SHA256 fingerprint, as `ssh-keygen -lf` prints it."""
-    return "SHA256:" + base64.b64encode(sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
-@dataclass(frozen=True)
-class PinnedHostKey:
-    key: paramiko.PKey
-
-    @classmethod
-    def parse(cls, line: str, *, setting: str) -> "PinnedHostKey":
-        """Parse an OpenSSH public key line (`ssh-ed25519 AAAA... [comment]`)."""
-        parts = (line or "").split()
-        if len(parts) < 2:
-            raise UsageError(f"{setting}: expected an OpenSSH public key line such as "
-                             f"\"ssh-ed25519 AAAA...\", got {line!r}.")
-        key_type, blob = parts[0], parts[1]
-        try:
-            raw = base64.b64decode(blob, validate=True)
-            key = paramiko.PKey.from_type_string(key_type, raw)
-        except (binascii.Error, paramiko.SSHException, paramiko.pkey.UnknownKeyType, ValueError) as exc:
-            raise UsageError(f"{setting}: {key_type} {blob[:16]}... is not a valid OpenSSH public key "
-                             f"({exc}); allowed types: ssh-ed25519, ecdsa-sha2-nistp256/384/521, "
-                             "ssh-rsa.") from None
-        if key.get_name() != key_type and not (key_type == "ssh-rsa" and key.get_name().startswith("rsa")):
-            raise UsageError(f"{setting}: the key type says {key_type} but the key is {key.get_name()}.")
-        return cls(key)
-
-    @property
-    def key_type(self) -> str:
-        return self.key.get_name()
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.key)
-
-
-def load_private_key(data: str | bytes, *, source: str) -> paramiko.PKey:
-    """Load an unencrypted private key (OpenSSH or PEM) from memory; nothing is written to disk."""
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        try:
-            loaded = serialization.load_ssh_private_key(raw, password=None)
-        except ValueError:
-            loaded = serialization.load_pem_private_key(raw, password=None)
-    except TypeError:
-        raise UsageError(f"{source}: the private key is encrypted; give an unencrypted key "
-                         "(for example a copy decrypted with `ssh-keygen -p`).") from None
-    except (ValueError, paramiko.SSHException):
-        raise UsageError(f"{source}: not a private key in OpenSSH or PEM format.") from None
-    if isinstance(loaded, ed25519.Ed25519PrivateKey):
-        key_class = paramiko.Ed25519Key
-    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
-        key_class = paramiko.ECDSAKey
-    elif isinstance(loaded, rsa.RSAPrivateKey):
-        key_class = paramiko.RSAKey
-    else:
-        raise UsageError(f"{source}: unsupported private key type {type(loaded).__name__}; "
-                         "allowed: ED25519, ECDSA, RSA.")
-    return key_class.from_private_key(io.StringIO(raw.decode()))
-
-
-def load_private_key_file(path: str | Path, *, setting: str = "--identity") -> paramiko.PKey:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{setting} {path}: cannot read the file ({exc.strerror}).") from None
-    return load_private_key(data, source=f"{setting} {path}")
 
 
 @dataclass(frozen=True)
@@ -138,60 +60,25 @@ class HostSession:
         self.port = port
 
     @classmethod
-    def connect(cls, host: str, *, user: str, identity: paramiko.PKey, host_key: PinnedHostKey,
-                port: int = SSH_PORT, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "HostSession":
+    def connect(
+        cls,
+        host: str,
+        *,
+        user: str,
+        identity: paramiko.PKey,
+        host_key: PinnedHostKey,
+        port: int = SSH_PORT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> HostSession:
         """Connect, retrying with full-jitter backoff until `connect_timeout` while the host boots.
 
         Retried: refused/unreachable/timeouts, resets, banner errors, and authentication failures
         (a new VM's cloud-init may not have installed the key yet). Never retried: a host key
         mismatch, which raises HostKeyMismatch at once.
         """
-        deadline = time.monotonic() + connect_timeout
-        attempt = 0
-        while True:
-            client = paramiko.SSHClient()
-            # Known-hosts syntax: the bare host on port 22, `[host]:port` otherwise.
-            known_name = host if port == SSH_PORT else f"[{host}]:{port}"
-            client.get_host_keys().add(known_name, host_key.key_type, host_key.key)
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            remaining = deadline - time.monotonic()
-            per_attempt = max(1.0, min(_ATTEMPT_TIMEOUT, remaining))
-            try:
-                client.connect(host, port=port, username=user, pkey=identity,
-                               timeout=per_attempt, banner_timeout=per_attempt,
-                               auth_timeout=per_attempt, allow_agent=False, look_for_keys=False)
-                _check_negotiated_key(client, host_key, host, port)
-                break
-            except paramiko.BadHostKeyException as exc:
-                client.close()
-                raise _mismatch(host, port, host_key, exc.key) from None
-            except HostKeyMismatch:
-                client.close()
-                raise
-            except socket.gaierror as exc:
-                client.close()
-                raise ConnectError(f"--host {host}: the name does not resolve ({exc.strerror}).") from None
-            except paramiko.ssh_exception.IncompatiblePeer as exc:
-                client.close()
-                raise ConnectError(f"{user}@{host}:{port}: no SSH algorithms in common ({exc}).") from None
-            except paramiko.AuthenticationException:
-                client.close()
-                last_error = (f"the host refused the key {fingerprint(identity)} for user {user} "
-                              "(is it the private half of the key in the user's authorized_keys?)")
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                client.close()
-                last_error = _describe(exc)
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ConnectError(
-                    f"Could not open an SSH session to {user}@{host}:{port} within "
-                    f"{connect_timeout:g} s ({attempt} attempt(s)); last error: {last_error}. Check the "
-                    f"address, that port {port} is open to this machine (sshAllowedCidrs), and that the "
-                    "VM is running; a longer --connect-timeout helps when it is still booting."
-                )
-            # Full jitter: spreads retries out and never waits longer than the time left.
-            time.sleep(min(remaining, random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** attempt))))
+        client = _connect_with_retries(
+            host, port=port, user=user, identity=identity, host_key=host_key, connect_timeout=connect_timeout
+        )
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(_KEEPALIVE_SECONDS)
@@ -204,9 +91,17 @@ class HostSession:
         return transport.get_remote_server_key() if transport is not None else None
 
     # --- commands ------------------------------------------------------------------------------
-    def run(self, command: str, *, sudo: bool = False, as_user: str | None = None,
-            stdin: bytes | str | None = None, timeout: float = 600.0, label: str | None = None,
-            check: bool = True) -> CommandResult:
+    def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = False,
+        as_user: str | None = None,
+        stdin: bytes | str | None = None,
+        timeout: float = 600.0,
+        label: str | None = None,
+        check: bool = True,
+    ) -> CommandResult:
         """Run `command` (a shell line); stdout and stderr are read fully before the exit status.
 
         Secrets go in `stdin`, never in `command` (a command line shows in `ps` and in errors).
@@ -233,16 +128,28 @@ class HostSession:
             raise CommandFailed(label, status, _tail(stderr))
         return CommandResult(stdout, stderr, status)
 
-    def put_file(self, path: str, content: bytes | str, *, mode: int, owner: str = "root",
-                 group: str | None = None, label: str | None = None) -> None:
+    def put_file(
+        self,
+        path: str,
+        content: bytes | str,
+        *,
+        mode: int,
+        owner: str = "root",
+        group: str | None = None,
+        label: str | None = None,
+    ) -> None:
         """Atomically write a file as root; the content travels on stdin, never on a command line."""
-        self.run(write_file_script(path, mode=mode, owner=owner, group=group), sudo=True,
-                 stdin=content, label=label or f"write {path}")
+        self.run(
+            write_file_script(path, mode=mode, owner=owner, group=group),
+            sudo=True,
+            stdin=content,
+            label=label or f"write {path}",
+        )
 
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "HostSession":
+    def __enter__(self) -> HostSession:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -256,13 +163,14 @@ def write_file_script(path: str, *, mode: int, owner: str = "root", group: str |
     """
     q = shlex.quote
     directory = path.rsplit("/", 1)[0] or "/"
-    return (f"umask 077 && mkdir -p {q(directory)} && tmp=$(mktemp {q(path + '.XXXXXX')}) && "
-            f"cat > \"$tmp\" && chown {q(owner)}:{q(group or owner)} \"$tmp\" && "
-            f"chmod {mode:04o} \"$tmp\" && mv -f \"$tmp\" {q(path)}")
+    return (
+        f"umask 077 && mkdir -p {q(directory)} && tmp=$(mktemp {q(path + '.XXXXXX')}) && "
+        f'cat > "$tmp" && chown {q(owner)}:{q(group or owner)} "$tmp" && '
+        f'chmod {mode:04o} "$tmp" && mv -f "$tmp" {q(path)}'
+    )
 
 
-def _exchange(channel: paramiko.Channel, stdin: bytes | None,
-              deadline: float) -> tuple[bytes, bytes, int | None]:
+def _exchange(channel: paramiko.Channel, stdin: bytes | None, deadline: float) -> tuple[bytes, bytes, int | None]:
     """Feed stdin and drain stdout and stderr together until EOF, so neither side can block the
     other on a full window; then wait for the exit status. Returns status None on timeout."""
     out, err = bytearray(), bytearray()
@@ -305,6 +213,93 @@ def _tail(text: str) -> str:
     return "\n".join(text.rstrip().splitlines()[-_STDERR_TAIL_LINES:])
 
 
+def _connect_with_retries(
+    host: str,
+    *,
+    port: int,
+    user: str,
+    identity: paramiko.PKey,
+    host_key: PinnedHostKey,
+    connect_timeout: float,
+) -> paramiko.SSHClient:
+    """Attempt after attempt, with full-jitter backoff between them, until one connects or the
+    `connect_timeout` runs out (ConnectError naming the last failure)."""
+    deadline = time.monotonic() + connect_timeout
+    attempt = 0
+    while True:
+        client, last_error = _connect_once(
+            host, port=port, user=user, identity=identity, host_key=host_key, deadline=deadline
+        )
+        if client is not None:
+            return client
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectError(
+                f"Could not open an SSH session to {user}@{host}:{port} within "
+                f"{connect_timeout:g} s ({attempt} attempt(s)); last error: {last_error}. Check the "
+                f"address, that port {port} is open to this machine (sshAllowedCidrs), and that the "
+                "VM is running; a longer --connect-timeout helps when it is still booting."
+            )
+        # Full jitter: spreads retries out and never waits longer than the time left.
+        time.sleep(min(remaining, random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))))
+
+
+def _connect_once(
+    host: str,
+    *,
+    port: int,
+    user: str,
+    identity: paramiko.PKey,
+    host_key: PinnedHostKey,
+    deadline: float,
+) -> tuple[paramiko.SSHClient | None, str]:
+    """One connection attempt: (the connected client, "") or, on a failure worth retrying, (None,
+    why). Raises at once on a host key mismatch, an unresolvable name or no common algorithms."""
+    client = paramiko.SSHClient()
+    # Known-hosts syntax: the bare host on port 22, `[host]:port` otherwise.
+    known_name = host if port == SSH_PORT else f"[{host}]:{port}"
+    client.get_host_keys().add(known_name, host_key.key_type, host_key.key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    remaining = deadline - time.monotonic()
+    per_attempt = max(1.0, min(_ATTEMPT_TIMEOUT, remaining))
+    try:
+        client.connect(
+            host,
+            port=port,
+            username=user,
+            pkey=identity,
+            timeout=per_attempt,
+            banner_timeout=per_attempt,
+            auth_timeout=per_attempt,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+        _check_negotiated_key(client, host_key, host, port)
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise _mismatch(host, port, host_key, exc.key) from None
+    except HostKeyMismatch:
+        client.close()
+        raise
+    except socket.gaierror as exc:
+        client.close()
+        raise ConnectError(f"--host {host}: the name does not resolve ({exc.strerror}).") from None
+    except paramiko.ssh_exception.IncompatiblePeer as exc:
+        client.close()
+        raise ConnectError(f"{user}@{host}:{port}: no SSH algorithms in common ({exc}).") from None
+    except paramiko.AuthenticationException:
+        client.close()
+        return None, (
+            f"the host refused the key {fingerprint(identity)} for user {user} "
+            "(is it the private half of the key in the user's authorized_keys?)"
+        )
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        return None, _describe(exc)
+    return client, ""
+
+
 def _check_negotiated_key(client: paramiko.SSHClient, pinned: PinnedHostKey, host: str, port: int) -> None:
     """paramiko puts the pinned key's type first in its offer, and a server without that type
     negotiates another one; so compare type and key bytes explicitly before going on."""
@@ -315,7 +310,7 @@ def _check_negotiated_key(client: paramiko.SSHClient, pinned: PinnedHostKey, hos
 
 
 def _mismatch(host: str, port: int, pinned: PinnedHostKey, offered: paramiko.PKey | None) -> HostKeyMismatch:
-    offered_text = (f"{offered.get_name()} {fingerprint(offered)}" if offered is not None else "no key")
+    offered_text = f"{offered.get_name()} {fingerprint(offered)}" if offered is not None else "no key"
     return HostKeyMismatch(
         f"Host key mismatch for {host}:{port}: expected the pinned {pinned.key_type} "
         f"{pinned.fingerprint} (hostPublicKey / --host-key), but the host offered {offered_text}. "
@@ -337,12 +332,14 @@ def _describe(exc: BaseException) -> str:
 
 
 def sudo_refused_message(user: str, host: str, detail: str) -> str:
-    return (f"{user}@{host} cannot run commands through `sudo -n` ({detail.strip() or 'sudo refused'}). "
-            "The bootstrap needs passwordless sudo for the SSH user (--user / sshUser), as cloud "
-            "images give their default user.")
+    return (
+        f"{user}@{host} cannot run commands through `sudo -n` ({detail.strip() or 'sudo refused'}). "
+        "The bootstrap needs passwordless sudo for the SSH user (--user / sshUser), as cloud "
+        "images give their default user."
+    )
 
 
 def is_sudo_refusal(stderr: str) -> bool:
     return stderr.lstrip().startswith("sudo:") and (
-        "password is required" in stderr or "not in the sudoers" in stderr
-        or "not allowed to" in stderr)
+        "password is required" in stderr or "not in the sudoers" in stderr or "not allowed to" in stderr
+    )

@@ -26,8 +26,7 @@ RESULTS_FOLDER = "results"
 FLOWS_FOLDER = "flows"
 PROBE_DEADLINE_S = 60.0
 # A new key or policy may not be valid everywhere in AWS yet: these answers are worth a retry.
-RETRYABLE_S3_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
-                                "InvalidToken", "403"})
+RETRYABLE_S3_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"})
 
 
 class StorageError(PrefectHostError):
@@ -38,8 +37,9 @@ def block_slug(profile_name: str) -> str:
     """The profile name as a block name (Prefect allows lowercase letters, digits and dashes)."""
     slug = re.sub(r"[^a-z0-9]+", "-", profile_name.lower()).strip("-")
     if not slug:
-        raise StorageError(f"profile name {profile_name!r}: needs at least one letter or digit "
-                           "to name the storage blocks after it.")
+        raise StorageError(
+            f"profile name {profile_name!r}: needs at least one letter or digit to name the storage blocks after it."
+        )
     return slug
 
 
@@ -52,25 +52,32 @@ class RegisteredBlocks:
 
     def profile_settings(self) -> dict[str, str]:
         """What the laptop profile (and the worker's environment) need for results in S3."""
-        return {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": self.results_slug,
-                "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+        return {
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": self.results_slug,
+            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        }
 
 
 # --- the probe ------------------------------------------------------------------------------------
+
 
 def s3_client(*, region: str, access_key_id: str, secret_access_key: str, endpoint_url: str | None):
     import boto3
     from botocore.config import Config
 
     return boto3.session.Session().client(
-        "s3", region_name=region, endpoint_url=endpoint_url,
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
         config=Config(connect_timeout=5, read_timeout=15, retries={"mode": "standard", "max_attempts": 2}),
     )
 
 
-def probe_bucket(outputs: StackOutputs, *, deadline_s: float = PROBE_DEADLINE_S,
-                 sleep: Callable[[float], None] = time.sleep) -> int:
+def probe_bucket(
+    outputs: StackOutputs, *, deadline_s: float = PROBE_DEADLINE_S, sleep: Callable[[float], None] = time.sleep
+) -> int:
     """Put, get and delete a small object with the stack's IAM key; returns the attempts it took.
 
     Auth refusals are retried with capped exponential backoff and jitter until `deadline_s` (a new
@@ -78,8 +85,12 @@ def probe_bucket(outputs: StackOutputs, *, deadline_s: float = PROBE_DEADLINE_S,
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = s3_client(region=outputs.bucket_region, access_key_id=outputs.aws_access_key_id,
-                       secret_access_key=outputs.aws_secret_access_key, endpoint_url=outputs.s3_endpoint_url)
+    client = s3_client(
+        region=outputs.bucket_region,
+        access_key_id=outputs.aws_access_key_id,
+        secret_access_key=outputs.aws_secret_access_key,
+        endpoint_url=outputs.s3_endpoint_url,
+    )
     bucket = outputs.bucket_name
     key = f".prefect-host-probe/{uuid.uuid4().hex}"
     body = b"prefect-host storage probe\n"
@@ -111,8 +122,10 @@ def probe_bucket(outputs: StackOutputs, *, deadline_s: float = PROBE_DEADLINE_S,
                 sleep(delay)
                 retry += 1
             except BotoCoreError as exc:
-                raise StorageError(f"S3 probe: {call_name} on {where} failed: {exc}. Check the region "
-                                   f"{outputs.bucket_region!r} and the S3 endpoint.") from None
+                raise StorageError(
+                    f"S3 probe: {call_name} on {where} failed: {exc}. Check the region "
+                    f"{outputs.bucket_region!r} and the S3 endpoint."
+                ) from None
     return attempts
 
 
@@ -124,14 +137,16 @@ def _read_back(client, bucket: str, key: str, body: bytes) -> None:
 
 def _backoff(retry: int) -> float:
     """0.5 s doubling up to 8 s; half of each step is random so parallel probes spread out."""
-    step = min(8.0, 0.5 * 2 ** retry)
+    step = min(8.0, 0.5 * 2**retry)
     return step / 2 + random.uniform(0, step / 2)
 
 
 def _hint(code: str) -> str:
     if code == "SignatureDoesNotMatch":
-        return ("The secret key does not belong to this key id: check awsSecretAccessKey in the stack "
-                "outputs (`pulumi stack output --json --show-secrets`).")
+        return (
+            "The secret key does not belong to this key id: check awsSecretAccessKey in the stack "
+            "outputs (`pulumi stack output --json --show-secrets`)."
+        )
     if code in ("InvalidAccessKeyId", "InvalidToken"):
         return "The key id is unknown to S3: check awsAccessKeyId in the stack outputs, or whether the key was deleted."
     if code in ("AccessDenied", "403"):
@@ -143,13 +158,15 @@ def _hint(code: str) -> str:
 
 # --- the blocks -----------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def prefect_api(api_url: str, auth_string: str | None) -> Iterator[None]:
     """Prefect's client pointed at this API for the block, whatever profile the process has active."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string},
-                            restore_defaults={PREFECT_API_KEY}):
+    with temporary_settings(
+        updates={PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth_string}, restore_defaults={PREFECT_API_KEY}
+    ):
         yield
 
 
@@ -178,8 +195,11 @@ def register_blocks(api_url: str, auth_string: str, outputs: StackOutputs, profi
         results = S3Bucket(bucket_name=outputs.bucket_name, bucket_folder=RESULTS_FOLDER, credentials=credentials)
         if ensure_block(results, results_name)[1]:
             changed.append(f"s3-bucket/{results_name}")
-    return RegisteredBlocks(credentials_slug=f"aws-credentials/{credentials_name}",
-                            results_slug=f"s3-bucket/{results_name}", changed=tuple(changed))
+    return RegisteredBlocks(
+        credentials_slug=f"aws-credentials/{credentials_name}",
+        results_slug=f"s3-bucket/{results_name}",
+        changed=tuple(changed),
+    )
 
 
 def ensure_block(block, name: str) -> tuple[Any, bool]:
@@ -207,8 +227,11 @@ def _load_or_none(block_type, name: str):
 def _comparable(block) -> Any:
     """The block's fields with secrets revealed, nested blocks as their document id (a reference
     to another saved block counts as equal only when it is the same document)."""
-    data = {key: value for key, value in block.model_dump(mode="json", context={"include_secrets": True}).items()
-            if not key.startswith("_")}
+    data = {
+        key: value
+        for key, value in block.model_dump(mode="json", context={"include_secrets": True}).items()
+        if not key.startswith("_")
+    }
     for field_name in type(block).model_fields:
         nested = getattr(block, field_name, None)
         if hasattr(nested, "_block_document_id"):
@@ -226,9 +249,14 @@ def _api_errors(api_url: str) -> Iterator[None]:
         yield
     except PrefectHTTPStatusError as exc:
         status = exc.response.status_code
-        cause = ("the auth string was refused (PREFECT_API_AUTH_STRING must equal the server's "
-                 "PREFECT_SERVER_API_AUTH_STRING)" if status == 401 else exc.response.text[:300])
+        cause = (
+            "the auth string was refused (PREFECT_API_AUTH_STRING must equal the server's "
+            "PREFECT_SERVER_API_AUTH_STRING)"
+            if status == 401
+            else exc.response.text[:300]
+        )
         raise StorageError(f"Prefect API {api_url}: HTTP {status} while saving the storage blocks: {cause}.") from None
     except httpx.HTTPError as exc:
-        raise StorageError(f"Prefect API {api_url}: cannot reach it ({type(exc).__name__}: {exc}); "
-                           "is the server up and the URL right?") from None
+        raise StorageError(
+            f"Prefect API {api_url}: cannot reach it ({type(exc).__name__}: {exc}); is the server up and the URL right?"
+        ) from None

@@ -53,45 +53,62 @@ class TlsSettings:
     apt_source: str | None = None
 
 
-def settings_from_outputs(outputs: StackOutputs, *, acme_ca_root_pem: str | None = None,
-                          apt_source: str | None = None) -> TlsSettings:
+def settings_from_outputs(
+    outputs: StackOutputs, *, acme_ca_root_pem: str | None = None, apt_source: str | None = None
+) -> TlsSettings:
     """Validated TLS settings; raises before anything on the host is changed."""
     if apt_source is not None:
         check_apt_source(apt_source)
     mode = outputs.tls_mode or "off"
     if acme_ca_root_pem is not None:
         if mode != "acme":
-            raise TlsConfigError(f"--acme-ca-root only applies to tlsMode acme (a private ACME directory); "
-                                 f"this stack's tlsMode is {mode}.")
+            raise TlsConfigError(
+                f"--acme-ca-root only applies to tlsMode acme (a private ACME directory); "
+                f"this stack's tlsMode is {mode}."
+            )
         load_ca_certificate(acme_ca_root_pem, source="--acme-ca-root")
     if mode == "off":
         return TlsSettings(mode="off", address=None, apt_source=apt_source)
     address = outputs.domain if mode == "acme" else outputs.public_ip
     expected = f"https://{address}/api"
     if outputs.api_url.rstrip("/") != expected:
-        raise TlsConfigError(f"apiUrl {outputs.api_url!r} is not where tlsMode {mode} serves the API "
-                             f"({expected}, from output {'domain' if mode == 'acme' else 'publicIp'}); take all "
-                             "outputs from the same `pulumi stack output`.")
-    settings = TlsSettings(mode=mode, address=address, acme_email=outputs.acme_email,
-                           acme_directory=outputs.acme_ca, acme_ca_root_pem=acme_ca_root_pem,
-                           apt_source=apt_source)
+        raise TlsConfigError(
+            f"apiUrl {outputs.api_url!r} is not where tlsMode {mode} serves the API "
+            f"({expected}, from output {'domain' if mode == 'acme' else 'publicIp'}); take all "
+            "outputs from the same `pulumi stack output`."
+        )
+    settings = TlsSettings(
+        mode=mode,
+        address=address,
+        acme_email=outputs.acme_email,
+        acme_directory=outputs.acme_ca,
+        acme_ca_root_pem=acme_ca_root_pem,
+        apt_source=apt_source,
+    )
     caddy_settings(settings)  # Caddy's own checks (a domain it serves, an e-mail, an https directory)
     return settings
 
 
 def check_apt_source(line: str) -> str:
     if not isinstance(line, str) or not _APT_SOURCE.match(line):
-        raise TlsConfigError(f"--apt-source {line!r}: expected one apt source line such as "
-                             "\"deb http://deb.debian.org/debian trixie main\" or "
-                             "\"deb [trusted=yes] http://10.77.0.1:8000/ ./\".")
+        raise TlsConfigError(
+            f"--apt-source {line!r}: expected one apt source line such as "
+            '"deb http://deb.debian.org/debian trixie main" or '
+            '"deb [trusted=yes] http://10.77.0.1:8000/ ./".'
+        )
     return line
 
 
 def caddy_settings(settings: TlsSettings) -> CaddySettings:
     if settings.mode == "acme":
-        return CaddySettings("acme", settings.address, UPSTREAM_PORT, acme_email=settings.acme_email,
-                             acme_directory=settings.acme_directory,
-                             acme_ca_root=ACME_CA_ROOT_PATH if settings.acme_ca_root_pem else None)
+        return CaddySettings(
+            "acme",
+            settings.address,
+            UPSTREAM_PORT,
+            acme_email=settings.acme_email,
+            acme_directory=settings.acme_directory,
+            acme_ca_root=ACME_CA_ROOT_PATH if settings.acme_ca_root_pem else None,
+        )
     return CaddySettings(settings.mode, settings.address, UPSTREAM_PORT)
 
 
@@ -112,11 +129,15 @@ def load_ca_certificate(pem: str, *, source: str) -> CaCertificate:
     except x509.ExtensionNotFound:
         is_ca = False
     if not is_ca:
-        raise TlsError(f"{source}: {certificate.subject.rfc4514_string()} is not a CA certificate; give the "
-                       "root CA that issued the server's certificate.")
+        raise TlsError(
+            f"{source}: {certificate.subject.rfc4514_string()} is not a CA certificate; give the "
+            "root CA that issued the server's certificate."
+        )
     digest = certificate.fingerprint(hashes.SHA256()).hex().upper()
-    return CaCertificate(pem=certificate.public_bytes(Encoding.PEM).decode(),
-                         fingerprint=":".join(digest[i:i + 2] for i in range(0, len(digest), 2)))
+    return CaCertificate(
+        pem=certificate.public_bytes(Encoding.PEM).decode(),
+        fingerprint=":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+    )
 
 
 def server_ssl_context(ca_pem: str | None) -> ssl.SSLContext:
@@ -125,15 +146,18 @@ def server_ssl_context(ca_pem: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
 
 
-def wait_for_certificate(server_name: str, port: int, context: ssl.SSLContext, *, timeout: float,
-                         poll_every: float = 0.5) -> str | None:
+def wait_for_certificate(
+    server_name: str, port: int, context: ssl.SSLContext, *, timeout: float, poll_every: float = 0.5
+) -> str | None:
     """Poll TLS handshakes with server_name:port until the certificate served verifies against
     `context` for server_name. Returns None once it does, or the last failure after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((server_name, port), timeout=5) as raw, \
-                    context.wrap_socket(raw, server_hostname=server_name):
+            with (
+                socket.create_connection((server_name, port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=server_name),
+            ):
                 return None
         except ssl.SSLCertVerificationError as exc:
             last = f"the certificate served does not verify: {exc.verify_message}"
@@ -147,24 +171,28 @@ def wait_for_certificate(server_name: str, port: int, context: ssl.SSLContext, *
 def certificate_timeout_error(settings: TlsSettings, *, public_ip: str, waited: float, last: str) -> TlsError:
     """Why no trusted certificate is served: the likely causes, checked where they can be."""
     if settings.mode != "acme":
-        return TlsError(f"https://{settings.address} did not serve a certificate from the CA read from the host "
-                        f"within {waited:g} s ({last}). Is another server answering on {settings.address}? "
-                        "Caddy's journal on the host is printed above.")
+        return TlsError(
+            f"https://{settings.address} did not serve a certificate from the CA read from the host "
+            f"within {waited:g} s ({last}). Is another server answering on {settings.address}? "
+            "Caddy's journal on the host is printed above."
+        )
     try:
         resolved = sorted({info[4][0] for info in socket.getaddrinfo(settings.address, 443, socket.AF_INET)})
     except OSError as exc:
         resolved = []
         dns = f"{settings.address} does not resolve here ({exc.strerror or exc})"
     else:
-        dns = (f"{settings.address} resolves to {', '.join(resolved)}"
-               + ("" if public_ip in resolved else f", not to the static IP {public_ip}"))
+        dns = f"{settings.address} resolves to {', '.join(resolved)}" + (
+            "" if public_ip in resolved else f", not to the static IP {public_ip}"
+        )
     return TlsError(
         f"Caddy did not obtain a trusted certificate for {settings.address} from {settings.acme_directory} within "
         f"{waited:g} s (last: {last}). Likely causes: (1) DNS: {dns}; point an A record at {public_ip} and "
         f"wait for it to propagate; (2) ports 80 and 443 are not reachable from the internet (allowedCidrs, a "
         "firewall in front of the VM): the CA validates the domain over them; (3) the CA refused or "
         "rate-limited the order. Caddy's journal on the host, printed above, names the exact error; "
-        "run the bootstrap again once fixed: Caddy keeps retrying meanwhile.")
+        "run the bootstrap again once fixed: Caddy keeps retrying meanwhile."
+    )
 
 
 def browser_trust_hint(ca_path: str, fingerprint: str) -> list[str]:
@@ -177,7 +205,6 @@ def browser_trust_hint(ca_path: str, fingerprint: str) -> list[str]:
         "    Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > "
         "Import, tick 'Trust this CA to identify websites'",
         "    Chrome/Edge on Linux: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i " + ca_path,
-        "    macOS: sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain "
-        + ca_path,
+        "    macOS: sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain " + ca_path,
         "    Windows: certutil -addstore -user Root " + ca_path,
     ]

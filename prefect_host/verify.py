@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -32,9 +33,15 @@ def basic_auth(auth_string: str) -> httpx.BasicAuth:
     return httpx.BasicAuth(user, password)
 
 
-def wait_until_healthy(client: httpx.Client, api_url: str, *, timeout: float = HEALTH_TIMEOUT,
-                       watch: Callable[[], None] | None = None, watch_every: float = 5.0,
-                       poll_every: float = 0.25) -> None:
+def wait_until_healthy(
+    client: httpx.Client,
+    api_url: str,
+    *,
+    timeout: float = HEALTH_TIMEOUT,
+    watch: Callable[[], None] | None = None,
+    watch_every: float = 5.0,
+    poll_every: float = 0.25,
+) -> None:
     """Poll GET {api_url}/health until it answers true, for at most `timeout` seconds.
 
     `watch` (called every `watch_every` s) may raise to stop early, e.g. when the service on the
@@ -69,16 +76,19 @@ def check_server(client: httpx.Client, *, api_url: str, auth_string: str, prefec
     version_url = f"{api}/admin/version"
     anonymous = client.get(version_url)
     if anonymous.status_code != 401:
-        raise VerifyError(f"GET {version_url} without credentials answered HTTP {anonymous.status_code}, "
-                          "not 401: the server does not enforce basic auth "
-                          "(PREFECT_SERVER_API_AUTH_STRING is not in effect).")
+        raise VerifyError(
+            f"GET {version_url} without credentials answered HTTP {anonymous.status_code}, "
+            "not 401: the server does not enforce basic auth "
+            "(PREFECT_SERVER_API_AUTH_STRING is not in effect)."
+        )
     authed = client.get(version_url, auth=basic_auth(auth_string))
     if authed.status_code != 200:
-        raise VerifyError(f"GET {version_url} with the stack's credentials answered HTTP "
-                          f"{authed.status_code}: the server does not accept prefectAuthString.")
+        raise VerifyError(
+            f"GET {version_url} with the stack's credentials answered HTTP "
+            f"{authed.status_code}: the server does not accept prefectAuthString."
+        )
     if _json(authed) != prefect_version:
-        raise VerifyError(f"The server reports Prefect {_json(authed)!r}, but prefectVersion is "
-                          f"{prefect_version!r}.")
+        raise VerifyError(f"The server reports Prefect {_json(authed)!r}, but prefectVersion is {prefect_version!r}.")
     settings_url = f"{api_root(api_url)}/ui-settings"
     response = client.get(settings_url)
     if response.status_code != 200:
@@ -87,12 +97,21 @@ def check_server(client: httpx.Client, *, api_url: str, auth_string: str, prefec
     # The browser resolves it against the page's origin: "/api" (what the bootstrap sets) works on
     # every address and port the UI is opened at.
     if not ui_api_url or urllib.parse.urljoin(f"{api_root(api_url)}/", ui_api_url).rstrip("/") != api:
-        raise VerifyError(f"The UI is configured to call {ui_api_url!r}, not {api_url!r}: browsers would "
-                          "show \"Can't connect to Server API\" (PREFECT_SERVER_UI_API_URL).")
+        raise VerifyError(
+            f"The UI is configured to call {ui_api_url!r}, not {api_url!r}: browsers would "
+            'show "Can\'t connect to Server API" (PREFECT_SERVER_UI_API_URL).'
+        )
 
 
-def ensure_work_pool(client: httpx.Client, *, api_url: str, auth_string: str, name: str,
-                     pool_type: str, base_job_template: Callable[[], dict[str, Any]]) -> bool:
+def ensure_work_pool(
+    client: httpx.Client,
+    *,
+    api_url: str,
+    auth_string: str,
+    name: str,
+    pool_type: str,
+    base_job_template: Callable[[], dict[str, Any]],
+) -> bool:
     """Create the work pool unless it exists. True when it was created."""
     api = api_url.rstrip("/")
     auth = basic_auth(auth_string)
@@ -100,13 +119,18 @@ def ensure_work_pool(client: httpx.Client, *, api_url: str, auth_string: str, na
     if existing.status_code == 200:
         found_type = (_json(existing) or {}).get("type")
         if found_type != pool_type:
-            raise VerifyError(f"Work pool {name!r} exists with type {found_type!r}, not {pool_type!r}; "
-                              "delete or rename it, then run the bootstrap again.")
+            raise VerifyError(
+                f"Work pool {name!r} exists with type {found_type!r}, not {pool_type!r}; "
+                "delete or rename it, then run the bootstrap again."
+            )
         return False
     if existing.status_code != 404:
         raise VerifyError(f"GET {api}/work_pools/{name} answered HTTP {existing.status_code}.")
-    created = client.post(f"{api}/work_pools/", auth=auth, json={
-        "name": name, "type": pool_type, "base_job_template": base_job_template()})
+    created = client.post(
+        f"{api}/work_pools/",
+        auth=auth,
+        json={"name": name, "type": pool_type, "base_job_template": base_job_template()},
+    )
     if created.status_code == 409:  # created meanwhile by someone else: fine
         return False
     if created.status_code not in (200, 201):

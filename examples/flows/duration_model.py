@@ -27,8 +27,9 @@ def read_trips(run_date: date, n_rows: int) -> list[dict[str, float]]:
 @task
 def add_features(trips: list[dict[str, float]], rush_hours: frozenset[int]) -> list[dict[str, float]]:
     """Rush-hour trips are scaled down so one straight line fits all trips."""
-    return [{**trip, "adjusted_min": trip["duration_min"] / (1.3 if trip["hour"] in rush_hours else 1.0)}
-            for trip in trips]
+    return [
+        {**trip, "adjusted_min": trip["duration_min"] / (1.3 if trip["hour"] in rush_hours else 1.0)} for trip in trips
+    ]
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -52,8 +53,7 @@ def train_duration_model(run_date: date | None = None, n_rows: int = 500) -> dic
     model = train(rows)
     error = evaluate(model, rows)
     get_run_logger().info("day %s: %d trips, rmse %.2f min", day, n_rows, error)
-    return {"run_date": day.isoformat(), "n_rows": n_rows, "intercept": model[0], "slope": model[1],
-            "rmse_min": error}
+    return {"run_date": day.isoformat(), "n_rows": n_rows, "intercept": model[0], "slope": model[1], "rmse_min": error}
 
 
 if __name__ == "__main__":

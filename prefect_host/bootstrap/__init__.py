@@ -20,8 +20,16 @@ from .checks import WORK_POOL_NAME, host_ca
 from .inputs import DEFAULT_WORKERS, MAX_WORKERS, BootstrapInputs, resolve_inputs
 from .profile_process import ProfileProcess
 
-__all__ = ["DEFAULT_WORKERS", "MAX_WORKERS", "WORK_POOL_NAME", "BootstrapInputs", "ProfileProcess", "Summary",
-           "resolve_inputs", "run"]
+__all__ = [
+    "DEFAULT_WORKERS",
+    "MAX_WORKERS",
+    "WORK_POOL_NAME",
+    "BootstrapInputs",
+    "ProfileProcess",
+    "Summary",
+    "resolve_inputs",
+    "run",
+]
 
 
 @dataclass
@@ -48,24 +56,40 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
     if inputs.storage is not None:
         console.add_secret(inputs.storage.aws_secret_access_key)
     if inputs.tls.mode == "off":
-        console.warn("tlsMode is off (allowPlaintext): every request carries the API's auth string over the "
-                     "network in clear text. Set tls to auto, internal or acme in the stack config.")
+        console.warn(
+            "tlsMode is off (allowPlaintext): every request carries the API's auth string over the "
+            "network in clear text. Set tls to auto, internal or acme in the stack config."
+        )
     run_laptop = _client_only if inputs.client_only else _host_and_laptop
     ca, ca_path, result = run_laptop(inputs, console)
     for warning in result.warnings:
         console.warn(warning)
     bucket = inputs.storage.bucket_name if inputs.storage is not None else None
-    return Summary(seconds=time.monotonic() - started, ui_url=inputs.ui_url, api_url=inputs.api_url,
-                   profile_name=result.name, profile_path=Path(result.path), profile_active=result.active,
-                   server_version=result.server_version, workers=None if inputs.client_only else inputs.workers,
-                   results_block=result.results_block,
-                   results_url=f"s3://{bucket}/results/" if bucket and result.results_block else None,
-                   tls_mode=inputs.tls.mode, ca=ca, ca_path=Path(ca_path) if ca_path else None)
+    return Summary(
+        seconds=time.monotonic() - started,
+        ui_url=inputs.ui_url,
+        api_url=inputs.api_url,
+        profile_name=result.name,
+        profile_path=Path(result.path),
+        profile_active=result.active,
+        server_version=result.server_version,
+        workers=None if inputs.client_only else inputs.workers,
+        results_block=result.results_block,
+        results_url=f"s3://{bucket}/results/" if bucket and result.results_block else None,
+        tls_mode=inputs.tls.mode,
+        ca=ca,
+        ca_path=Path(ca_path) if ca_path else None,
+    )
 
 
 def _profile_request(inputs: BootstrapInputs) -> dict:
-    return {"name": inputs.profile_name, "api_url": inputs.api_url, "auth_string": inputs.auth_string,
-            "activate": inputs.activate, "results_block": inputs.results_block}
+    return {
+        "name": inputs.profile_name,
+        "api_url": inputs.api_url,
+        "auth_string": inputs.auth_string,
+        "activate": inputs.activate,
+        "results_block": inputs.results_block,
+    }
 
 
 def _profile_step(inputs: BootstrapInputs) -> str:
@@ -84,14 +108,18 @@ def _client_only(inputs: BootstrapInputs, console: Console) -> tuple[CaCertifica
             stored = store_ca(inputs.profile_name, ca.pem)
             status.changed, ca_path = stored["changed"], stored["path"]
     with console.step(_profile_step(inputs)) as status:
-        result = write_and_check(**_profile_request(inputs), ssl_cert_file=ca_path, find_results_in_bucket=(
-            inputs.storage.bucket_name if inputs.storage is not None else None))
+        result = write_and_check(
+            **_profile_request(inputs),
+            ssl_cert_file=ca_path,
+            find_results_in_bucket=(inputs.storage.bucket_name if inputs.storage is not None else None),
+        )
         status.changed = result.changed
     return ca, ca_path, result
 
 
-def _host_and_laptop(inputs: BootstrapInputs,
-                     console: Console) -> tuple[CaCertificate | None, str | None, ProfileResult]:
+def _host_and_laptop(
+    inputs: BootstrapInputs, console: Console
+) -> tuple[CaCertificate | None, str | None, ProfileResult]:
     from .converge import converge_host
 
     child, ca_path = ProfileProcess(), None
@@ -103,9 +131,14 @@ def _host_and_laptop(inputs: BootstrapInputs,
                 status.changed, ca_path = stored["changed"], stored["path"]
         if inputs.storage is not None:
             with console.step(f"storage block {inputs.results_block}") as status:
-                blocks = child.call("register_storage_blocks", api_url=inputs.api_url,
-                                    auth_string=inputs.auth_string, outputs=inputs.storage.to_mapping(),
-                                    profile_name=inputs.profile_name, ssl_cert_file=ca_path)
+                blocks = child.call(
+                    "register_storage_blocks",
+                    api_url=inputs.api_url,
+                    auth_string=inputs.auth_string,
+                    outputs=inputs.storage.to_mapping(),
+                    profile_name=inputs.profile_name,
+                    ssl_cert_file=ca_path,
+                )
                 status.changed = bool(blocks["changed"])
         with console.step(_profile_step(inputs)) as status:
             result = ProfileResult(**child.call("profile", **_profile_request(inputs), ssl_cert_file=ca_path))

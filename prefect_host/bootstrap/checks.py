@@ -59,27 +59,38 @@ def wait_for_start(session: HostSession, client: httpx.Client | None, inputs: Bo
     def watch() -> None:
         state = unit_states(session, [unit])[unit]
         if state.active_state == "failed" or state.restarts > first_restarts:
-            raise VerifyError(f"The Prefect server on {inputs.host} exited while starting "
-                              f"(state {state.active_state}, {state.restarts - first_restarts} restart(s) since the "
-                              "start); its journal is printed above.")
+            raise VerifyError(
+                f"The Prefect server on {inputs.host} exited while starting "
+                f"(state {state.active_state}, {state.restarts - first_restarts} restart(s) since the "
+                "start); its journal is printed above."
+            )
 
     if client is None:
-        _poll(lambda: healthy_on_host(session, inputs), watch, timeout=HEALTH_TIMEOUT, failure=lambda: HealthTimeout(
-            f"The Prefect server on {inputs.host} did not answer on loopback within {HEALTH_TIMEOUT:g} s."))
+        _poll(
+            lambda: healthy_on_host(session, inputs),
+            watch,
+            timeout=HEALTH_TIMEOUT,
+            failure=lambda: HealthTimeout(
+                f"The Prefect server on {inputs.host} did not answer on loopback within {HEALTH_TIMEOUT:g} s."
+            ),
+        )
         return
     try:
         wait_until_healthy(client, inputs.api_url, watch=watch)
     except HealthTimeout:
         if healthy_on_host(session, inputs):
             ports = "443 and 4200" if inputs.tls_on else "4200"
-            raise VerifyError(f"The server is healthy on the host, but {inputs.api_url} does not answer "
-                              f"from this machine: check that TCP ports {ports} are open to it "
-                              "(allowedCidrs, firewalls) and that apiUrl has the host's public address.") from None
+            raise VerifyError(
+                f"The server is healthy on the host, but {inputs.api_url} does not answer "
+                f"from this machine: check that TCP ports {ports} are open to it "
+                "(allowedCidrs, firewalls) and that apiUrl has the host's public address."
+            ) from None
         raise
 
 
-def _poll(done: Callable[[], bool], watch: Callable[[], None], *, timeout: float,
-          failure: Callable[[], Exception]) -> None:
+def _poll(
+    done: Callable[[], bool], watch: Callable[[], None], *, timeout: float, failure: Callable[[], Exception]
+) -> None:
     """Until `done()`, every 0.5 s; `watch()` every few seconds raises when waiting is pointless."""
     deadline = time.monotonic() + timeout
     next_watch = time.monotonic() + _WATCH_EVERY
@@ -108,8 +119,9 @@ def host_ca(encoded: str, host: str) -> CaCertificate:
     return load_ca_certificate(pem, source=f"Caddy's CA on {host}")
 
 
-def server_ca(inputs: BootstrapInputs, facts: HostFacts, session: HostSession,
-              console: Console) -> CaCertificate | None:
+def server_ca(
+    inputs: BootstrapInputs, facts: HostFacts, session: HostSession, console: Console
+) -> CaCertificate | None:
     """internal: the CA of the host's Caddy, read over the pinned SSH session (in the facts on a
     re-run; created by Caddy's first start otherwise); --ca-file must be that same CA. acme: None
     (the system trust store), or --ca-file (a private ACME CA's root, as in the tests)."""
@@ -119,19 +131,23 @@ def server_ca(inputs: BootstrapInputs, facts: HostFacts, session: HostSession,
     if pem is None:
         with journal_on_failure(True, session, console, [caddy.UNIT]), console.step("read Caddy's CA certificate"):
             command = caddy.read_internal_ca_root()
-            ca = host_ca(session.run(command.script, sudo=True, timeout=command.timeout,
-                                     label=command.label).stdout, inputs.host)
+            ca = host_ca(
+                session.run(command.script, sudo=True, timeout=command.timeout, label=command.label).stdout, inputs.host
+            )
     else:
         ca = load_ca_certificate(pem, source=f"Caddy's CA on {inputs.host}")
     if inputs.ca is not None and inputs.ca.fingerprint != ca.fingerprint:
-        raise TlsError(f"--ca-file holds the CA {inputs.ca.fingerprint}, but the host's Caddy certifies with "
-                       f"{ca.fingerprint}: the file is not this server's CA (from an older host?). Leave "
-                       "--ca-file out: the bootstrap reads the CA from the host.")
+        raise TlsError(
+            f"--ca-file holds the CA {inputs.ca.fingerprint}, but the host's Caddy certifies with "
+            f"{ca.fingerprint}: the file is not this server's CA (from an older host?). Leave "
+            "--ca-file out: the bootstrap reads the CA from the host."
+        )
     return ca
 
 
-def verify_context(inputs: BootstrapInputs, ca: CaCertificate | None, session: HostSession,
-                   console: Console) -> ssl.SSLContext:
+def verify_context(
+    inputs: BootstrapInputs, ca: CaCertificate | None, session: HostSession, console: Console
+) -> ssl.SSLContext:
     """The laptop's TLS verification, once Caddy serves a certificate it trusts: the pinned CA
     (internal, or --ca-file) or the system trust store (acme). Waits for that certificate first:
     Caddy obtains an ACME certificate seconds to minutes after its start."""
@@ -141,16 +157,19 @@ def verify_context(inputs: BootstrapInputs, ca: CaCertificate | None, session: H
         timeout, issuer = ACME_CERTIFICATE_TIMEOUT, inputs.tls.acme_directory
     else:
         timeout, issuer = INTERNAL_CA_ROOT_TIMEOUT, "the host's own CA"
-    with journal_on_failure(True, session, console, [caddy.UNIT]), \
-            console.step(f"TLS certificate for {inputs.tls.address} from {issuer}"):
+    with (
+        journal_on_failure(True, session, console, [caddy.UNIT]),
+        console.step(f"TLS certificate for {inputs.tls.address} from {issuer}"),
+    ):
         last = wait_for_certificate(inputs.tls.address, 443, context, timeout=timeout)
         if last is not None:
             raise certificate_timeout_error(inputs.tls, public_ip=inputs.public_ip, waited=timeout, last=last)
     return context
 
 
-def wait_for_workers(session: HostSession, client: httpx.Client, inputs: BootstrapInputs,
-                     workers: dict[str, str]) -> None:
+def wait_for_workers(
+    session: HostSession, client: httpx.Client, inputs: BootstrapInputs, workers: dict[str, str]
+) -> None:
     """Wait until every worker unit (unit -> worker name) has checked in since its unit started: its
     record in the pool is ONLINE with a heartbeat no older than the start. Host and server share
     one clock (the server runs on the host), so the two times compare. Stops early when a unit fails
@@ -164,26 +183,38 @@ def wait_for_workers(session: HostSession, client: httpx.Client, inputs: Bootstr
         if response.status_code != 200:
             raise VerifyError(f"POST {url} answered HTTP {response.status_code}: {response.text[:300]}")
         records = {record["name"]: record for record in response.json()}
-        waiting[:] = [name for unit, name in workers.items()
-                      if not _checked_in(records.get(name) or {}, started[unit].since)]
+        waiting[:] = [
+            name for unit, name in workers.items() if not _checked_in(records.get(name) or {}, started[unit].since)
+        ]
         return not waiting
 
     def watch() -> None:
         for unit, state in unit_states(session, list(workers)).items():
             if state.active_state == "failed" or state.restarts > started[unit].restarts:
-                raise VerifyError(f"{unit} on {inputs.host} exited while starting (state {state.active_state}, "
-                                  f"{state.restarts - started[unit].restarts} restart(s)); its journal is printed "
-                                  "above.")
+                raise VerifyError(
+                    f"{unit} on {inputs.host} exited while starting (state {state.active_state}, "
+                    f"{state.restarts - started[unit].restarts} restart(s)); its journal is printed "
+                    "above."
+                )
 
-    _poll(all_checked_in, watch, timeout=WORKERS_TIMEOUT, failure=lambda: VerifyError(
-        f"Worker(s) {', '.join(waiting)} did not check in with the server within {WORKERS_TIMEOUT:g} s "
-        "(their journal is printed above)."))
+    _poll(
+        all_checked_in,
+        watch,
+        timeout=WORKERS_TIMEOUT,
+        failure=lambda: VerifyError(
+            f"Worker(s) {', '.join(waiting)} did not check in with the server within {WORKERS_TIMEOUT:g} s "
+            "(their journal is printed above)."
+        ),
+    )
 
 
 def _checked_in(record: dict[str, Any], since: float) -> bool:
     heartbeat = record.get("last_heartbeat_time")
-    return (record.get("status") == "ONLINE" and heartbeat is not None
-            and datetime.fromisoformat(heartbeat).timestamp() >= since)
+    return (
+        record.get("status") == "ONLINE"
+        and heartbeat is not None
+        and datetime.fromisoformat(heartbeat).timestamp() >= since
+    )
 
 
 def forget_worker(client: httpx.Client, inputs: BootstrapInputs, name: str) -> None:

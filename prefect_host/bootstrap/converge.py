@@ -43,12 +43,14 @@ def host_services(inputs: BootstrapInputs) -> tuple[Service, Service, Service]:
     venv = prefect_venv(inputs.prefect_version, PackageSource(inputs.index_url, inputs.find_links))
     # Port 4200 changes hands: with TLS, Prefect moves to loopback before Caddy (re)starts and binds
     # 4200; with tls off, Caddy lets go of it before Prefect binds it.
-    server = prefect_server.server_service(venv=venv, auth_string=inputs.auth_string, tls=inputs.tls_on,
-                                           start_after=() if inputs.tls_on else (caddy.NAME,))
+    server = prefect_server.server_service(
+        venv=venv, auth_string=inputs.auth_string, tls=inputs.tls_on, start_after=() if inputs.tls_on else (caddy.NAME,)
+    )
     front = caddy.caddy_service(inputs.tls, start_after=(prefect_server.NAME,) if inputs.tls_on else ())
     results = results_settings(inputs.results_block) if inputs.results_block else {}
-    env = workers.env_text(auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on,
-                           result_settings=results)
+    env = workers.env_text(
+        auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on, result_settings=results
+    )
     return server, front, workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env)
 
 
@@ -57,15 +59,19 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
     try:
         with ssh_session(inputs, console) as session, contextlib.ExitStack() as closing:
             server, front, worker_set = host_services(inputs)
-            facts = _ready_facts(session, inputs, (server, front, worker_set), console)
+            facts = ready_facts(session, inputs, (server, front, worker_set), console)
             lanes = plan(facts, [server, front, worker_set])
             if any(step.starts for step in lanes[0].steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job
                 # template (~1.5 s to import): import it while this process mostly waits on the host.
                 threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True).start()
             client = None if inputs.tls_on else closing.enter_context(httpx.Client(timeout=10.0))
-            apply(lanes[:2], session, console, Hooks(started={
-                server.name: lambda: checks.wait_for_start(session, client, inputs)}))
+            apply(
+                lanes[:2],
+                session,
+                console,
+                Hooks(started={server.name: lambda: checks.wait_for_start(session, client, inputs)}),
+            )
             ca = None
             if inputs.tls_on:
                 ca = checks.server_ca(inputs, facts, session, console)
@@ -76,12 +82,15 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
             _wait_for_workers(session, client, inputs, facts, worker_set, console)
             return ca if ca is not None else inputs.ca
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise ConnectError(f"The SSH session to {inputs.user}@{inputs.host} broke ({exc or type(exc).__name__}); "
-                           "run the bootstrap again: it continues where it stopped.") from None
+        raise ConnectError(
+            f"The SSH session to {inputs.user}@{inputs.host} broke ({exc or type(exc).__name__}); "
+            "run the bootstrap again: it continues where it stopped."
+        ) from None
 
 
-def _ready_facts(session: HostSession, inputs: BootstrapInputs, services: tuple[Service, ...],
-                 console: Console) -> HostFacts:
+def ready_facts(
+    session: HostSession, inputs: BootstrapInputs, services: tuple[Service, ...], console: Console
+) -> HostFacts:
     """The host's facts once it can be converged: sudo works, python3 is there, cloud-init is done,
     and the bucket takes the key (checked before the first change: a key the bucket refuses is bad
     input, like a wrong host key)."""
@@ -90,18 +99,25 @@ def _ready_facts(session: HostSession, inputs: BootstrapInputs, services: tuple[
     if not facts.sudo_ok:
         raise SudoError(sudo_refused_message(session.user, session.host, facts.sudo_error or ""))
     if not facts.python3:
-        raise HostUnsupported(f"{session.host} ({facts.os_pretty_name or 'unknown OS'}) has no python3; "
-                              "the bootstrap needs the distribution's python3 (Debian 12/13 and Ubuntu "
-                              "24.04 cloud images have it).")
+        raise HostUnsupported(
+            f"{session.host} ({facts.os_pretty_name or 'unknown OS'}) has no python3; "
+            "the bootstrap needs the distribution's python3 (Debian 12/13 and Ubuntu "
+            "24.04 cloud images have it)."
+        )
     if facts.cloud_init_status == "error":
-        console.warn("cloud-init on the host reports an error (`cloud-init status --long` there "
-                     "says more); continuing, since SSH with the pinned key works.")
+        console.warn(
+            "cloud-init on the host reports an error (`cloud-init status --long` there "
+            "says more); continuing, since SSH with the pinned key works."
+        )
     if inputs.storage is not None:
         _probe_bucket(inputs.storage, console)
     if facts.cloud_init_status is not None and facts.cloud_init_status not in _CLOUD_INIT_SETTLED:
         # 0 = done, 2 = done with recoverable errors; only 1 (a fatal error) fails the step.
-        wait = Command("cloud-init status --wait >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 2 ]",
-                       "cloud-init status --wait", timeout=inputs.connect_timeout)
+        wait = Command(
+            "cloud-init status --wait >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 2 ]",
+            "cloud-init status --wait",
+            timeout=inputs.connect_timeout,
+        )
         run_step(Step("wait for cloud-init to finish", (wait,)), session, console)
     return facts
 
@@ -112,15 +128,27 @@ def _probe_bucket(storage: StackOutputs, console: Console) -> None:
 
 
 def _verify_server(session: HostSession, client: httpx.Client, inputs: BootstrapInputs, console: Console) -> None:
-    with journal_on_failure(True, session, console, [prefect_server.UNIT_NAME]), \
-            console.step("verify the server (health, auth, version, UI)"):
+    with (
+        journal_on_failure(True, session, console, [prefect_server.UNIT_NAME]),
+        console.step("verify the server (health, auth, version, UI)"),
+    ):
         checks.wait_for_start(session, client, inputs)
-        http(lambda: check_server(client, api_url=inputs.api_url, auth_string=inputs.auth_string,
-                                  prefect_version=inputs.prefect_version))
+        http(
+            lambda: check_server(
+                client, api_url=inputs.api_url, auth_string=inputs.auth_string, prefect_version=inputs.prefect_version
+            )
+        )
     with console.step(f"{WORK_POOL_TYPE} work pool {WORK_POOL_NAME!r}") as status:
-        status.changed = http(lambda: ensure_work_pool(
-            client, api_url=inputs.api_url, auth_string=inputs.auth_string, name=WORK_POOL_NAME,
-            pool_type=WORK_POOL_TYPE, base_job_template=checks.process_job_template))
+        status.changed = http(
+            lambda: ensure_work_pool(
+                client,
+                api_url=inputs.api_url,
+                auth_string=inputs.auth_string,
+                name=WORK_POOL_NAME,
+                pool_type=WORK_POOL_TYPE,
+                base_job_template=checks.process_job_template,
+            )
+        )
 
 
 def _worker_name(facts: HostFacts, unit: str) -> str:
@@ -133,15 +161,23 @@ def _forget(client: httpx.Client, inputs: BootstrapInputs, facts: HostFacts, uni
         checks.forget_worker(client, inputs, _worker_name(facts, unit))
 
 
-def _wait_for_workers(session: HostSession, client: httpx.Client, inputs: BootstrapInputs, facts: HostFacts,
-                      worker_set: Service, console: Console) -> None:
+def _wait_for_workers(
+    session: HostSession,
+    client: httpx.Client,
+    inputs: BootstrapInputs,
+    facts: HostFacts,
+    worker_set: Service,
+    console: Console,
+) -> None:
     units = worker_set.units.names if worker_set.units is not None else ()
     if not units:
         return
     names = {unit: _worker_name(facts, unit) for unit in units}
     described = f"worker {names[units[0]]}" if len(units) == 1 else f"workers {names[units[0]]} ... {names[units[-1]]}"
-    with journal_on_failure(True, session, console, units), \
-            console.step(f"{described} polling pool {WORK_POOL_NAME!r}"):
+    with (
+        journal_on_failure(True, session, console, units),
+        console.step(f"{described} polling pool {WORK_POOL_NAME!r}"),
+    ):
         checks.wait_for_workers(session, client, inputs, names)
 
 
@@ -155,14 +191,19 @@ def ssh_session(inputs: BootstrapInputs, console: Console) -> Iterator[HostSessi
         identity = load_private_key(inputs.identity_text or "", source="output sshPrivateKey")
     console.line(f"  host key pinned: {pinned.key_type} {pinned.fingerprint}")
     with console.step(f"connect to {inputs.user}@{inputs.host}"):
-        session = HostSession.connect(inputs.host, user=inputs.user, identity=identity, host_key=pinned,
-                                      port=inputs.port, connect_timeout=inputs.connect_timeout)
+        session = HostSession.connect(
+            inputs.host,
+            user=inputs.user,
+            identity=identity,
+            host_key=pinned,
+            port=inputs.port,
+            connect_timeout=inputs.connect_timeout,
+        )
     with session:
         yield session
 
 
 def _import_quietly(module: str) -> None:
-    try:
+    # Any failure is reported by the import where the module is needed.
+    with contextlib.suppress(Exception):
         importlib.import_module(module)
-    except Exception:  # noqa: BLE001 (the import where the module is needed reports the problem)
-        pass

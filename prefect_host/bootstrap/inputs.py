@@ -8,6 +8,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect_host.errors import UsageError
 from prefect_host.outputs import StackOutputs
@@ -19,6 +20,7 @@ DEFAULT_WORKERS = 1
 MAX_WORKERS = 16  # each is a Python process with Prefect loaded, its flow runs more processes
 _VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+PLAINTEXT = TlsSettings(mode="off", address=None)  # frozen: one shared default is safe
 _PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -43,7 +45,7 @@ class BootstrapInputs:
     workers: int = DEFAULT_WORKERS
     # The stack outputs (with the S3 endpoint the flag gives) for result storage; None: --no-storage.
     storage: StackOutputs | None = field(default=None, repr=False)
-    tls: TlsSettings = TlsSettings(mode="off", address=None)
+    tls: TlsSettings = PLAINTEXT
     public_ip: str = ""
     # --ca-file: the CA this machine verifies the server against (default: internal mode, the CA
     # read from the host; acme, the system trust store).
@@ -60,48 +62,112 @@ class BootstrapInputs:
         return f"s3-bucket/{block_slug(self.profile_name)}-results" if self.storage else None
 
 
-def resolve_inputs(*, outputs_file: str | None, stack: str | None, host: str | None = None,
-                   user: str | None = None, identity: str | None = None, host_key: str | None = None,
-                   profile: str | None = None, activate: bool = False, client_only: bool = False,
-                   index_url: str | None = None, find_links: str | None = None,
-                   connect_timeout: float = 300.0, workers: int = DEFAULT_WORKERS, no_storage: bool = False,
-                   s3_endpoint_url: str | None = None, apt_source: str | None = None,
-                   acme_ca_root: str | None = None, ca_file: str | None = None) -> BootstrapInputs:
-    """Merge flags > --outputs > --stack into validated inputs; raises before anything is changed."""
-    outputs = _load_outputs(outputs_file, stack)
-    _check_flags(connect_timeout=connect_timeout, index_url=index_url, find_links=find_links, workers=workers,
-                 no_storage=no_storage, s3_endpoint_url=s3_endpoint_url, outputs=outputs)
-    resolved_host = host or outputs.public_ip
-    if not resolved_host or any(c.isspace() for c in resolved_host):
-        raise UsageError(f"--host {resolved_host!r}: must be a host name or IP address.")
-    resolved_user = user or outputs.ssh_user
-    if not _USER.match(resolved_user):
-        raise UsageError(f"--user {resolved_user!r}: not a valid Unix user name.")
+@dataclass(frozen=True)
+class BootstrapFlags:
+    """The command line as given (None: not given); resolve_inputs validates and completes it."""
+
+    outputs_file: str | None
+    stack: str | None
+    host: str | None = None
+    user: str | None = None
+    identity: str | None = None
+    host_key: str | None = None
+    profile: str | None = None
+    activate: bool = False
+    client_only: bool = False
+    index_url: str | None = None
+    find_links: str | None = None
+    connect_timeout: float = 300.0
+    workers: int = DEFAULT_WORKERS
+    no_storage: bool = False
+    s3_endpoint_url: str | None = None
+    apt_source: str | None = None
+    acme_ca_root: str | None = None
+    ca_file: str | None = None
+
+
+def resolve_inputs(**flags: Any) -> BootstrapInputs:
+    """Merge flags > --outputs > --stack into validated inputs; raises before anything is changed.
+    Takes BootstrapFlags' fields as keywords."""
+    given = BootstrapFlags(**flags)
+    outputs = _load_outputs(given.outputs_file, given.stack)
+    _check_flags(given, outputs)
+    host, user = _target(given, outputs)
     _check_server_outputs(outputs)
-    profile_name = profile or f"prefect-host-{stack or resolved_host}"
-    if not _PROFILE.match(profile_name):
-        raise UsageError(f"--profile {profile_name!r}: use letters, digits, '.', '_' and '-' only, "
-                         "starting with a letter or digit.")
-    if not client_only:
+    profile_name = given.profile or f"prefect-host-{given.stack or host}"
+    if not _PROFILE.fullmatch(profile_name):
+        raise UsageError(
+            f"--profile {profile_name!r}: use letters, digits, '.', '_' and '-' only, starting with a letter or digit."
+        )
+    if not given.client_only:
         _check_prefect_aws_fits(outputs.prefect_version)
-    tls = settings_from_outputs(outputs, apt_source=apt_source, acme_ca_root_pem=(
-        None if acme_ca_root is None else _read_text("--acme-ca-root", acme_ca_root)))
-    ca = None if ca_file is None else load_ca_certificate(_read_text("--ca-file", ca_file),
-                                                          source=f"--ca-file {ca_file}")
-    _check_trust(outputs, tls=tls, ca=ca, ca_file=ca_file, client_only=client_only,
-                 has_identity=bool(identity or outputs.ssh_private_key), user=resolved_user)
+    tls, ca = _trust(given, outputs, user=user)
+    endpoint = given.s3_endpoint_url or outputs.s3_endpoint_url
     return BootstrapInputs(
-        host=resolved_host, user=resolved_user, host_key=host_key or outputs.host_public_key,
-        api_url=outputs.api_url.rstrip("/"), ui_url=outputs.ui_url,
-        prefect_version=outputs.prefect_version, auth_string=outputs.prefect_auth_string,
-        profile_name=profile_name, activate=activate, client_only=client_only,
-        identity_file=Path(identity) if identity else None,
-        identity_text=None if identity else outputs.ssh_private_key,
-        index_url=index_url, find_links=find_links, connect_timeout=float(connect_timeout), workers=workers,
-        storage=None if no_storage else dataclasses.replace(
-            outputs, s3_endpoint_url=s3_endpoint_url or outputs.s3_endpoint_url),
-        tls=tls, public_ip=outputs.public_ip, ca=ca,
+        host=host,
+        user=user,
+        host_key=given.host_key or outputs.host_public_key,
+        api_url=outputs.api_url.rstrip("/"),
+        ui_url=outputs.ui_url,
+        prefect_version=outputs.prefect_version,
+        auth_string=outputs.prefect_auth_string,
+        profile_name=profile_name,
+        activate=given.activate,
+        client_only=given.client_only,
+        identity_file=Path(given.identity) if given.identity else None,
+        identity_text=None if given.identity else outputs.ssh_private_key,
+        index_url=given.index_url,
+        find_links=given.find_links,
+        connect_timeout=float(given.connect_timeout),
+        workers=given.workers,
+        storage=None if given.no_storage else dataclasses.replace(outputs, s3_endpoint_url=endpoint),
+        tls=tls,
+        public_ip=outputs.public_ip,
+        ca=ca,
     )
+
+
+def _target(given: BootstrapFlags, outputs: StackOutputs) -> tuple[str, str]:
+    """The host and the SSH user."""
+    host = given.host or outputs.public_ip
+    if not host or any(c.isspace() for c in host):
+        raise UsageError(f"--host {host!r}: must be a host name or IP address.")
+    user = given.user or outputs.ssh_user
+    if not _USER.fullmatch(user):
+        raise UsageError(f"--user {user!r}: not a valid Unix user name.")
+    return host, user
+
+
+def _trust(given: BootstrapFlags, outputs: StackOutputs, *, user: str) -> tuple[TlsSettings, CaCertificate | None]:
+    """The TLS settings, and the CA this machine pins (--ca-file), checked against each other."""
+    acme_ca_root = None if given.acme_ca_root is None else _read_text("--acme-ca-root", given.acme_ca_root)
+    tls = settings_from_outputs(outputs, apt_source=given.apt_source, acme_ca_root_pem=acme_ca_root)
+    ca_file = given.ca_file
+    ca = (
+        None
+        if ca_file is None
+        else load_ca_certificate(_read_text("--ca-file", ca_file), source=f"--ca-file {ca_file}")
+    )
+    if ca is not None and tls.mode == "off":
+        raise UsageError(
+            f"--ca-file {ca_file}: this stack's tlsMode is off (plain HTTP), so there is no "
+            "certificate to verify; leave --ca-file out."
+        )
+    has_identity = bool(given.identity or outputs.ssh_private_key)
+    if given.client_only and tls.mode == "internal" and ca is None and not has_identity:
+        raise UsageError(
+            f"tlsMode internal: {outputs.public_ip} has a certificate from its own CA, which this "
+            "machine must pin. Pass --ca-file FILE (the CA file the operator's bootstrap wrote "
+            "beside their profile; check its SHA-256 fingerprint with them), or an SSH identity "
+            "(--identity FILE) to read the CA from the host over the pinned SSH session."
+        )
+    if not given.client_only and not has_identity:
+        raise UsageError(
+            "No SSH identity: pass --identity FILE (the private key whose public half is in "
+            f"{user}'s authorized_keys on the host). The outputs have no "
+            "sshPrivateKey because the stack was given sshPublicKey."
+        )
+    return tls, ca
 
 
 def _load_outputs(outputs_file: str | None, stack: str | None) -> StackOutputs:
@@ -109,58 +175,53 @@ def _load_outputs(outputs_file: str | None, stack: str | None) -> StackOutputs:
         return StackOutputs.from_file(outputs_file)
     if stack:
         return StackOutputs.from_stack(stack)
-    raise UsageError("Give --outputs FILE (the JSON of `pulumi stack output --json --show-secrets`) "
-                     "or --stack NAME: the server's URL, Prefect version and auth string come from "
-                     "the stack outputs.")
+    raise UsageError(
+        "Give --outputs FILE (the JSON of `pulumi stack output --json --show-secrets`) "
+        "or --stack NAME: the server's URL, Prefect version and auth string come from "
+        "the stack outputs."
+    )
 
 
-def _check_flags(*, connect_timeout: float, index_url: str | None, find_links: str | None, workers: int,
-                 no_storage: bool, s3_endpoint_url: str | None, outputs: StackOutputs) -> None:
+def _check_flags(given: BootstrapFlags, outputs: StackOutputs) -> None:
+    connect_timeout, index_url, find_links = given.connect_timeout, given.index_url, given.find_links
+    workers, s3_endpoint_url = given.workers, given.s3_endpoint_url
     if connect_timeout is None or not connect_timeout > 0:
         raise UsageError(f"--connect-timeout {connect_timeout}: must be a number of seconds > 0.")
     for flag, url in (("--index-url", index_url), ("--find-links", find_links)):
         if url is not None:
             _check_url(flag, url)
     if index_url and find_links:
-        raise UsageError("--index-url and --find-links: give one of them (--find-links installs from "
-                         "that page only, without an index).")
+        raise UsageError(
+            "--index-url and --find-links: give one of them (--find-links installs from "
+            "that page only, without an index)."
+        )
     if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
-        raise UsageError(f"--workers {workers!r}: must be a whole number from 0 to {MAX_WORKERS} (0: no "
-                         "worker on the host; each one runs its own flow runs).")
+        raise UsageError(
+            f"--workers {workers!r}: must be a whole number from 0 to {MAX_WORKERS} (0: no "
+            "worker on the host; each one runs its own flow runs)."
+        )
     if s3_endpoint_url is not None:
-        if no_storage:
-            raise UsageError("--s3-endpoint-url and --no-storage: the endpoint is for result storage, "
-                             "which --no-storage leaves out; give one of them.")
+        if given.no_storage:
+            raise UsageError(
+                "--s3-endpoint-url and --no-storage: the endpoint is for result storage, "
+                "which --no-storage leaves out; give one of them."
+            )
         _check_url("--s3-endpoint-url", s3_endpoint_url)
     elif outputs.s3_endpoint_url is not None:
         _check_url("s3EndpointUrl", outputs.s3_endpoint_url)
 
 
 def _check_server_outputs(outputs: StackOutputs) -> None:
-    if not _VERSION.match(outputs.prefect_version):
+    if not _VERSION.fullmatch(outputs.prefect_version):
         raise UsageError(f"prefectVersion {outputs.prefect_version!r}: must be a release number such as 3.9.1.")
     _check_url("apiUrl", outputs.api_url)
     if not outputs.api_url.rstrip("/").endswith("/api"):
-        raise UsageError(f"apiUrl {outputs.api_url!r}: must be the server's API URL, ending in /api "
-                         "(for example http://203.0.113.7:4200/api).")
+        raise UsageError(
+            f"apiUrl {outputs.api_url!r}: must be the server's API URL, ending in /api "
+            "(for example http://203.0.113.7:4200/api)."
+        )
     if any(c in outputs.prefect_auth_string for c in "\r\n\0"):
         raise UsageError("prefectAuthString contains a line break or NUL; it must be one line user:password.")
-
-
-def _check_trust(outputs: StackOutputs, *, tls: TlsSettings, ca: CaCertificate | None, ca_file: str | None,
-                 client_only: bool, has_identity: bool, user: str) -> None:
-    if ca is not None and tls.mode == "off":
-        raise UsageError(f"--ca-file {ca_file}: this stack's tlsMode is off (plain HTTP), so there is no "
-                         "certificate to verify; leave --ca-file out.")
-    if client_only and tls.mode == "internal" and ca is None and not has_identity:
-        raise UsageError(f"tlsMode internal: {outputs.public_ip} has a certificate from its own CA, which this "
-                         "machine must pin. Pass --ca-file FILE (the CA file the operator's bootstrap wrote "
-                         "beside their profile; check its SHA-256 fingerprint with them), or an SSH identity "
-                         "(--identity FILE) to read the CA from the host over the pinned SSH session.")
-    if not client_only and not has_identity:
-        raise UsageError("No SSH identity: pass --identity FILE (the private key whose public half is in "
-                         f"{user}'s authorized_keys on the host). The outputs have no "
-                         "sshPrivateKey because the stack was given sshPublicKey.")
 
 
 def _read_text(flag: str, path: str) -> str:
@@ -172,9 +233,11 @@ def _read_text(flag: str, path: str) -> str:
 
 def _check_prefect_aws_fits(prefect_version: str) -> None:
     if _release(prefect_version) < _release(PREFECT_AWS_MIN_PREFECT):
-        raise UsageError(f"prefectVersion {prefect_version}: the host's workers and the storage blocks need "
-                         f"prefect-aws {PREFECT_AWS_VERSION}, which needs Prefect {PREFECT_AWS_MIN_PREFECT} or "
-                         "later; raise prefectVersion in the stack config.")
+        raise UsageError(
+            f"prefectVersion {prefect_version}: the host's workers and the storage blocks need "
+            f"prefect-aws {PREFECT_AWS_VERSION}, which needs Prefect {PREFECT_AWS_MIN_PREFECT} or "
+            "later; raise prefectVersion in the stack config."
+        )
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -32,8 +32,14 @@ class ProfileProcess:
     def __init__(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
-        self._process = subprocess.Popen([sys.executable, "-m", "prefect_host.profile"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "prefect_host.profile"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         # Pipes are read by threads (select() does not work on pipes on Windows); stderr is drained
         # so that the child never blocks on it, and its last line explains a crash.
         self._answers: queue.Queue[str | None] = queue.Queue()
@@ -44,7 +50,7 @@ class ProfileProcess:
     def _read_answers(self) -> None:
         for line in self._process.stdout:
             if line.startswith(ANSWER_PREFIX):
-                self._answers.put(line[len(ANSWER_PREFIX):])
+                self._answers.put(line[len(ANSWER_PREFIX) :])
         self._answers.put(None)  # end of output: the child exited
 
     def _read_stderr(self) -> None:

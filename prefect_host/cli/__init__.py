@@ -38,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     width = max(map(len, COMMANDS))
     listing = "\n".join(f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Your own Prefect server in the cloud: `pulumi up`, then `prefect-host bootstrap`.",
         # A listing of our own: argparse's subcommand help wraps the longer names onto lines of their own.
-        epilog=f"commands:\n{listing}\n\n`{PROG} COMMAND --help` shows a command's options.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                     help="one of the commands below")
+        epilog=f"commands:\n{listing}\n\n`{PROG} COMMAND --help` shows a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="one of the commands below")
     for name in COMMANDS:
         # No arguments and no -h of their own: the command's module parses the rest of the line.
         commands.add_parser(name, add_help=False)

@@ -19,54 +19,99 @@ def parse_args(argv: list[str] | None, prog: str = "bootstrap.py") -> argparse.N
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Install Prefect on the stack's VM as a hardened systemd service, verify it, and "
-                    "write a Prefect profile on this machine. Flags win over --outputs, which wins over "
-                    "--stack.")
+        "write a Prefect profile on this machine. Flags win over --outputs, which wins over "
+        "--stack.",
+    )
+    _add_source_flags(parser)
+    _add_host_flags(parser)
+    _add_storage_flags(parser)
+    _add_laptop_flags(parser)
+    return parser.parse_args(argv)
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("where the stack outputs come from")
-    source.add_argument("--outputs", metavar="FILE",
-                        help="JSON of `pulumi stack output --json --show-secrets`")
-    source.add_argument("--stack", metavar="NAME",
-                        help="run `pulumi stack output --json --show-secrets --stack NAME` "
-                             "(with --outputs: only names the default profile)")
+    source.add_argument("--outputs", metavar="FILE", help="JSON of `pulumi stack output --json --show-secrets`")
+    source.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="run `pulumi stack output --json --show-secrets --stack NAME` "
+        "(with --outputs: only names the default profile)",
+    )
+
+
+def _add_host_flags(parser: argparse.ArgumentParser) -> None:
     host = parser.add_argument_group("the host (default: from the outputs)")
     host.add_argument("--host", help="address to SSH to (default: publicIp)")
     host.add_argument("--user", help="SSH user with passwordless sudo (default: sshUser)")
     host.add_argument("--identity", metavar="FILE", help="SSH private key (default: sshPrivateKey)")
-    host.add_argument("--host-key", metavar='"ssh-ed25519 AAAA..."',
-                      help="the host's pinned public key (default: hostPublicKey)")
-    host.add_argument("--connect-timeout", type=float, default=300.0, metavar="SECONDS",
-                      help="how long to keep trying SSH (and to wait for cloud-init); default 300")
+    host.add_argument(
+        "--host-key", metavar='"ssh-ed25519 AAAA..."', help="the host's pinned public key (default: hostPublicKey)"
+    )
+    host.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to keep trying SSH (and to wait for cloud-init); default 300",
+    )
     packages = host.add_mutually_exclusive_group()
-    packages.add_argument("--index-url", metavar="URL",
-                          help="simple index the VM installs uv and Prefect from (default PyPI)")
-    packages.add_argument("--find-links", metavar="URL",
-                          help="a page of links to wheels; the VM then installs from it only")
-    host.add_argument("--apt-source", metavar='"deb URI SUITE [COMPONENT...]"',
-                      help="one apt source line the VM installs Caddy from, instead of its own sources "
-                           "(a package mirror)")
-    host.add_argument("--acme-ca-root", metavar="FILE",
-                      help="tlsMode acme with a private ACME directory (acmeCa): the CA certificate the VM's "
-                           "Caddy must trust to reach it")
-    host.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                      help=f"worker processes on the VM polling the {WORK_POOL_NAME!r} pool (units "
-                           f"prefect-worker@1..N; others are stopped); default {DEFAULT_WORKERS}, 0 for none")
+    packages.add_argument(
+        "--index-url", metavar="URL", help="simple index the VM installs uv and Prefect from (default PyPI)"
+    )
+    packages.add_argument(
+        "--find-links", metavar="URL", help="a page of links to wheels; the VM then installs from it only"
+    )
+    host.add_argument(
+        "--apt-source",
+        metavar='"deb URI SUITE [COMPONENT...]"',
+        help="one apt source line the VM installs Caddy from, instead of its own sources (a package mirror)",
+    )
+    host.add_argument(
+        "--acme-ca-root",
+        metavar="FILE",
+        help="tlsMode acme with a private ACME directory (acmeCa): the CA certificate the VM's "
+        "Caddy must trust to reach it",
+    )
+    host.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"worker processes on the VM polling the {WORK_POOL_NAME!r} pool (units "
+        f"prefect-worker@1..N; others are stopped); default {DEFAULT_WORKERS}, 0 for none",
+    )
+
+
+def _add_storage_flags(parser: argparse.ArgumentParser) -> None:
     storage = parser.add_argument_group("result storage (default: the stack's bucket)")
-    storage.add_argument("--no-storage", action="store_true",
-                         help="leave result storage alone: no bucket probe, no blocks, no result settings "
-                              "in the profile or the workers' environment")
-    storage.add_argument("--s3-endpoint-url", metavar="URL",
-                         help="an S3-compatible endpoint for the bucket (default: s3EndpointUrl from the "
-                              "outputs, else AWS)")
+    storage.add_argument(
+        "--no-storage",
+        action="store_true",
+        help="leave result storage alone: no bucket probe, no blocks, no result settings "
+        "in the profile or the workers' environment",
+    )
+    storage.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="an S3-compatible endpoint for the bucket (default: s3EndpointUrl from the outputs, else AWS)",
+    )
+
+
+def _add_laptop_flags(parser: argparse.ArgumentParser) -> None:
     laptop = parser.add_argument_group("this machine")
-    laptop.add_argument("--client-only", action="store_true",
-                        help="only write the Prefect profile (no SSH); for teammates' laptops")
-    laptop.add_argument("--profile", metavar="NAME",
-                        help="profile name (default: prefect-host-<stack or host>)")
+    laptop.add_argument(
+        "--client-only", action="store_true", help="only write the Prefect profile (no SSH); for teammates' laptops"
+    )
+    laptop.add_argument("--profile", metavar="NAME", help="profile name (default: prefect-host-<stack or host>)")
     laptop.add_argument("--activate", action="store_true", help="make the profile the active one")
-    laptop.add_argument("--ca-file", metavar="FILE",
-                        help="the CA certificate this machine verifies the server against, pinned in the "
-                             "profile (default: tlsMode internal, the CA read from the host over SSH; acme, "
-                             "the system trust store)")
-    return parser.parse_args(argv)
+    laptop.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="the CA certificate this machine verifies the server against, pinned in the "
+        "profile (default: tlsMode internal, the CA read from the host over SSH; acme, "
+        "the system trust store)",
+    )
 
 
 def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
@@ -74,12 +119,25 @@ def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
     console = Console()
     try:
         inputs = resolve_inputs(
-            outputs_file=args.outputs, stack=args.stack, host=args.host, user=args.user,
-            identity=args.identity, host_key=args.host_key, profile=args.profile,
-            activate=args.activate, client_only=args.client_only, index_url=args.index_url,
-            find_links=args.find_links, connect_timeout=args.connect_timeout, workers=args.workers,
-            no_storage=args.no_storage, s3_endpoint_url=args.s3_endpoint_url, apt_source=args.apt_source,
-            acme_ca_root=args.acme_ca_root, ca_file=args.ca_file)
+            outputs_file=args.outputs,
+            stack=args.stack,
+            host=args.host,
+            user=args.user,
+            identity=args.identity,
+            host_key=args.host_key,
+            profile=args.profile,
+            activate=args.activate,
+            client_only=args.client_only,
+            index_url=args.index_url,
+            find_links=args.find_links,
+            connect_timeout=args.connect_timeout,
+            workers=args.workers,
+            no_storage=args.no_storage,
+            s3_endpoint_url=args.s3_endpoint_url,
+            apt_source=args.apt_source,
+            acme_ca_root=args.acme_ca_root,
+            ca_file=args.ca_file,
+        )
         target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"
         console.line(f"prefect-host bootstrap: Prefect {inputs.prefect_version} for {target}")
         summary = run(inputs, console)
@@ -101,8 +159,9 @@ def print_summary(summary, console: Console) -> None:
     console.line(f"  UI:      {summary.ui_url}")
     console.line(f"  API:     {summary.api_url}")
     if summary.ca is not None:
-        console.line(f"  TLS:     {summary.tls_mode}, verified against the CA pinned in the profile "
-                     "(PREFECT_API_SSL_CERT_FILE)")
+        console.line(
+            f"  TLS:     {summary.tls_mode}, verified against the CA pinned in the profile (PREFECT_API_SSL_CERT_FILE)"
+        )
         for line in browser_trust_hint(str(summary.ca_path), summary.ca.fingerprint):
             console.line(f"    {line}")
     elif summary.tls_mode == "acme":

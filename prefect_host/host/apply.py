@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
@@ -29,6 +28,7 @@ class Hooks:
     """What the caller does around steps: `started[service]` runs inside a step that (re)started
     that service's units (e.g. wait until it answers), `stopped` after a step stopped units for
     good (e.g. forget those workers on the server)."""
+
     started: Mapping[str, Callable[[], None]] = field(default_factory=dict)
     stopped: Callable[[tuple[str, ...]], None] | None = None
 
@@ -63,8 +63,10 @@ class _Concurrent:
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        threads = [threading.Thread(target=self._lane, args=(lane,), name=f"lane-{lane.service.name}", daemon=True)
-                   for lane in self.lanes]
+        threads = [
+            threading.Thread(target=self._lane, args=(lane,), name=f"lane-{lane.service.name}", daemon=True)
+            for lane in self.lanes
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -107,16 +109,16 @@ def _units(lane: Lane) -> tuple[str, ...]:
     return lane.service.units.names if lane.service.units is not None else ()
 
 
-def run_step(step: Step, session: HostSession, console: Console, *, units: Sequence[str] = (),
-             hooks: Hooks | None = None) -> None:
+def run_step(
+    step: Step, session: HostSession, console: Console, *, units: Sequence[str] = (), hooks: Hooks | None = None
+) -> None:
     """One step, one console line; a step that (re)starts, reloads or starts `units` prints their
     journal if it fails."""
     hooks = hooks or Hooks()
     # The journal (when wanted) comes after the step's [failed] line, before the error.
     with journal_on_failure(bool(units), session, console, units), console.step(step.name, changed=True):
         for command in step.commands:
-            session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout,
-                        label=command.label)
+            session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label)
         if step.starts and step.starts in hooks.started:
             hooks.started[step.starts]()
         if step.stops and hooks.stopped is not None:
@@ -124,8 +126,7 @@ def run_step(step: Step, session: HostSession, console: Console, *, units: Seque
 
 
 @contextmanager
-def journal_on_failure(wanted: bool, session: HostSession, console: Console,
-                       units: Sequence[str]) -> Iterator[None]:
+def journal_on_failure(wanted: bool, session: HostSession, console: Console, units: Sequence[str]) -> Iterator[None]:
     """When a service fails to start or to verify, its journal says why: print its tail."""
     try:
         yield
@@ -138,8 +139,13 @@ def journal_on_failure(wanted: bool, session: HostSession, console: Console,
 def print_journal(session: HostSession, console: Console, units: Sequence[str]) -> None:
     selection = " ".join(f"-u {shlex.quote(unit)}" for unit in units)
     try:
-        result = session.run(f"journalctl {selection} -n {JOURNAL_LINES} --no-pager -o short-iso",
-                             sudo=True, timeout=30, check=False, label="journalctl")
+        result = session.run(
+            f"journalctl {selection} -n {JOURNAL_LINES} --no-pager -o short-iso",
+            sudo=True,
+            timeout=30,
+            check=False,
+            label="journalctl",
+        )
     except Exception:  # noqa: BLE001 (the journal helps explain an error; it is never a new failure)
         return
     if result.stdout.strip():

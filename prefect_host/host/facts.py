@@ -36,22 +36,34 @@ echo "hostname=$(uname -n)"
 """
 # Units a template may have: loaded, or enabled but not loaded. One `unit=` line each:
 # Id,UnitFileState,ActiveState,NeedDaemonReload,MainPID,NRestarts,ActiveEnterTimestamp (epoch s).
-_UNIT_FIELDS = ("Id", "UnitFileState", "ActiveState", "NeedDaemonReload", "MainPID", "NRestarts",
-                "ActiveEnterTimestamp")
-_AWK_RECORD = "print \"unit=\" " + " \",\" ".join(f'v["{p}"]' for p in _UNIT_FIELDS)
+_UNIT_FIELDS = (
+    "Id",
+    "UnitFileState",
+    "ActiveState",
+    "NeedDaemonReload",
+    "MainPID",
+    "NRestarts",
+    "ActiveEnterTimestamp",
+)
+_AWK_RECORD = 'print "unit=" ' + ' "," '.join(f'v["{p}"]' for p in _UNIT_FIELDS)
 
 
 def _show_units(units: str) -> str:
     """Shell lines printing one `unit=` line per unit in `units` (a shell word list)."""
-    return ("systemctl show --timestamp=unix " + " ".join(f"-p {p}" for p in _UNIT_FIELDS) + f" {units} 2>/dev/null | awk -F= '\n"
-            f"  /^$/ {{ if (v[\"Id\"] != \"\") {_AWK_RECORD}; delete v; next }}\n"
-            "  { v[$1] = substr($0, length($1) + 2) }\n"
-            f"  END {{ if (v[\"Id\"] != \"\") {_AWK_RECORD} }}'\n")
+    return (
+        "systemctl show --timestamp=unix "
+        + " ".join(f"-p {p}" for p in _UNIT_FIELDS)
+        + f" {units} 2>/dev/null | awk -F= '\n"
+        f'  /^$/ {{ if (v["Id"] != "") {_AWK_RECORD}; delete v; next }}\n'
+        "  { v[$1] = substr($0, length($1) + 2) }\n"
+        f'  END {{ if (v["Id"] != "") {_AWK_RECORD} }}\'\n'
+    )
 
 
 @dataclass(frozen=True)
 class UnitState:
     """One unit as systemd sees it."""
+
     name: str
     enabled: str = ""  # UnitFileState: enabled, disabled, static, ... ("" when unknown to systemd)
     active_state: str = ""
@@ -138,24 +150,30 @@ def _unit_lines(units: Units) -> str:
         return _show_units(names)
     glob = units.template.replace("@.", "@*.")  # our own unit name: no quoting, so the shell globs it
     # Every instance systemd knows (loaded, or enabled but not loaded), and the wanted ones.
-    return (f"units=$( {{ systemctl list-units --all --plain --no-legend '{glob}' 2>/dev/null | cut -d' ' -f1\n"
-            f"  (cd /etc/systemd/system/multi-user.target.wants 2>/dev/null && ls -d {glob} 2>/dev/null)\n"
-            f"  printf '%s\\n' {names}; }} | sort -u)\n"
-            f"[ -n \"$units\" ] && {_show_units('$units')}")
+    return (
+        f"units=$( {{ systemctl list-units --all --plain --no-legend '{glob}' 2>/dev/null | cut -d' ' -f1\n"
+        f"  (cd /etc/systemd/system/multi-user.target.wants 2>/dev/null && ls -d {glob} 2>/dev/null)\n"
+        f"  printf '%s\\n' {names}; }} | sort -u)\n"
+        f'[ -n "$units" ] && {_show_units("$units")}'
+    )
 
 
 def _venv_lines(venv: Venv) -> str:
     q = shlex.quote
-    lines = [f"[ -x {q(venv.uv_path)} ] && echo \"uv:{venv.uv_path}=$({q(venv.uv_path)} --version 2>/dev/null | "
-             "cut -d' ' -f2)\"",
-             f"echo \"venv:{venv.path}:python=$(readlink -e {q(venv.python)})\"",
-             f"[ -f {q(venv.bytecode_marker)} ] && echo \"venv:{venv.path}:bytecode=$(cat {q(venv.bytecode_marker)})\"",
-             _show_units(BYTECODE_UNIT).rstrip("\n")]
+    lines = [
+        f'[ -x {q(venv.uv_path)} ] && echo "uv:{venv.uv_path}=$({q(venv.uv_path)} --version 2>/dev/null | '
+        "cut -d' ' -f2)\"",
+        f'echo "venv:{venv.path}:python=$(readlink -e {q(venv.python)})"',
+        f'[ -f {q(venv.bytecode_marker)} ] && echo "venv:{venv.path}:bytecode=$(cat {q(venv.bytecode_marker)})"',
+        _show_units(BYTECODE_UNIT).rstrip("\n"),
+    ]
     for name, _ in venv.pins:
         dist = _dist_dir_name(name)
-        lines.append(f"for d in {q(venv.path)}/lib/python3*/site-packages/{dist}-*.dist-info; do\n"
-                     f"  [ -d \"$d\" ] && v=\"${{d##*/{dist}-}}\" && echo \"venv:{venv.path}:{dist}=${{v%.dist-info}}\"\n"
-                     "done")
+        lines.append(
+            f"for d in {q(venv.path)}/lib/python3*/site-packages/{dist}-*.dist-info; do\n"
+            f'  [ -d "$d" ] && v="${{d##*/{dist}-}}" && echo "venv:{venv.path}:{dist}=${{v%.dist-info}}"\n'
+            "done"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -166,28 +184,34 @@ def facts_script(services: Iterable[Service]) -> str:
     venvs: set[str] = set()  # a venv two services share is read once
     for service in services:
         for user in service.users:
-            parts.append(f"echo \"user:{user.name}=$(getent passwd {q(user.name)} | cut -d: -f6)\"\n"
-                         f"[ -d {q(user.home)} ] && echo \"dir:{user.home}=1\"\n")
+            parts.append(
+                f'echo "user:{user.name}=$(getent passwd {q(user.name)} | cut -d: -f6)"\n'
+                f'[ -d {q(user.home)} ] && echo "dir:{user.home}=1"\n'
+            )
         for package in service.packages:
-            parts.append(f"echo \"apt:{package.name}=$(dpkg-query -W -f='${{db:Status-Status}} ${{Version}}' "
-                         f"{q(package.name)} 2>/dev/null)\"\n")
+            parts.append(
+                f"echo \"apt:{package.name}=$(dpkg-query -W -f='${{db:Status-Status}} ${{Version}}' "
+                f'{q(package.name)} 2>/dev/null)"\n'
+            )
         if service.venv is not None and service.venv.path not in venvs:
             venvs.add(service.venv.path)
             parts.append(_venv_lines(service.venv))
         for file in service.files:
-            parts.append(f"echo \"file:{file.path}=$(sha {q(file.path)})\"\n")
+            parts.append(f'echo "file:{file.path}=$(sha {q(file.path)})"\n')
         if service.units is not None:
             applied = q(service.units.applied)
-            parts.append(f"[ -f {applied} ] && echo \"applied:{service.units.applied}=$(cat {applied})\"\n")
+            parts.append(f'[ -f {applied} ] && echo "applied:{service.units.applied}=$(cat {applied})"\n')
             parts.append(_unit_lines(service.units))
         parts.append(service.fact_script)
     root_script = _BASE_SCRIPT + "".join(parts) + f'echo "{_END}"\n'
-    return ('echo "login_user=$(id -un)"\n'
-            "if ! sudo -n true 2>/dev/null; then\n"
-            f'  echo "sudo=no"; echo "sudo_error=$(sudo -n true 2>&1 | head -n 1)"; echo "{_END}"; exit 0\n'
-            "fi\n"
-            'echo "sudo=yes"\n'
-            f"sudo -n sh <<'ROOT_FACTS'\n{root_script}ROOT_FACTS\n")
+    return (
+        'echo "login_user=$(id -un)"\n'
+        "if ! sudo -n true 2>/dev/null; then\n"
+        f'  echo "sudo=no"; echo "sudo_error=$(sudo -n true 2>&1 | head -n 1)"; echo "{_END}"; exit 0\n'
+        "fi\n"
+        'echo "sudo=yes"\n'
+        f"sudo -n sh <<'ROOT_FACTS'\n{root_script}ROOT_FACTS\n"
+    )
 
 
 def parse_facts(text: str) -> HostFacts:
@@ -205,10 +229,12 @@ def parse_facts(text: str) -> HostFacts:
         else:
             values[key] = value
     if values.get("facts_end") != "1":
-        raise HostUnsupported("Reading the host's state failed: the facts script stopped early "
-                              f"(its output: {text.strip()[-300:]!r}).")
-    return HostFacts(login_user=values.get("login_user", ""), sudo_ok=values.get("sudo") == "yes",
-                     values=values, units=units)
+        raise HostUnsupported(
+            f"Reading the host's state failed: the facts script stopped early (its output: {text.strip()[-300:]!r})."
+        )
+    return HostFacts(
+        login_user=values.get("login_user", ""), sudo_ok=values.get("sudo") == "yes", values=values, units=units
+    )
 
 
 def _parse_unit(value: str) -> UnitState:
@@ -236,5 +262,7 @@ def unit_states(session: HostSession, names: Iterable[str]) -> dict[str, UnitSta
     """The current state of some units (to watch a start), in one command."""
     script = _show_units(" ".join(shlex.quote(name) for name in names))
     out = session.run(script, timeout=30, label="systemctl show").stdout
-    return {unit.name: unit for unit in (_parse_unit(line.partition("=")[2]) for line in out.splitlines()
-                                         if line.startswith("unit="))}
+    return {
+        unit.name: unit
+        for unit in (_parse_unit(line.partition("=")[2]) for line in out.splitlines() if line.startswith("unit="))
+    }

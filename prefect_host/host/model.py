@@ -51,10 +51,26 @@ class Step:
     # Units this step stops for good (worker instances): the bootstrap forgets them on the server.
     stops: tuple[str, ...] = ()
 
+    @classmethod
+    def shell(
+        cls,
+        name: str,
+        script: str,
+        label: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float = 120.0,
+        starts: str | None = None,
+        stops: tuple[str, ...] = (),
+    ) -> Step:
+        """A step of one shell command (most are)."""
+        return cls(name, (Command(script, label, stdin=stdin, timeout=timeout),), starts=starts, stops=stops)
+
 
 @dataclass(frozen=True)
 class User:
     """A system user without a login, and the directory it owns (its home)."""
+
     name: str
     home: str
     comment: str
@@ -71,6 +87,7 @@ class AptPackage:
 @dataclass(frozen=True)
 class PackageSource:
     """Where the host gets uv and Python packages: a simple index (default PyPI) or a find-links page."""
+
     index_url: str | None = None
     find_links: str | None = None
 
@@ -78,6 +95,7 @@ class PackageSource:
 @dataclass(frozen=True)
 class Venv:
     """A root-owned virtualenv made by uv with the system python3, holding exact pins."""
+
     path: str
     uv_path: str
     uv_version: str
@@ -107,6 +125,7 @@ class Venv:
 class File:
     """A file the service needs: `text` None means it must not exist. `systemd`: a unit or drop-in,
     so systemd must reload its configuration after a change."""
+
     path: str
     text: str | None = field(repr=False)
     mode: int = 0o644
@@ -130,6 +149,7 @@ class Units:
     files). A digest that differs from the recorded one means a restart (or a reload); recording it
     only after systemd accepted the command makes an interrupted run redo it.
     """
+
     names: tuple[str, ...]
     applied: str
     display: str  # "the Prefect server", "Caddy", "prefect-worker@{1,2}": what step names call them
@@ -144,6 +164,7 @@ class Service:
     units are stopped and disabled, its applied record removed), e.g. Caddy with tls off.
     `after`: services whose steps must all be done before this one's first step; `start_after`:
     before this one (re)starts its units (e.g. a port changes hands)."""
+
     name: str
     users: tuple[User, ...] = ()
     packages: tuple[AptPackage, ...] = ()

@@ -5,15 +5,14 @@ Pebble validates HTTP-01 by resolving the domain through that DNS server and fet
 http://<address>:<http_port>/.well-known/acme-challenge/<token> (TLS-ALPN-01 likewise on
 <tls_port>), so a test domain such as `prefect.test` needs no real DNS and no internet.
 Debian ships Pebble without its upstream test certificates (`+ds`), so each Pebble gets a fresh
-TLS CA made here: an ACME client must trust that CA (`tls_ca_path`) to talk to the directory.
+TLS CA (made by prefect_host.local.pebble_tls): an ACME client must trust that CA (`tls_ca_path`)
+to talk to the directory.
 The CA that issues the ACME certificates is another one: Pebble generates it at start and serves
 it on its management port at /roots/0 (`root_ca_pem()`).
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -25,26 +24,15 @@ import time
 from pathlib import Path
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from prefect_host.local.common import INSTALL_HINT, LocalHostError
+from prefect_host.local.pebble_tls import checked_ip, make_tls_ca_and_certificate
 
 PEBBLE = "pebble"
 CHALLTESTSRV = "pebble-challtestsrv"
 START_TIMEOUT = 20.0
 # Full speed and no injected faults: tests want a deterministic CA, not one that exercises retries.
 PEBBLE_ENVIRONMENT = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-
-
-def _ip(value: str, setting: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise LocalHostError(f"{setting}={value!r} is not an IP address; give the address to bind "
-                             "(127.0.0.1, or the host side of a local host's veth).") from None
 
 
 def _port(value: int, setting: str) -> int:
@@ -87,8 +75,14 @@ class _Daemon:
     def __init__(self, argv: list[str], log: Path, environment: dict[str, str] | None = None):
         self.log = log
         with open(log, "w") as sink:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **(environment or {})}, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(environment or {})},
+                start_new_session=True,
+            )
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -133,16 +127,29 @@ class FixedAnswerDns:
     API (which needs a port) listens on bind_address too."""
 
     def __init__(self, bind_address: str, answer_ipv4: str, *, port: int | None = None):
-        _ip(bind_address, "bind_address")
-        if _ip(answer_ipv4, "answer_ipv4").version != 4:
+        checked_ip(bind_address, "bind_address")
+        if checked_ip(answer_ipv4, "answer_ipv4").version != 4:
             raise LocalHostError(f"answer_ipv4={answer_ipv4!r} must be an IPv4 address (the guest's).")
         self.port = free_port(bind_address) if port is None else _port(port, "port")
         self.bind_address = bind_address
-        argv = [_require(CHALLTESTSRV), "-defaultIPv4", answer_ipv4, "-defaultIPv6", "",
-                "-dns01", host_port(bind_address, self.port),
-                "-http01", "", "-https01", "", "-tlsalpn01", "",
-                # An empty -management means ":80" on every interface: always give it an address.
-                "-management", host_port(bind_address, free_port(bind_address))]
+        argv = [
+            _require(CHALLTESTSRV),
+            "-defaultIPv4",
+            answer_ipv4,
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            host_port(bind_address, self.port),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            # An empty -management means ":80" on every interface: always give it an address.
+            "-management",
+            host_port(bind_address, free_port(bind_address)),
+        ]
         self._workdir = Path(tempfile.mkdtemp(prefix="prefect-host-dns-"))
         self._daemon: _Daemon | None = None
         try:
@@ -162,55 +169,11 @@ class FixedAnswerDns:
             self._daemon.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def __enter__(self) -> "FixedAnswerDns":
+    def __enter__(self) -> FixedAnswerDns:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-
-
-def make_tls_ca_and_certificate(directory: Path, address: str) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for `address` signed by it, valid for a week.
-    Returns (ca_cert, server_cert, server_key) paths; the keys are mode 0600."""
-    ip = _ip(address, "address")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "prefect-host test Pebble TLS CA")])
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(not_before).not_valid_after(not_after)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                            content_commitment=False, key_encipherment=False,
-                                            data_encipherment=False, key_agreement=False,
-                                            encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(ip))]))
-                   .issuer_name(ca_name).public_key(server_key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(not_before).not_valid_after(not_after)
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip)]), critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                                  critical=False)
-                   .sign(ca_key, hashes.SHA256()))
-    paths = (directory / "tls-ca.pem", directory / "tls-cert.pem", directory / "tls-key.pem")
-    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private_key(paths[2], server_key)
-    return paths
 
 
 class Pebble:
@@ -221,14 +184,27 @@ class Pebble:
     and TLS-ALPN-01 challenges on the address the domain resolves to (80 and 443 on a real host;
     the web server's ports in a loopback test)."""
 
-    def __init__(self, bind_address: str, *, dns_server: str, http_port: int = 80, tls_port: int = 443,
-                 acme_port: int = 14000, management_port: int = 15000):
-        _ip(bind_address, "bind_address")
+    def __init__(
+        self,
+        bind_address: str,
+        *,
+        dns_server: str,
+        http_port: int = 80,
+        tls_port: int = 443,
+        acme_port: int = 14000,
+        management_port: int = 15000,
+    ):
+        checked_ip(bind_address, "bind_address")
         if not isinstance(dns_server, str) or ":" not in dns_server:
-            raise LocalHostError(f"dns_server={dns_server!r} must be 'address:port' of a DNS server "
-                                 "(FixedAnswerDns(...).server).")
-        for value, setting in ((http_port, "http_port"), (tls_port, "tls_port"), (acme_port, "acme_port"),
-                               (management_port, "management_port")):
+            raise LocalHostError(
+                f"dns_server={dns_server!r} must be 'address:port' of a DNS server (FixedAnswerDns(...).server)."
+            )
+        for value, setting in (
+            (http_port, "http_port"),
+            (tls_port, "tls_port"),
+            (acme_port, "acme_port"),
+            (management_port, "management_port"),
+        ):
             _port(value, setting)
         if acme_port == management_port:
             raise LocalHostError(f"acme_port and management_port are both {acme_port}; give two different ports.")
@@ -237,17 +213,27 @@ class Pebble:
         pebble = _require(PEBBLE)
         self._workdir = Path(tempfile.mkdtemp(prefix="prefect-host-pebble-"))
         self.tls_ca_path, cert, key = make_tls_ca_and_certificate(self._workdir, bind_address)
-        config = {"pebble": {"listenAddress": host_port(bind_address, acme_port),
-                             "managementListenAddress": host_port(bind_address, management_port),
-                             "certificate": str(cert), "privateKey": str(key),
-                             "httpPort": http_port, "tlsPort": tls_port,
-                             "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+        config = {
+            "pebble": {
+                "listenAddress": host_port(bind_address, acme_port),
+                "managementListenAddress": host_port(bind_address, management_port),
+                "certificate": str(cert),
+                "privateKey": str(key),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
         config_path = self._workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
         self._daemon: _Daemon | None = None
         try:
-            self._daemon = _Daemon([pebble, "-config", str(config_path), "-dnsserver", dns_server, "-strict=false"],
-                                   self._workdir / "pebble.log", PEBBLE_ENVIRONMENT)
+            self._daemon = _Daemon(
+                [pebble, "-config", str(config_path), "-dnsserver", dns_server, "-strict=false"],
+                self._workdir / "pebble.log",
+                PEBBLE_ENVIRONMENT,
+            )
             self._daemon.wait_until(self._directory_answers, f"pebble on {host_port(bind_address, acme_port)}")
         except BaseException:
             self.close()
@@ -286,7 +272,7 @@ class Pebble:
             self._daemon.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Pebble":
+    def __enter__(self) -> Pebble:
         return self
 
     def __exit__(self, *exc_info) -> None:

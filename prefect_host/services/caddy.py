@@ -42,15 +42,21 @@ def caddy_service(settings: TlsSettings, *, start_after: tuple[str, ...] = ()) -
     if settings.mode == "off":
         return Service(NAME, units=units, absent="tls off", start_after=start_after)
     return Service(
-        NAME, packages=(AptPackage(PACKAGE, source=settings.apt_source),),
+        NAME,
+        packages=(AptPackage(PACKAGE, source=settings.apt_source),),
         # Reload-triggering files in digest order (Caddyfile, then the files it names): the digest
         # earlier releases recorded.
-        files=(File(CADDYFILE_PATH, render_caddyfile(caddy_settings(settings)), on_change="reload"),
-               File(ACME_CA_ROOT_PATH, settings.acme_ca_root_pem, on_change="reload"),
-               File(HARDENING_DROPIN_PATH, HARDENING_DROPIN, systemd=True, describe=f"sandbox {UNIT}")),
-        units=units, start_after=start_after,
-        fact_script=(f"[ -s {INTERNAL_CA_ROOT_PATH} ] && "
-                     f"echo \"{_CA_ROOT_FACT}=$(base64 -w0 {INTERNAL_CA_ROOT_PATH})\"\n"))
+        files=(
+            File(CADDYFILE_PATH, render_caddyfile(caddy_settings(settings)), on_change="reload"),
+            File(ACME_CA_ROOT_PATH, settings.acme_ca_root_pem, on_change="reload"),
+            File(HARDENING_DROPIN_PATH, HARDENING_DROPIN, systemd=True, describe=f"sandbox {UNIT}"),
+        ),
+        units=units,
+        start_after=start_after,
+        fact_script=(
+            f'[ -s {INTERNAL_CA_ROOT_PATH} ] && echo "{_CA_ROOT_FACT}=$(base64 -w0 {INTERNAL_CA_ROOT_PATH})"\n'
+        ),
+    )
 
 
 def internal_ca_root_pem(facts: HostFacts) -> str | None:
@@ -68,6 +74,9 @@ def read_internal_ca_root(timeout: float = INTERNAL_CA_ROOT_TIMEOUT) -> Command:
     it when it first loads a `tls internal` configuration, just after the (re)start."""
     path = shlex.quote(INTERNAL_CA_ROOT_PATH)
     tries = max(1, int(timeout / 0.2))
-    return Command(f"for i in $(seq 1 {tries}); do [ -s {path} ] && exec base64 -w0 {path}; sleep 0.2; done; "
-                   f"echo 'Caddy created no CA root at {INTERNAL_CA_ROOT_PATH} within {timeout:g} s' >&2; exit 1",
-                   f"read Caddy's CA root {INTERNAL_CA_ROOT_PATH}", timeout=timeout + 30)
+    return Command(
+        f"for i in $(seq 1 {tries}); do [ -s {path} ] && exec base64 -w0 {path}; sleep 0.2; done; "
+        f"echo 'Caddy created no CA root at {INTERNAL_CA_ROOT_PATH} within {timeout:g} s' >&2; exit 1",
+        f"read Caddy's CA root {INTERNAL_CA_ROOT_PATH}",
+        timeout=timeout + 30,
+    )

@@ -37,18 +37,20 @@ def service_user() -> User:
 
 
 def env_text(*, auth_string: str, tls: bool) -> str:
-    return env_file_text({
-        "PREFECT_HOME": STATE_DIR,
-        "PREFECT_SERVER_API_HOST": "127.0.0.1" if tls else "0.0.0.0",
-        "PREFECT_SERVER_API_PORT": str(server_port(tls=tls)),
-        # What the browser UI calls, resolved against the page's own origin: the UI opened at
-        # https://<ip or domain>[:4200] calls the API there (checked in Chromium with both UIs), so a
-        # new domain or TLS mode needs no restart. Unset, it would be http://0.0.0.0:4200/api.
-        "PREFECT_SERVER_UI_API_URL": UI_API_PATH,
-        "PREFECT_SERVER_API_AUTH_STRING": auth_string,
-        "PREFECT_SERVER_UI_STATIC_DIRECTORY": UI_STATIC_DIR,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    })
+    return env_file_text(
+        {
+            "PREFECT_HOME": STATE_DIR,
+            "PREFECT_SERVER_API_HOST": "127.0.0.1" if tls else "0.0.0.0",
+            "PREFECT_SERVER_API_PORT": str(server_port(tls=tls)),
+            # What the browser UI calls, resolved against the page's own origin: the UI opened at
+            # https://<ip or domain>[:4200] calls the API there (checked in Chromium with both UIs), so a
+            # new domain or TLS mode needs no restart. Unset, it would be http://0.0.0.0:4200/api.
+            "PREFECT_SERVER_UI_API_URL": UI_API_PATH,
+            "PREFECT_SERVER_API_AUTH_STRING": auth_string,
+            "PREFECT_SERVER_UI_STATIC_DIRECTORY": UI_STATIC_DIR,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
 
 
 def unit_text() -> str:
@@ -91,8 +93,14 @@ WantedBy=multi-user.target
 def server_service(*, venv: Venv, auth_string: str, tls: bool, start_after: tuple[str, ...] = ()) -> Service:
     """The server's declaration. Files in digest order (unit, env): the digest earlier releases recorded."""
     return Service(
-        NAME, users=(service_user(),), venv=venv,
-        files=(File(UNIT_PATH, unit_text(), systemd=True, describe=f"install {UNIT_NAME}"),
-               File(ENV_FILE, env_text(auth_string=auth_string, tls=tls), mode=0o600)),
+        NAME,
+        users=(service_user(),),
+        venv=venv,
+        files=(
+            File(UNIT_PATH, unit_text(), systemd=True, describe=f"install {UNIT_NAME}"),
+            File(ENV_FILE, env_text(auth_string=auth_string, tls=tls), mode=0o600),
+        ),
         units=Units((UNIT_NAME,), applied=APPLIED_FILE, display="the Prefect server"),
-        version=venv.pins[0][1], start_after=start_after)
+        version=venv.pins[0][1],
+        start_after=start_after,
+    )

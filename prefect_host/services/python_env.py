@@ -23,10 +23,20 @@ PREFECT_AWS_VERSION = "0.7.12"
 PREFECT_AWS_MIN_PREFECT = "3.8.4"
 
 
-def prefect_venv(prefect_version: str, source: PackageSource = PackageSource(), *,
-                 prefect_aws_version: str = PREFECT_AWS_VERSION) -> Venv:
-    return Venv(path=VENV_DIR, uv_path=UV_PATH, uv_version=UV_VERSION, source=source, cache_dir=UV_CACHE_DIR,
-                pins=(("prefect", prefect_version), ("prefect-aws", prefect_aws_version)))
+DEFAULT_SOURCE = PackageSource()  # PyPI
+
+
+def prefect_venv(
+    prefect_version: str, source: PackageSource = DEFAULT_SOURCE, *, prefect_aws_version: str = PREFECT_AWS_VERSION
+) -> Venv:
+    return Venv(
+        path=VENV_DIR,
+        uv_path=UV_PATH,
+        uv_version=UV_VERSION,
+        source=source,
+        cache_dir=UV_CACHE_DIR,
+        pins=(("prefect", prefect_version), ("prefect-aws", prefect_aws_version)),
+    )
 
 
 def venv_version(venv: Venv) -> str:

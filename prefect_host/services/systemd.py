@@ -30,25 +30,51 @@ def env_file_text(settings: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sandbox_block(*, inaccessible: str | None = None, proc_subset: bool = True,
-                  address_families: str = "AF_INET AF_INET6 AF_UNIX", remove_ipc: bool = True,
-                  denied_calls: str = "@privileged @resources") -> str:
+def sandbox_block(
+    *,
+    inaccessible: str | None = None,
+    proc_subset: bool = True,
+    address_families: str = "AF_INET AF_INET6 AF_UNIX",
+    remove_ipc: bool = True,
+    denied_calls: str = "@privileged @resources",
+) -> str:
     """The [Service] sandbox of a Prefect process: no privileges, a read-only system, no devices,
     no kernel knobs, its own /tmp, other processes invisible. The knobs are what flow code needs
     where the server needs less (see the worker unit)."""
     lines = ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes"]
     if inaccessible:
         lines.append(f"InaccessiblePaths=-{inaccessible}")
-    lines += ["PrivateTmp=yes", "PrivateDevices=yes", "PrivateUsers=yes", "ProtectHostname=yes", "ProtectClock=yes",
-              "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
-              "ProtectControlGroups=yes", "ProtectProc=invisible"]
+    lines += [
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "PrivateUsers=yes",
+        "ProtectHostname=yes",
+        "ProtectClock=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectProc=invisible",
+    ]
     if proc_subset:
         lines.append("ProcSubset=pid")
-    lines += [f"RestrictAddressFamilies={address_families}", "RestrictNamespaces=yes", "RestrictRealtime=yes",
-              "RestrictSUIDSGID=yes", "LockPersonality=yes"]
+    lines += [
+        f"RestrictAddressFamilies={address_families}",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+    ]
     if remove_ipc:
         lines.append("RemoveIPC=yes")
-    lines += ["CapabilityBoundingSet=", "AmbientCapabilities=", "DevicePolicy=closed", "KeyringMode=private",
-              "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
-              f"SystemCallFilter=~{denied_calls}", "SystemCallErrorNumber=EPERM"]
+    lines += [
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "DevicePolicy=closed",
+        "KeyringMode=private",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        f"SystemCallFilter=~{denied_calls}",
+        "SystemCallErrorNumber=EPERM",
+    ]
     return "\n".join(lines) + "\n"

@@ -34,16 +34,18 @@ def unit_name(instance: int | str) -> str:
 
 
 def env_text(*, auth_string: str, ui_url: str, result_settings: Mapping[str, str], tls: bool) -> str:
-    return env_file_text({
-        "PREFECT_HOME": STATE_DIR_WORKERS,
-        # The server on this host: loopback, never leaves the machine (so no TLS needed).
-        "PREFECT_API_URL": f"http://127.0.0.1:{server_port(tls=tls)}/api",
-        "PREFECT_API_AUTH_STRING": auth_string,
-        # Links in flow-run logs ("View at ...") point at the UI users open, not at loopback.
-        "PREFECT_UI_URL": ui_url,
-        "PREFECT_WORKER_QUERY_SECONDS": str(QUERY_SECONDS),
-        **result_settings,
-    })
+    return env_file_text(
+        {
+            "PREFECT_HOME": STATE_DIR_WORKERS,
+            # The server on this host: loopback, never leaves the machine (so no TLS needed).
+            "PREFECT_API_URL": f"http://127.0.0.1:{server_port(tls=tls)}/api",
+            "PREFECT_API_AUTH_STRING": auth_string,
+            # Links in flow-run logs ("View at ...") point at the UI users open, not at loopback.
+            "PREFECT_UI_URL": ui_url,
+            "PREFECT_WORKER_QUERY_SECONDS": str(QUERY_SECONDS),
+            **result_settings,
+        }
+    )
 
 
 def unit_text(*, pool: str) -> str:
@@ -54,8 +56,13 @@ def unit_text(*, pool: str) -> str:
     netlink sockets (interface lookups) and the @resources system calls (nice, CPU affinity).
     The server's database and state are out of reach (InaccessiblePaths), though it is the same user.
     """
-    sandbox = sandbox_block(inaccessible=STATE_DIR, proc_subset=False, remove_ipc=False,
-                            address_families="AF_INET AF_INET6 AF_UNIX AF_NETLINK", denied_calls="@privileged")
+    sandbox = sandbox_block(
+        inaccessible=STATE_DIR,
+        proc_subset=False,
+        remove_ipc=False,
+        address_families="AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+        denied_calls="@privileged",
+    )
     return f"""\
 {HEADER}
 [Unit]
@@ -98,8 +105,12 @@ def workers_service(*, count: int, pool: str, venv: Venv, env: str) -> Service:
     env) after the versions: the digest earlier releases recorded."""
     names = tuple(unit_name(i) for i in range(1, count + 1))
     return Service(
-        NAME, venv=venv,
-        files=(File(UNIT_PATH, unit_text(pool=pool), systemd=True, describe=f"install {UNIT_TEMPLATE}"),
-               File(ENV_FILE, env, mode=0o600)),
+        NAME,
+        venv=venv,
+        files=(
+            File(UNIT_PATH, unit_text(pool=pool), systemd=True, describe=f"install {UNIT_TEMPLATE}"),
+            File(ENV_FILE, env, mode=0o600),
+        ),
         units=Units(names, applied=APPLIED_FILE, display=display_units(names), template=UNIT_TEMPLATE),
-        version=venv_version(venv))
+        version=venv_version(venv),
+    )

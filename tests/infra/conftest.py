@@ -23,6 +23,8 @@ def _cached_run(config_json: str, stack: str) -> mockstack.StackRun:
 @pytest.fixture
 def program():
     """run(config, stack="dev") -> StackRun; identical runs are shared (a graph is only read)."""
+
     def run(config: dict, stack: str = "dev") -> mockstack.StackRun:
         return _cached_run(json.dumps(config, sort_keys=True), stack)
+
     return run

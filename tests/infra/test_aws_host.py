@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
+
 from infra_test_configs import AWS, SSH_FROM
 
 PREFECT_PORTS = [("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200)]
@@ -17,16 +18,24 @@ def ingress(run) -> set[tuple]:
     group = run.one("aws:ec2/securityGroup:SecurityGroup")
     rules = run.of_type(INGRESS)
     assert all(r.inputs["securityGroupId"] == group.id for r in rules)
-    found = [(r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"],
-              r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6")) for r in rules]
+    found = [
+        (
+            r.inputs["ipProtocol"],
+            r.inputs["fromPort"],
+            r.inputs["toPort"],
+            r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6"),
+        )
+        for r in rules
+    ]
     assert all(("cidrIpv4" in r.inputs) != ("cidrIpv6" in r.inputs) for r in rules)
     assert len(found) == len(set(found))
     return set(found)
 
 
 def expected_ingress(allowed, ssh) -> set[tuple]:
-    return ({(p, port, port, cidr) for p, port in PREFECT_PORTS for cidr in allowed}
-            | {("tcp", 22, 22, cidr) for cidr in ssh})
+    return {(p, port, port, cidr) for p, port in PREFECT_PORTS for cidr in allowed} | {
+        ("tcp", 22, 22, cidr) for cidr in ssh
+    }
 
 
 def public_key_of(private_openssh: str) -> str:
@@ -36,20 +45,35 @@ def public_key_of(private_openssh: str) -> str:
 
 def test_default_graph_has_exactly_these_resources(program):
     run = program(AWS)
-    assert Counter(r.type for r in run.resources) == Counter({
-        "prefect-host:host_keys:HostKeys": 1, "tls:index/privateKey:PrivateKey": 2,
-        "prefect-host:aws_host:AwsHost": 1, "aws:ec2/securityGroup:SecurityGroup": 1, INGRESS: 5, EGRESS: 2,
-        "aws:ec2/keyPair:KeyPair": 1, "aws:ec2/instance:Instance": 1, "aws:ec2/eip:Eip": 1,
-        "prefect-host:bucket_storage:BucketStorage": 1, "random:index/randomId:RandomId": 1,
-        "aws:s3/bucket:Bucket": 1, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-        "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-        "aws:s3/bucketVersioning:BucketVersioning": 1, "aws:s3/bucketPolicy:BucketPolicy": 1,
-        "prefect-host:bucket_access:BucketAccess": 1, "aws:iam/group:Group": 1,
-        "aws:iam/groupPolicy:GroupPolicy": 1, "aws:iam/user:User": 1,
-        "aws:iam/userGroupMembership:UserGroupMembership": 1, "aws:iam/accessKey:AccessKey": 1,
-        "prefect-host:server_credentials:ServerCredentials": 1, "random:index/randomPassword:RandomPassword": 1,
-    })
+    assert Counter(r.type for r in run.resources) == Counter(
+        {
+            "prefect-host:host_keys:HostKeys": 1,
+            "tls:index/privateKey:PrivateKey": 2,
+            "prefect-host:aws_host:AwsHost": 1,
+            "aws:ec2/securityGroup:SecurityGroup": 1,
+            INGRESS: 5,
+            EGRESS: 2,
+            "aws:ec2/keyPair:KeyPair": 1,
+            "aws:ec2/instance:Instance": 1,
+            "aws:ec2/eip:Eip": 1,
+            "prefect-host:bucket_storage:BucketStorage": 1,
+            "random:index/randomId:RandomId": 1,
+            "aws:s3/bucket:Bucket": 1,
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
+            "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
+            "aws:s3/bucketVersioning:BucketVersioning": 1,
+            "aws:s3/bucketPolicy:BucketPolicy": 1,
+            "prefect-host:bucket_access:BucketAccess": 1,
+            "aws:iam/group:Group": 1,
+            "aws:iam/groupPolicy:GroupPolicy": 1,
+            "aws:iam/user:User": 1,
+            "aws:iam/userGroupMembership:UserGroupMembership": 1,
+            "aws:iam/accessKey:AccessKey": 1,
+            "prefect-host:server_credentials:ServerCredentials": 1,
+            "random:index/randomPassword:RandomPassword": 1,
+        }
+    )
 
 
 def test_default_rules_open_the_prefect_ports_to_the_world_and_ssh_only_to_the_given_range(program):
@@ -58,14 +82,18 @@ def test_default_rules_open_the_prefect_ports_to_the_world_and_ssh_only_to_the_g
     group = run.one("aws:ec2/securityGroup:SecurityGroup")
     # No inline rules that would bypass the standalone ones.
     assert "ingress" not in group.inputs and "egress" not in group.inputs
-    assert {(r.inputs["ipProtocol"], r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6")) for r in run.of_type(EGRESS)} \
-        == {("-1", "0.0.0.0/0"), ("-1", "::/0")}
+    assert {
+        (r.inputs["ipProtocol"], r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6")) for r in run.of_type(EGRESS)
+    } == {("-1", "0.0.0.0/0"), ("-1", "::/0")}
 
 
-@pytest.mark.parametrize("allowed, ssh", [
-    (["198.51.100.0/24", "2001:db8::/32"], ["203.0.113.7/32", "2001:db8:1::/48"]),
-    (["192.0.2.0/24"], ["192.0.2.10/32", "198.51.100.0/24"]),
-])
+@pytest.mark.parametrize(
+    "allowed, ssh",
+    [
+        (["198.51.100.0/24", "2001:db8::/32"], ["203.0.113.7/32", "2001:db8:1::/48"]),
+        (["192.0.2.0/24"], ["192.0.2.10/32", "198.51.100.0/24"]),
+    ],
+)
 def test_custom_ranges_ipv4_and_ipv6_give_one_rule_per_port_protocol_and_cidr(program, allowed, ssh):
     run = program({**AWS, "prefect-host:allowedCidrs": allowed, "prefect-host:sshAllowedCidrs": ssh})
     assert ingress(run) == expected_ingress(allowed, ssh)
@@ -87,7 +115,12 @@ def test_instance_is_hardened_and_wired(program):
     i = instance.inputs
     assert i["instanceType"] == "t3.small"
     assert i["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1}
-    assert i["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 20, "encrypted": True, "deleteOnTermination": True}
+    assert i["rootBlockDevice"] == {
+        "volumeType": "gp3",
+        "volumeSize": 20,
+        "encrypted": True,
+        "deleteOnTermination": True,
+    }
     assert i["vpcSecurityGroupIds"] == [run.one("aws:ec2/securityGroup:SecurityGroup").id]
     assert i["keyName"] == run.one("aws:ec2/keyPair:KeyPair").outputs["keyName"]
     assert instance.ignore_changes == ("ami",)
@@ -129,22 +162,32 @@ def test_login_key_is_generated_unless_given(program):
     assert "sshPrivateKey" not in run.outputs
 
 
-@pytest.mark.parametrize("image, instance_type, arch, debian_arch", [
-    ("debian-13", "t3.small", "x86_64", "amd64"),
-    ("debian-12", "t4g.small", "arm64", "arm64"),
-    ("debian-12", "m7gd.large", "arm64", "arm64"),
-    ("debian-13", "c5.xlarge", "x86_64", "amd64"),
-])
-def test_ami_is_debian_official_for_the_image_and_the_instance_architecture(program, image, instance_type, arch, debian_arch):
-    run = program({**AWS, "prefect-host:image": image, "prefect-host:instanceType": instance_type,
-                   "prefect-host:diskSizeGb": 64})
+@pytest.mark.parametrize(
+    "image, instance_type, arch, debian_arch",
+    [
+        ("debian-13", "t3.small", "x86_64", "amd64"),
+        ("debian-12", "t4g.small", "arm64", "arm64"),
+        ("debian-12", "m7gd.large", "arm64", "arm64"),
+        ("debian-13", "c5.xlarge", "x86_64", "amd64"),
+    ],
+)
+def test_ami_is_debian_official_for_the_image_and_the_instance_architecture(
+    program, image, instance_type, arch, debian_arch
+):
+    run = program(
+        {**AWS, "prefect-host:image": image, "prefect-host:instanceType": instance_type, "prefect-host:diskSizeGb": 64}
+    )
     [type_lookup] = [v for v in run.invokes if v.token == "aws:ec2/getInstanceType:getInstanceType"]
     assert type_lookup.args["instanceType"] == instance_type
     [ami_lookup] = [v for v in run.invokes if v.token == "aws:ec2/getAmi:getAmi"]
     assert ami_lookup.args["owners"] == ["136693071363"] and ami_lookup.args["mostRecent"] is True
     filters = {f["name"]: f["values"] for f in ami_lookup.args["filters"]}
-    assert filters == {"name": [f"{image}-{debian_arch}-*"], "architecture": [arch],
-                       "virtualization-type": ["hvm"], "root-device-type": ["ebs"]}
+    assert filters == {
+        "name": [f"{image}-{debian_arch}-*"],
+        "architecture": [arch],
+        "virtualization-type": ["hvm"],
+        "root-device-type": ["ebs"],
+    }
     instance = run.one("aws:ec2/instance:Instance")
     assert instance.inputs["instanceType"] == instance_type
     assert instance.inputs["rootBlockDevice"]["volumeSize"] == 64

@@ -21,14 +21,22 @@ from infra_test_configs import AWS, GCP
 from server_credentials import ServerCredentials
 from stack_config import parse_stack_config
 
-COMPONENTS = [(AwsHost, AwsHostArgs), (GcpHost, GcpHostArgs), (BucketStorage, BucketStorageArgs),
-              (BucketAccess, BucketAccessArgs), (HostKeys, HostKeysArgs)]
+COMPONENTS = [
+    (AwsHost, AwsHostArgs),
+    (GcpHost, GcpHostArgs),
+    (BucketStorage, BucketStorageArgs),
+    (BucketAccess, BucketAccessArgs),
+    (HostKeys, HostKeysArgs),
+]
 IDS = [component.__name__ for component, _ in COMPONENTS]
 INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
 # Modules that may read StackConfig: where it is defined, where the args are built, and the program.
 CONFIG_READERS = {"stack_config", "component_args", "__main__"}
-KEYS = SimpleNamespace(operator_public_key="ssh-ed25519 AAAA operator", host_private_key="host private",
-                       host_public_key="ssh-ed25519 AAAA host")
+KEYS = SimpleNamespace(
+    operator_public_key="ssh-ed25519 AAAA operator",
+    host_private_key="host private",
+    host_public_key="ssh-ed25519 AAAA host",
+)
 AMI = DebianAmi(id="ami-0123", name="debian-13-amd64-20250814-2204", architecture="x86_64")
 
 
@@ -40,8 +48,11 @@ def stack_config(base: dict):
 def args_read_by(component: type) -> set[str]:
     """The `args.<field>` names the component's module reads (in __init__ or helpers it hands args to)."""
     tree = ast.parse(inspect.getsource(inspect.getmodule(component)))
-    return {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "args"}
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "args"
+    }
 
 
 @pytest.mark.parametrize("component, args_type", COMPONENTS, ids=IDS)
@@ -90,37 +101,61 @@ def test_only_the_config_readers_import_stack_config(path):
 def test_aws_args_carry_the_validated_settings_and_the_keys():
     config = stack_config({**AWS, "prefect-host:diskSizeGb": "40", "prefect-host:allowedCidrs": ["198.51.100.0/24"]})
     args = component_args.aws_host_args(config, AMI, KEYS)
-    assert args == AwsHostArgs(stack="dev", instance_type="t3.small", disk_size_gb=40,
-                               allowed_cidrs=("198.51.100.0/24",), ssh_allowed_cidrs=("203.0.113.0/24",), ami=AMI,
-                               operator_public_key=KEYS.operator_public_key, host_private_key=KEYS.host_private_key,
-                               host_public_key=KEYS.host_public_key)
+    assert args == AwsHostArgs(
+        stack="dev",
+        instance_type="t3.small",
+        disk_size_gb=40,
+        allowed_cidrs=("198.51.100.0/24",),
+        ssh_allowed_cidrs=("203.0.113.0/24",),
+        ami=AMI,
+        operator_public_key=KEYS.operator_public_key,
+        host_private_key=KEYS.host_private_key,
+        host_public_key=KEYS.host_public_key,
+    )
 
 
 def test_gcp_args_carry_the_region_and_zone_of_gcp_zone():
     args = component_args.gcp_host_args(stack_config({**GCP, "prefect-host:image": "debian-12"}), KEYS)
     assert (args.region, args.zone, args.instance_type, args.image) == (
-        "europe-west1", "europe-west1-b", "e2-small", "debian-12")
+        "europe-west1",
+        "europe-west1-b",
+        "e2-small",
+        "debian-12",
+    )
     with pytest.raises(ValueError, match="cloud gcp"):
         component_args.gcp_host_args(stack_config(AWS), KEYS)
 
 
 def test_bucket_and_key_args_carry_the_validated_settings():
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@example"
-    config = stack_config({**AWS, "prefect-host:bucketName": "my-bucket-1", "prefect-host:retainData": "false",
-                           "prefect-host:s3Access": "all", "prefect-host:iamGroupName": "G1",
-                           "prefect-host:sshPublicKey": key})
+    config = stack_config(
+        {
+            **AWS,
+            "prefect-host:bucketName": "my-bucket-1",
+            "prefect-host:retainData": "false",
+            "prefect-host:s3Access": "all",
+            "prefect-host:iamGroupName": "G1",
+            "prefect-host:sshPublicKey": key,
+        }
+    )
     assert component_args.bucket_storage_args(config) == BucketStorageArgs(
-        stack="dev", bucket_name="my-bucket-1", bucket_name_prefix="prefect-host-dev", retain_data=False)
+        stack="dev", bucket_name="my-bucket-1", bucket_name_prefix="prefect-host-dev", retain_data=False
+    )
     storage = SimpleNamespace(bucket_arn="arn:aws:s3:::my-bucket-1")
     assert component_args.bucket_access_args(config, storage) == BucketAccessArgs(
-        stack="dev", iam_group_name="G1", iam_user_name="prefect-host-dev", s3_access="all",
-        bucket_arn="arn:aws:s3:::my-bucket-1")
+        stack="dev",
+        iam_group_name="G1",
+        iam_user_name="prefect-host-dev",
+        s3_access="all",
+        bucket_arn="arn:aws:s3:::my-bucket-1",
+    )
     assert component_args.host_keys_args(config) == HostKeysArgs(ssh_public_key=key)
 
 
 def test_components_work_from_their_args_alone(tmp_path):
     """No StackConfig, no config at all: a program that builds the args objects itself."""
-    (tmp_path / "__main__.py").write_text(textwrap.dedent("""
+    (tmp_path / "__main__.py").write_text(
+        textwrap.dedent("""
         import pulumi
         from bucket_access import BucketAccess, BucketAccessArgs
         from bucket_storage import BucketStorage, BucketStorageArgs
@@ -133,7 +168,8 @@ def test_components_work_from_their_args_alone(tmp_path):
                                                        s3_access="bucket", bucket_arn=storage.bucket_arn))
         pulumi.export("bucketName", storage.bucket_name)
         pulumi.export("userName", access.user_name)
-    """))
+    """)
+    )
     run = mockstack.run_program({"aws:region": "eu-west-1"}, program_dir=tmp_path)
     assert run.outputs == {"bucketName": "solo-bucket", "userName": "solo-user"}
     bucket = run.one("aws:s3/bucket:Bucket")
@@ -141,5 +177,7 @@ def test_components_work_from_their_args_alone(tmp_path):
     policy = run.one("aws:iam/groupPolicy:GroupPolicy")
     assert "arn:aws:s3:::solo-bucket" in policy.inputs["policy"]
     assert {r.type for r in run.resources if not r.custom} == {
-        "prefect-host:host_keys:HostKeys", "prefect-host:bucket_storage:BucketStorage",
-        "prefect-host:bucket_access:BucketAccess"}
+        "prefect-host:host_keys:HostKeys",
+        "prefect-host:bucket_storage:BucketStorage",
+        "prefect-host:bucket_access:BucketAccess",
+    }

@@ -3,11 +3,14 @@
 import json
 
 import pytest
+
 from infra_test_configs import AWS, GCP
 
 COMMON = {
-    "prefect-host:host_keys:HostKeys", "prefect-host:bucket_storage:BucketStorage",
-    "prefect-host:bucket_access:BucketAccess", "prefect-host:server_credentials:ServerCredentials",
+    "prefect-host:host_keys:HostKeys",
+    "prefect-host:bucket_storage:BucketStorage",
+    "prefect-host:bucket_access:BucketAccess",
+    "prefect-host:server_credentials:ServerCredentials",
 }
 
 
@@ -52,7 +55,11 @@ def test_secret_values_appear_only_where_marked_secret(program, base):
     password = run.one("random:index/randomPassword:RandomPassword").outputs["result"]
     # Whole one-line secrets, and each base64 line of the private keys (JSON escapes their newlines).
     fragments = [password, run.outputs["awsSecretAccessKey"]] + [
-        line for key in (host_key, run.outputs["sshPrivateKey"]) for line in key.splitlines() if "PRIVATE KEY" not in line]
+        line
+        for key in (host_key, run.outputs["sshPrivateKey"])
+        for line in key.splitlines()
+        if "PRIVATE KEY" not in line
+    ]
     assert len(fragments) >= 8 and all(len(f) >= 30 for f in fragments)
 
     def leaks(value) -> bool:

@@ -1,9 +1,9 @@
 """Through the whole program: every config key's bad value stops it before any resource exists."""
 
 import pytest
-from infra_test_configs import AWS, GCP
 
 import mockstack
+from infra_test_configs import AWS, GCP
 from stack_config import StackConfigError
 
 AWS_WITH_DOMAIN = {**AWS, "prefect-host:domain": "prefect.example.com"}

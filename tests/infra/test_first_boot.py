@@ -5,8 +5,10 @@ import yaml
 
 from first_boot import cloud_config, startup_script
 
-PRIVATE = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\nAAAAC3NzaC1lZDI1NTE5\n"
-           "-----END OPENSSH PRIVATE KEY-----\n")
+PRIVATE = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\nAAAAC3NzaC1lZDI1NTE5\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
 PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdummy\n"
 
 
@@ -26,10 +28,13 @@ def test_startup_script_embeds_the_key_verbatim_in_a_quoted_heredoc():
     assert f"printf '%s\\n' '{PUBLIC.strip()}'" in script
 
 
-@pytest.mark.parametrize("private, public", [
-    (PRIVATE + "PREFECT_HOST_KEY\nrm -rf /\n", PUBLIC),
-    (PRIVATE, "ssh-ed25519 AAAA' ; reboot ; '"),
-])
+@pytest.mark.parametrize(
+    "private, public",
+    [
+        (PRIVATE + "PREFECT_HOST_KEY\nrm -rf /\n", PUBLIC),
+        (PRIVATE, "ssh-ed25519 AAAA' ; reboot ; '"),
+    ],
+)
 def test_startup_script_refuses_text_that_would_escape_its_quoting(private, public):
     with pytest.raises(ValueError):
         startup_script(private, public)

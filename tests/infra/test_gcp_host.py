@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+
 from infra_test_configs import GCP, SSH_FROM
 
 FIREWALL = "gcp:compute/firewall:Firewall"
@@ -34,20 +35,34 @@ def expected_rules(allowed, ssh) -> set[tuple]:
 
 def test_default_graph_has_exactly_these_resources(program):
     run = program(GCP)
-    assert Counter(r.type for r in run.resources) == Counter({
-        "prefect-host:host_keys:HostKeys": 1, "tls:index/privateKey:PrivateKey": 2,
-        "prefect-host:gcp_host:GcpHost": 1, "gcp:compute/network:Network": 1, "gcp:compute/subnetwork:Subnetwork": 1,
-        FIREWALL: 5, "gcp:compute/address:Address": 1, "gcp:compute/instance:Instance": 1,
-        "prefect-host:bucket_storage:BucketStorage": 1, "random:index/randomId:RandomId": 1,
-        "aws:s3/bucket:Bucket": 1, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-        "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-        "aws:s3/bucketVersioning:BucketVersioning": 1, "aws:s3/bucketPolicy:BucketPolicy": 1,
-        "prefect-host:bucket_access:BucketAccess": 1, "aws:iam/group:Group": 1,
-        "aws:iam/groupPolicy:GroupPolicy": 1, "aws:iam/user:User": 1,
-        "aws:iam/userGroupMembership:UserGroupMembership": 1, "aws:iam/accessKey:AccessKey": 1,
-        "prefect-host:server_credentials:ServerCredentials": 1, "random:index/randomPassword:RandomPassword": 1,
-    })
+    assert Counter(r.type for r in run.resources) == Counter(
+        {
+            "prefect-host:host_keys:HostKeys": 1,
+            "tls:index/privateKey:PrivateKey": 2,
+            "prefect-host:gcp_host:GcpHost": 1,
+            "gcp:compute/network:Network": 1,
+            "gcp:compute/subnetwork:Subnetwork": 1,
+            FIREWALL: 5,
+            "gcp:compute/address:Address": 1,
+            "gcp:compute/instance:Instance": 1,
+            "prefect-host:bucket_storage:BucketStorage": 1,
+            "random:index/randomId:RandomId": 1,
+            "aws:s3/bucket:Bucket": 1,
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
+            "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
+            "aws:s3/bucketVersioning:BucketVersioning": 1,
+            "aws:s3/bucketPolicy:BucketPolicy": 1,
+            "prefect-host:bucket_access:BucketAccess": 1,
+            "aws:iam/group:Group": 1,
+            "aws:iam/groupPolicy:GroupPolicy": 1,
+            "aws:iam/user:User": 1,
+            "aws:iam/userGroupMembership:UserGroupMembership": 1,
+            "aws:iam/accessKey:AccessKey": 1,
+            "prefect-host:server_credentials:ServerCredentials": 1,
+            "random:index/randomPassword:RandomPassword": 1,
+        }
+    )
     # No AWS lookups on GCP: the image is a debian-cloud family.
     assert [v.token for v in run.invokes] == []
 
@@ -64,8 +79,14 @@ def test_default_rules(program):
 
 def test_custom_ranges_with_ipv6_and_public_ssh_opt_in(program):
     allowed, ssh = ["198.51.100.0/24", "2001:db8::/32"], ["203.0.113.7/32", "::/0"]
-    run = program({**GCP, "prefect-host:allowedCidrs": allowed, "prefect-host:sshAllowedCidrs": ssh,
-                   "prefect-host:allowPublicSsh": True})
+    run = program(
+        {
+            **GCP,
+            "prefect-host:allowedCidrs": allowed,
+            "prefect-host:sshAllowedCidrs": ssh,
+            "prefect-host:allowPublicSsh": True,
+        }
+    )
     assert firewall_rules(run) == expected_rules(allowed, ssh)
     assert len(run.of_type(FIREWALL)) == 10  # 5 port/protocol pairs x 2 address families
 
@@ -75,15 +96,27 @@ def test_instance_is_hardened_and_wired(program):
     instance = run.one("gcp:compute/instance:Instance")
     i = instance.inputs
     assert (i["machineType"], i["zone"]) == ("e2-small", "europe-west1-b")
-    assert i["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
-    assert i["bootDisk"] == {"autoDelete": True, "initializeParams": {
-        "image": "projects/debian-cloud/global/images/family/debian-13-trixie", "size": 20, "type": "pd-balanced"}}
+    assert i["shieldedInstanceConfig"] == {
+        "enableSecureBoot": True,
+        "enableVtpm": True,
+        "enableIntegrityMonitoring": True,
+    }
+    assert i["bootDisk"] == {
+        "autoDelete": True,
+        "initializeParams": {
+            "image": "projects/debian-cloud/global/images/family/debian-13-trixie",
+            "size": 20,
+            "type": "pd-balanced",
+        },
+    }
     address = run.one("gcp:compute/address:Address")
     assert address.inputs["region"] == "europe-west1" and address.inputs["addressType"] == "EXTERNAL"
-    assert i["networkInterfaces"] == [{
-        "subnetwork": run.one("gcp:compute/subnetwork:Subnetwork").id,
-        "accessConfigs": [{"natIp": address.outputs["address"], "networkTier": "PREMIUM"}],
-    }]
+    assert i["networkInterfaces"] == [
+        {
+            "subnetwork": run.one("gcp:compute/subnetwork:Subnetwork").id,
+            "accessConfigs": [{"natIp": address.outputs["address"], "networkTier": "PREMIUM"}],
+        }
+    ]
     # No service account: the VM holds no Google credentials.
     assert "serviceAccount" not in i
     ip = address.outputs["address"]
@@ -95,13 +128,21 @@ def test_metadata_blocks_project_keys_disables_the_serial_port_and_pins_the_host
     instance = run.one("gcp:compute/instance:Instance")
     metadata = instance.inputs["metadata"]
     assert "metadata" in instance.secret_inputs
-    assert set(metadata) == {"block-project-ssh-keys", "serial-port-enable", "ssh-keys", "startup-script",
-                             "enable-oslogin"}
+    assert set(metadata) == {
+        "block-project-ssh-keys",
+        "serial-port-enable",
+        "ssh-keys",
+        "startup-script",
+        "enable-oslogin",
+    }
     assert metadata["block-project-ssh-keys"] == "true" and metadata["serial-port-enable"] == "false"
     assert metadata["enable-oslogin"] == "FALSE"
     operator_key = serialization.load_ssh_private_key(run.outputs["sshPrivateKey"].encode(), password=None)
-    operator_public = operator_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    operator_public = (
+        operator_key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     assert metadata["ssh-keys"] == f"admin:{operator_public}" and run.outputs["sshUser"] == "admin"
     script = metadata["startup-script"]
     assert script.startswith("#!/bin/sh\n") and run.outputs["hostPublicKey"] in script
@@ -115,15 +156,19 @@ def test_given_login_key_goes_to_ssh_keys(program):
     assert "sshPrivateKey" not in run.outputs
 
 
-@pytest.mark.parametrize("image, machine_type, family, disk_type", [
-    ("debian-12", "e2-medium", "debian-12-bookworm", "pd-balanced"),
-    ("debian-12", "t2a-standard-1", "debian-12-bookworm-arm64", "pd-balanced"),
-    ("debian-13", "c4a-standard-2", "debian-13-trixie-arm64", "hyperdisk-balanced"),
-    ("debian-13", "n4-standard-2", "debian-13-trixie", "hyperdisk-balanced"),
-])
+@pytest.mark.parametrize(
+    "image, machine_type, family, disk_type",
+    [
+        ("debian-12", "e2-medium", "debian-12-bookworm", "pd-balanced"),
+        ("debian-12", "t2a-standard-1", "debian-12-bookworm-arm64", "pd-balanced"),
+        ("debian-13", "c4a-standard-2", "debian-13-trixie-arm64", "hyperdisk-balanced"),
+        ("debian-13", "n4-standard-2", "debian-13-trixie", "hyperdisk-balanced"),
+    ],
+)
 def test_image_family_follows_the_image_and_the_machine_architecture(program, image, machine_type, family, disk_type):
-    run = program({**GCP, "prefect-host:image": image, "prefect-host:instanceType": machine_type,
-                   "prefect-host:diskSizeGb": 100})
+    run = program(
+        {**GCP, "prefect-host:image": image, "prefect-host:instanceType": machine_type, "prefect-host:diskSizeGb": 100}
+    )
     params = run.one("gcp:compute/instance:Instance").inputs["bootDisk"]["initializeParams"]
     assert params == {"image": f"projects/debian-cloud/global/images/family/{family}", "size": 100, "type": disk_type}
 
@@ -141,8 +186,14 @@ def test_startup_script_installs_exactly_the_pinned_key(program, tmp_path):
     script = run.one("gcp:compute/instance:Instance").inputs["metadata"]["startup-script"]
     ssh_dir, bin_dir = tmp_path / "ssh", tmp_path / "bin"
     ssh_dir.mkdir(), bin_dir.mkdir()
-    for stale in ("ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_host_ecdsa_key", "ssh_host_ecdsa_key.pub",
-                  "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
+    for stale in (
+        "ssh_host_rsa_key",
+        "ssh_host_rsa_key.pub",
+        "ssh_host_ecdsa_key",
+        "ssh_host_ecdsa_key.pub",
+        "ssh_host_ed25519_key",
+        "ssh_host_ed25519_key.pub",
+    ):
         (ssh_dir / stale).write_text("generated by the guest agent\n")
     (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/systemctl.log\n')
     (bin_dir / "systemctl").chmod(0o755)
@@ -154,7 +205,9 @@ def test_startup_script_installs_exactly_the_pinned_key(program, tmp_path):
     private = ssh_dir / "ssh_host_ed25519_key"
     assert private.stat().st_mode & 0o777 == 0o600
     key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
-    assert key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() \
+    assert (
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
         == run.outputs["hostPublicKey"]
+    )
     assert (ssh_dir / "ssh_host_ed25519_key.pub").read_text().strip() == run.outputs["hostPublicKey"]
     assert (tmp_path / "systemctl.log").read_text() == "reload-or-restart ssh.service\n" * 2

@@ -1,8 +1,8 @@
 """infra's exports against the bootstrap's contract (prefect_host.outputs): names and secretness."""
 
 import pytest
-from infra_test_configs import AWS, GCP
 
+from infra_test_configs import AWS, GCP
 from prefect_host.outputs import CONDITIONAL_OUTPUTS, INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
 
 GIVEN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoZlLxqExRb/G4E/Mld64B7T1GCdfwZRHFppOzUYs26 me@laptop"
@@ -49,8 +49,13 @@ def test_a_domain_means_acme_with_every_setting_the_bootstrap_needs(program, bas
     assert (outputs.api_url, outputs.ui_url) == ("https://prefect.example.com/api", "https://prefect.example.com")
     assert (outputs.tls_mode, outputs.domain, outputs.acme_email) == ("acme", "prefect.example.com", "ops@example.com")
     assert outputs.acme_ca == "https://acme-v02.api.letsencrypt.org/directory"
-    without_email = program({**base, "prefect-host:domain": "prefect.example.com",
-                             "prefect-host:acmeCa": "https://acme-staging-v02.api.letsencrypt.org/directory"})
+    without_email = program(
+        {
+            **base,
+            "prefect-host:domain": "prefect.example.com",
+            "prefect-host:acmeCa": "https://acme-staging-v02.api.letsencrypt.org/directory",
+        }
+    )
     assert set(without_email.outputs) == INFRA_OUTPUTS - {"acmeEmail"}
     assert without_email.outputs["acmeCa"] == "https://acme-staging-v02.api.letsencrypt.org/directory"
 

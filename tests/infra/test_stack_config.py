@@ -24,12 +24,30 @@ def openssh_public(key) -> str:
 def test_defaults_for_aws():
     config = parse(BASE)
     assert dataclasses.asdict(config) == {
-        "project": "prefect-host", "stack": "dev", "cloud": "aws", "instance_type": "t3.small",
-        "image": "debian-13", "disk_size_gb": 20, "allowed_cidrs": ("0.0.0.0/0",),
-        "ssh_allowed_cidrs": ("203.0.113.0/24",), "allow_public_ssh": False, "prefect_version": "3.9.1",
-        "bucket_name": None, "iam_group_name": "S3-FullAccess", "s3_access": "bucket", "ssh_public_key": None,
-        "retain_data": True, "domain": None, "tls_mode": "internal", "acme_email": None,
-        "acme_ca": "https://acme-v02.api.letsencrypt.org/directory", "allow_plaintext": False, "aws_region": "eu-west-1", "gcp_project": None, "gcp_region": None, "gcp_zone": None,
+        "project": "prefect-host",
+        "stack": "dev",
+        "cloud": "aws",
+        "instance_type": "t3.small",
+        "image": "debian-13",
+        "disk_size_gb": 20,
+        "allowed_cidrs": ("0.0.0.0/0",),
+        "ssh_allowed_cidrs": ("203.0.113.0/24",),
+        "allow_public_ssh": False,
+        "prefect_version": "3.9.1",
+        "bucket_name": None,
+        "iam_group_name": "S3-FullAccess",
+        "s3_access": "bucket",
+        "ssh_public_key": None,
+        "retain_data": True,
+        "domain": None,
+        "tls_mode": "internal",
+        "acme_email": None,
+        "acme_ca": "https://acme-v02.api.letsencrypt.org/directory",
+        "allow_plaintext": False,
+        "aws_region": "eu-west-1",
+        "gcp_project": None,
+        "gcp_region": None,
+        "gcp_zone": None,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.cloud = "gcp"
@@ -38,24 +56,38 @@ def test_defaults_for_aws():
 def test_defaults_for_gcp_derive_the_region_from_the_zone():
     config = parse(GCP)
     assert (config.cloud, config.instance_type) == ("gcp", "e2-small")
-    assert (config.gcp_project, config.gcp_zone, config.gcp_region) == ("my-project-123", "europe-west1-b", "europe-west1")
+    assert (config.gcp_project, config.gcp_zone, config.gcp_region) == (
+        "my-project-123",
+        "europe-west1-b",
+        "europe-west1",
+    )
     assert parse({**GCP, "gcp:region": "europe-west1"}).gcp_region == "europe-west1"
 
 
 def test_every_key_is_read():
     key = openssh_public(ed25519.Ed25519PrivateKey.generate()) + " me@laptop"
-    config = parse({
-        **BASE, "prefect-host:instanceType": "t4g.medium", "prefect-host:image": "debian-12",
-        "prefect-host:diskSizeGb": "2000", "prefect-host:allowedCidrs": '["198.51.100.0/24", "2001:DB8::/32"]',
-        "prefect-host:sshAllowedCidrs": '["0.0.0.0/0"]', "prefect-host:allowPublicSsh": "true",
-        "prefect-host:prefectVersion": "3.10.0", "prefect-host:bucketName": "my.team-bucket-1",
-        "prefect-host:iamGroupName": "prefect+data@team", "prefect-host:s3Access": "all",
-        "prefect-host:sshPublicKey": key + "\n", "prefect-host:retainData": "false",
-        "prefect-host:domain": "Prefect.Example.com", "prefect-host:tls": "acme",
-        "prefect-host:acmeEmail": "ops+prefect@example.com",
-        "prefect-host:acmeCa": "https://ca.internal.example:8443/acme/directory",
-        "prefect-host:allowPlaintext": "true",
-    })
+    config = parse(
+        {
+            **BASE,
+            "prefect-host:instanceType": "t4g.medium",
+            "prefect-host:image": "debian-12",
+            "prefect-host:diskSizeGb": "2000",
+            "prefect-host:allowedCidrs": '["198.51.100.0/24", "2001:DB8::/32"]',
+            "prefect-host:sshAllowedCidrs": '["0.0.0.0/0"]',
+            "prefect-host:allowPublicSsh": "true",
+            "prefect-host:prefectVersion": "3.10.0",
+            "prefect-host:bucketName": "my.team-bucket-1",
+            "prefect-host:iamGroupName": "prefect+data@team",
+            "prefect-host:s3Access": "all",
+            "prefect-host:sshPublicKey": key + "\n",
+            "prefect-host:retainData": "false",
+            "prefect-host:domain": "Prefect.Example.com",
+            "prefect-host:tls": "acme",
+            "prefect-host:acmeEmail": "ops+prefect@example.com",
+            "prefect-host:acmeCa": "https://ca.internal.example:8443/acme/directory",
+            "prefect-host:allowPlaintext": "true",
+        }
+    )
     assert (config.instance_type, config.image, config.disk_size_gb) == ("t4g.medium", "debian-12", 2000)
     # CIDRs come back canonical (lower-case, compressed IPv6).
     assert config.allowed_cidrs == ("198.51.100.0/24", "2001:db8::/32")
@@ -64,15 +96,22 @@ def test_every_key_is_read():
     assert config.iam_group_name == "prefect+data@team"
     assert (config.s3_access, config.ssh_public_key, config.retain_data) == ("all", key, False)
     # DNS ignores case; the certificate and the URLs use the lower-case name.
-    assert (config.domain, config.tls_mode, config.acme_email) == ("prefect.example.com", "acme", "ops+prefect@example.com")
+    assert (config.domain, config.tls_mode, config.acme_email) == (
+        "prefect.example.com",
+        "acme",
+        "ops+prefect@example.com",
+    )
     assert config.acme_ca == "https://ca.internal.example:8443/acme/directory" and config.allow_plaintext
 
 
-@pytest.mark.parametrize("stack, prefix, user, bucket_prefix", [
-    ("dev", "prefect-host-dev", "prefect-host-dev", "prefect-host-dev"),
-    ("Prod_EU.1", "prefect-host-prod-eu-1", "prefect-host-Prod_EU.1", "prefect-host-prod-eu-1"),
-    ("a" * 80, "prefect-host-" + "a" * 27, ("prefect-host-" + "a" * 80)[:64], "prefect-host-" + "a" * 41),
-])
+@pytest.mark.parametrize(
+    "stack, prefix, user, bucket_prefix",
+    [
+        ("dev", "prefect-host-dev", "prefect-host-dev", "prefect-host-dev"),
+        ("Prod_EU.1", "prefect-host-prod-eu-1", "prefect-host-Prod_EU.1", "prefect-host-prod-eu-1"),
+        ("a" * 80, "prefect-host-" + "a" * 27, ("prefect-host-" + "a" * 80)[:64], "prefect-host-" + "a" * 41),
+    ],
+)
 def test_names_derive_from_project_and_stack(stack, prefix, user, bucket_prefix):
     config = parse(BASE, stack=stack)
     assert config.resource_prefix == prefix and len(prefix) <= 40
@@ -183,14 +222,23 @@ def test_public_ssh_needs_the_explicit_opt_in():
     assert opted_in.ssh_allowed_cidrs == ("::/0",)
 
 
-@pytest.mark.parametrize("make_key, allowed", [
-    (lambda: openssh_public(ed25519.Ed25519PrivateKey.generate()), True),
-    (lambda: openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)), True),
-    # A real RSA blob under the ed25519 label is refused: the blob names its own type.
-    (lambda: "ssh-ed25519 " + openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)).split()[1], False),
-    # ECDSA is valid OpenSSH but AWS key pairs cannot import it.
-    (lambda: "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=", False),
-])
+@pytest.mark.parametrize(
+    "make_key, allowed",
+    [
+        (lambda: openssh_public(ed25519.Ed25519PrivateKey.generate()), True),
+        (lambda: openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)), True),
+        # A real RSA blob under the ed25519 label is refused: the blob names its own type.
+        (
+            lambda: (
+                "ssh-ed25519 "
+                + openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)).split()[1]
+            ),
+            False,
+        ),
+        # ECDSA is valid OpenSSH but AWS key pairs cannot import it.
+        (lambda: "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=", False),
+    ],
+)
 def test_ssh_public_key_must_be_a_real_key_of_an_importable_type(make_key, allowed):
     key = make_key()
     values = {**BASE, "prefect-host:sshPublicKey": key}
@@ -217,16 +265,22 @@ def test_a_secret_value_never_appears_in_the_error():
 ACME_BASE = {**BASE, "prefect-host:domain": "prefect.example.com"}
 
 
-@pytest.mark.parametrize("values, mode, url", [
-    (BASE, "internal", "https://198.51.100.7"),
-    ({**BASE, "prefect-host:tls": "auto"}, "internal", "https://198.51.100.7"),
-    ({**BASE, "prefect-host:tls": "internal"}, "internal", "https://198.51.100.7"),
-    (ACME_BASE, "acme", "https://prefect.example.com"),
-    ({**ACME_BASE, "prefect-host:tls": "acme"}, "acme", "https://prefect.example.com"),
-    ({**BASE, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"}, "off", "http://198.51.100.7:4200"),
-    ({**ACME_BASE, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"}, "off",
-     "http://prefect.example.com:4200"),
-])
+@pytest.mark.parametrize(
+    "values, mode, url",
+    [
+        (BASE, "internal", "https://198.51.100.7"),
+        ({**BASE, "prefect-host:tls": "auto"}, "internal", "https://198.51.100.7"),
+        ({**BASE, "prefect-host:tls": "internal"}, "internal", "https://198.51.100.7"),
+        (ACME_BASE, "acme", "https://prefect.example.com"),
+        ({**ACME_BASE, "prefect-host:tls": "acme"}, "acme", "https://prefect.example.com"),
+        ({**BASE, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"}, "off", "http://198.51.100.7:4200"),
+        (
+            {**ACME_BASE, "prefect-host:tls": "off", "prefect-host:allowPlaintext": "true"},
+            "off",
+            "http://prefect.example.com:4200",
+        ),
+    ],
+)
 def test_tls_mode_resolves_and_the_server_url_follows(values, mode, url):
     config = parse(values)
     assert config.tls_mode == mode and config.server_url("198.51.100.7") == url
@@ -255,25 +309,41 @@ def test_acme_settings_are_validated(key, value, allowed):
 
 
 def test_acme_settings_are_accepted_and_a_private_ca_may_be_anywhere():
-    config = parse({**ACME_BASE, "prefect-host:acmeEmail": "ops@example.com",
-                    "prefect-host:acmeCa": "https://10.77.0.1:14000/dir",
-                    "prefect-host:allowedCidrs": '["10.0.0.0/8"]'})
+    config = parse(
+        {
+            **ACME_BASE,
+            "prefect-host:acmeEmail": "ops@example.com",
+            "prefect-host:acmeCa": "https://10.77.0.1:14000/dir",
+            "prefect-host:allowedCidrs": '["10.0.0.0/8"]',
+        }
+    )
     assert (config.acme_email, config.acme_ca) == ("ops@example.com", "https://10.77.0.1:14000/dir")
 
 
-@pytest.mark.parametrize("directory", ["https://acme-v02.api.letsencrypt.org/directory",
-                                       "https://acme-staging-v02.api.letsencrypt.org/directory"])
+@pytest.mark.parametrize(
+    "directory",
+    ["https://acme-v02.api.letsencrypt.org/directory", "https://acme-staging-v02.api.letsencrypt.org/directory"],
+)
 def test_lets_encrypt_needs_ports_80_and_443_open_to_the_world(directory):
     values = {**ACME_BASE, "prefect-host:acmeCa": directory, "prefect-host:allowedCidrs": '["198.51.100.0/24"]'}
-    with pytest.raises(StackConfigError, match="prefect-host:allowedCidrs.*closed to Let's Encrypt"):
+    with pytest.raises(StackConfigError, match=r"prefect-host:allowedCidrs.*closed to Let's Encrypt"):
         parse(values)
     assert parse({**values, "prefect-host:allowedCidrs": '["198.51.100.0/24", "0.0.0.0/0"]'}).tls_mode == "acme"
     # The same ranges are fine without ACME.
     assert parse({**BASE, "prefect-host:allowedCidrs": '["198.51.100.0/24"]'}).tls_mode == "internal"
 
 
-@pytest.mark.parametrize("domain", ["prefect.example.com", "a.b", "xn--prfect-bva.example.com", "x-1.example.co.uk",
-                                    "a" * 63 + ".example.com", ".".join(["abcdefghi"] * 24) + ".example"])
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "prefect.example.com",
+        "a.b",
+        "xn--prfect-bva.example.com",
+        "x-1.example.co.uk",
+        "a" * 63 + ".example.com",
+        ".".join(["abcdefghi"] * 24) + ".example",
+    ],
+)
 def test_every_accepted_domain_is_one_caddy_serves(domain):
     """The bootstrap renders the domain into the Caddyfile with its own (independent) check."""
     from prefect_host.caddy import CaddySettings

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+
 from infra_test_configs import AWS, GCP
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -15,8 +16,12 @@ BUCKET_SETTINGS = [
     "aws:s3/bucketPolicy:BucketPolicy",
 ]
 # Anything that would put permissions on the user directly.
-USER_POLICY_TYPES = {"aws:iam/userPolicy:UserPolicy", "aws:iam/userPolicyAttachment:UserPolicyAttachment",
-                     "aws:iam/policyAttachment:PolicyAttachment", "aws:iam/policy:Policy"}
+USER_POLICY_TYPES = {
+    "aws:iam/userPolicy:UserPolicy",
+    "aws:iam/userPolicyAttachment:UserPolicyAttachment",
+    "aws:iam/policyAttachment:PolicyAttachment",
+    "aws:iam/policy:Policy",
+}
 
 
 @pytest.fixture(params=["aws", "gcp"])
@@ -30,17 +35,29 @@ def test_bucket_is_private_encrypted_versioned_owner_enforced_and_tls_only(progr
     for setting in BUCKET_SETTINGS:
         assert run.one(setting).inputs["bucket"] == bucket.id
     assert run.one(BUCKET_SETTINGS[0]).inputs == {
-        "bucket": bucket.id, "blockPublicAcls": True, "blockPublicPolicy": True,
-        "ignorePublicAcls": True, "restrictPublicBuckets": True}
+        "bucket": bucket.id,
+        "blockPublicAcls": True,
+        "blockPublicPolicy": True,
+        "ignorePublicAcls": True,
+        "restrictPublicBuckets": True,
+    }
     assert run.one(BUCKET_SETTINGS[1]).inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
-    assert run.one(BUCKET_SETTINGS[2]).inputs["rules"] == [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]
+    assert run.one(BUCKET_SETTINGS[2]).inputs["rules"] == [
+        {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}
+    ]
     assert run.one(BUCKET_SETTINGS[3]).inputs["versioningConfiguration"] == {"status": "Enabled"}
     policy = json.loads(run.one(BUCKET_SETTINGS[4]).inputs["policy"])
     arn = bucket.outputs["arn"]
-    assert policy["Statement"] == [{
-        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    }]
+    assert policy["Statement"] == [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    ]
     assert (run.outputs["bucketName"], run.outputs["bucketRegion"]) == (bucket.inputs["bucket"], "eu-west-1")
 
 
@@ -81,9 +98,19 @@ def test_group_holds_a_bucket_only_policy_and_the_user_is_a_member(program, base
     statements = json.loads(group_policy.inputs["policy"])["Statement"]
     assert {s["Effect"] for s in statements} == {"Allow"}
     assert {(s["Resource"], a) for s in statements for a in s["Action"]} == {
-        (arn, "s3:ListBucket"), (arn, "s3:GetBucketLocation"), (arn, "s3:ListBucketMultipartUploads"),
-        *((f"{arn}/*", a) for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                                    "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")),
+        (arn, "s3:ListBucket"),
+        (arn, "s3:GetBucketLocation"),
+        (arn, "s3:ListBucketMultipartUploads"),
+        *(
+            (f"{arn}/*", a)
+            for a in (
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            )
+        ),
     }
     assert run.of_type("aws:iam/groupPolicyAttachment:GroupPolicyAttachment") == []
     assert not [r for r in run.resources if r.type in USER_POLICY_TYPES]
@@ -96,10 +123,14 @@ def test_group_holds_a_bucket_only_policy_and_the_user_is_a_member(program, base
 
 @pytest.mark.parametrize("region, partition", [("eu-west-1", "aws"), ("cn-north-1", "aws-cn")])
 def test_s3_access_all_attaches_the_managed_policy_to_the_group(program, base, region, partition):
-    run = program({**base, "aws:region": region, "prefect-host:s3Access": "all", "prefect-host:iamGroupName": "data-team"})
+    run = program(
+        {**base, "aws:region": region, "prefect-host:s3Access": "all", "prefect-host:iamGroupName": "data-team"}
+    )
     [attachment] = run.of_type("aws:iam/groupPolicyAttachment:GroupPolicyAttachment")
-    assert attachment.inputs == {"group": "data-team",
-                                 "policyArn": f"arn:{partition}:iam::aws:policy/AmazonS3FullAccess"}
+    assert attachment.inputs == {
+        "group": "data-team",
+        "policyArn": f"arn:{partition}:iam::aws:policy/AmazonS3FullAccess",
+    }
     assert run.of_type("aws:iam/groupPolicy:GroupPolicy") == []
     assert not [r for r in run.resources if r.type in USER_POLICY_TYPES]
     assert run.one("aws:iam/userGroupMembership:UserGroupMembership").inputs["groups"] == ["data-team"]

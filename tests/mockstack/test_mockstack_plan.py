@@ -23,18 +23,27 @@ def run_main(*argv):
 
 def test_stack_file_keys_are_full_and_structured_values_kept(tmp_path):
     path = tmp_path / "Pulumi.prod.yaml"
-    path.write_text("config:\n  aws:region: eu-west-1\n  cloud: gcp\n  prefect-host:allowedCidrs:\n    - 198.51.100.0/24\n"
-                    "  prefect-host:diskSizeGb: 30\n")
-    assert plan.load_stack_file(path) == {"aws:region": "eu-west-1", "prefect-host:cloud": "gcp",
-                                          "prefect-host:allowedCidrs": ["198.51.100.0/24"], "prefect-host:diskSizeGb": 30}
+    path.write_text(
+        "config:\n  aws:region: eu-west-1\n  cloud: gcp\n  prefect-host:allowedCidrs:\n    - 198.51.100.0/24\n"
+        "  prefect-host:diskSizeGb: 30\n"
+    )
+    assert plan.load_stack_file(path) == {
+        "aws:region": "eu-west-1",
+        "prefect-host:cloud": "gcp",
+        "prefect-host:allowedCidrs": ["198.51.100.0/24"],
+        "prefect-host:diskSizeGb": 30,
+    }
     assert plan.stack_name_for(path) == "prod" and plan.stack_name_for(EXAMPLES["aws"]) == "dev"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("config:\n  prefect-host:sshPublicKey:\n    secure: AAABAKx\n", "encrypted"),
-    ("- just\n- a list\n", "`config:` mapping"),
-    ("config: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("config:\n  prefect-host:sshPublicKey:\n    secure: AAABAKx\n", "encrypted"),
+        ("- just\n- a list\n", "`config:` mapping"),
+        ("config: [\n", "not valid YAML"),
+    ],
+)
 def test_unusable_stack_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "Pulumi.dev.yaml"
     path.write_text(text)
@@ -66,15 +75,22 @@ def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(cl
         assert "policy pack: 0 violations" in out and code == plan.EXIT_OK
 
 
-@pytest.mark.parametrize("extra, line", [
-    ("  prefect-host:domain: prefect.example.com\n",
-     "TLS: acme: Caddy on the host gets a certificate for prefect.example.com from "
-     "https://acme-v02.api.letsencrypt.org/directory (point the domain's DNS at publicIp); "
-     "URLs https://prefect.example.com"),
-    ("  prefect-host:tls: \"off\"\n  prefect-host:allowPlaintext: true\n",
-     "TLS: off (allowPlaintext): the API's auth string crosses the network in clear text; "
-     "URLs http://<publicIp>:4200"),
-])
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (
+            "  prefect-host:domain: prefect.example.com\n",
+            "TLS: acme: Caddy on the host gets a certificate for prefect.example.com from "
+            "https://acme-v02.api.letsencrypt.org/directory (point the domain's DNS at publicIp); "
+            "URLs https://prefect.example.com",
+        ),
+        (
+            '  prefect-host:tls: "off"\n  prefect-host:allowPlaintext: true\n',
+            "TLS: off (allowPlaintext): the API's auth string crosses the network in clear text; "
+            "URLs http://<publicIp>:4200",
+        ),
+    ],
+)
 def test_plan_says_how_clients_reach_the_server(tmp_path, extra, line):
     path = tmp_path / "Pulumi.dev.yaml"
     path.write_text(EXAMPLES["aws"].read_text() + extra)
@@ -115,7 +131,8 @@ def test_violations_are_listed_and_fail_the_plan(monkeypatch):
 def test_the_script_is_the_thin_entry_point(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("config:\n  prefect-host:image: debian-11\n")
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "plan.py"), str(path)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plan.py"), str(path)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().startswith(f"plan: {path}: Config prefect-host:image") and "Traceback" not in proc.stderr

@@ -7,7 +7,7 @@ import pytest
 
 import mockstack
 
-PROGRAM = '''
+PROGRAM = """
 import pulumi
 import pulumi_aws as aws
 import pulumi_tls as tls
@@ -33,7 +33,7 @@ pulumi.export("settings", {"list": config.get_object("list"), "n": config.get_in
                            "flag": config.get_bool("flag"), "text": config.get("text")})
 if config.get_bool("fail"):
     raise ValueError("the program failed on purpose")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,9 @@ def program_dir(tmp_path_factory):
 
 
 def run(program_dir, **config):
-    return mockstack.run_program({f"demo:{k}": v for k, v in config.items()}, stack="test", project="demo",
-                                 program_dir=program_dir)
+    return mockstack.run_program(
+        {f"demo:{k}": v for k, v in config.items()}, stack="test", project="demo", program_dir=program_dir
+    )
 
 
 def test_resources_are_recorded_as_the_engine_sees_them(program_dir):
@@ -88,8 +89,10 @@ def test_runs_are_repeatable_and_independent(program_dir):
     other_stack = mockstack.run_program({}, stack="other", project="demo", program_dir=program_dir)
     assert sys.modules["__main__"] is main_module
     assert isinstance(failed.error, ValueError)
+
     def by_urn(result):
         return {r.urn: (r.inputs, r.outputs) for r in result.resources}
+
     assert by_urn(first) == by_urn(again)
     assert first.outputs == again.outputs and again.outputs["settings"]["text"] == "one"
     assert all(r.urn.startswith("urn:pulumi:other::demo::") for r in other_stack.resources)
@@ -100,7 +103,11 @@ def test_a_program_exception_surfaces_with_what_was_registered_before_it(program
     with pytest.raises(ValueError, match="failed on purpose"):
         run(program_dir, fail=True)
     failed = mockstack.record_program({"demo:fail": True}, stack="test", project="demo", program_dir=program_dir)
-    assert {r.type for r in failed.resources} == {"demo:box:Box", "tls:index/privateKey:PrivateKey", "aws:s3/bucket:Bucket"}
+    assert {r.type for r in failed.resources} == {
+        "demo:box:Box",
+        "tls:index/privateKey:PrivateKey",
+        "aws:s3/bucket:Bucket",
+    }
 
 
 def test_an_invoke_the_mocks_cannot_answer_is_an_error(tmp_path):

@@ -23,10 +23,22 @@ DEFAULT_CONFIG = {
 }
 # What each cloud's graph must contain for "no violation" to mean something.
 CHECKED_TYPES = {
-    "aws": {rules.AWS_VPC_INGRESS_RULE, rules.AWS_INSTANCE, *rules.AWS_BUCKETS[:1], rules.AWS_PUBLIC_ACCESS_BLOCK,
-            rules.AWS_BUCKET_ENCRYPTION[0], rules.AWS_BUCKET_POLICY},
-    "gcp": {rules.GCP_FIREWALL, rules.GCP_INSTANCE, *rules.AWS_BUCKETS[:1], rules.AWS_PUBLIC_ACCESS_BLOCK,
-            rules.AWS_BUCKET_ENCRYPTION[0], rules.AWS_BUCKET_POLICY},
+    "aws": {
+        rules.AWS_VPC_INGRESS_RULE,
+        rules.AWS_INSTANCE,
+        *rules.AWS_BUCKETS[:1],
+        rules.AWS_PUBLIC_ACCESS_BLOCK,
+        rules.AWS_BUCKET_ENCRYPTION[0],
+        rules.AWS_BUCKET_POLICY,
+    },
+    "gcp": {
+        rules.GCP_FIREWALL,
+        rules.GCP_INSTANCE,
+        *rules.AWS_BUCKETS[:1],
+        rules.AWS_PUBLIC_ACCESS_BLOCK,
+        rules.AWS_BUCKET_ENCRYPTION[0],
+        rules.AWS_BUCKET_POLICY,
+    },
 }
 SSH_RULE = {"aws": "CKV_AWS_24", "gcp": "CKV_GCP_2"}
 
@@ -36,8 +48,12 @@ def graph(cloud: str, public_ssh: bool = False) -> tuple:
     config = {**DEFAULT_CONFIG, "prefect-host:cloud": cloud}
     if public_ssh:
         # Everything else at its most open allowed setting too, which must stay compliant.
-        config |= {"prefect-host:sshAllowedCidrs": ["0.0.0.0/0", "::/0"], "prefect-host:allowPublicSsh": True,
-                   "prefect-host:allowedCidrs": ["0.0.0.0/0", "::/0"], "prefect-host:s3Access": "all"}
+        config |= {
+            "prefect-host:sshAllowedCidrs": ["0.0.0.0/0", "::/0"],
+            "prefect-host:allowPublicSsh": True,
+            "prefect-host:allowedCidrs": ["0.0.0.0/0", "::/0"],
+            "prefect-host:s3Access": "all",
+        }
     return tuple(mockstack.run_program(config).resources)
 
 
@@ -52,8 +68,11 @@ def test_default_graph_has_no_violation(cloud):
 def test_public_ssh_fails_only_the_ssh_rule(cloud):
     resources = graph(cloud, public_ssh=True)
     violations = evaluate(resources)
-    ssh_rules = {r.name for r in resources
-                 if r.type in (rules.AWS_VPC_INGRESS_RULE, rules.GCP_FIREWALL) and "-22-" in f"{r.name}-"}
+    ssh_rules = {
+        r.name
+        for r in resources
+        if r.type in (rules.AWS_VPC_INGRESS_RULE, rules.GCP_FIREWALL) and "-22-" in f"{r.name}-"
+    }
     assert {v.policy for v in violations} == {SSH_RULE[cloud]}
     assert {v.resource for v in violations} == ssh_rules
     assert len(ssh_rules) == 2  # one rule per address family

@@ -37,9 +37,13 @@ def pack_virtualenv() -> Path:
 
 @pytest.fixture(scope="module")
 def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    process = subprocess.Popen([str(pack_virtualenv() / "bin" / "python"), "-u", "-m", "pulumi.policy",
-                                "127.0.0.1:0", "."], cwd=POLICY_DIR, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(pack_virtualenv() / "bin" / "python"), "-u", "-m", "pulumi.policy", "127.0.0.1:0", "."],
+        cwd=POLICY_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 60)
         assert ready, "policy pack did not print its port within 60 s"
@@ -59,16 +63,22 @@ def struct(props: dict) -> struct_pb2.Struct:
 
 
 def analyze(stub, resource_type: str, name: str, props: dict) -> list:
-    request = proto.AnalyzeRequest(type=resource_type, name=name, urn=f"{STACK}{resource_type}::{name}",
-                                   properties=struct(props))
+    request = proto.AnalyzeRequest(
+        type=resource_type, name=name, urn=f"{STACK}{resource_type}::{name}", properties=struct(props)
+    )
     return list(stub.Analyze(request).diagnostics)
 
 
 def stack_resource(resource_type: str, name: str, props: dict, depends_on: dict[str, str] | None = None):
     return proto.AnalyzerResource(
-        type=resource_type, name=name, urn=f"{STACK}{resource_type}::{name}", properties=struct(props),
-        propertyDependencies={key: proto.AnalyzerPropertyDependencies(urns=[urn])
-                              for key, urn in (depends_on or {}).items()})
+        type=resource_type,
+        name=name,
+        urn=f"{STACK}{resource_type}::{name}",
+        properties=struct(props),
+        propertyDependencies={
+            key: proto.AnalyzerPropertyDependencies(urns=[urn]) for key, urn in (depends_on or {}).items()
+        },
+    )
 
 
 def test_pack_runs_in_the_projects_virtualenv():
@@ -99,23 +109,56 @@ def test_resource_rules_run_on_inputs(analyzer):
 
 def preview_storage(with_dependencies: bool) -> list:
     """A new bucket in a preview: its id and ARN are unknown, so the related resources' `bucket` inputs are."""
-    bucket = stack_resource("aws:s3/bucket:Bucket", "storage-bucket",
-                            {"bucket": "prefect-host-dev-1a2b3c4d", "id": UNKNOWN_STRING_VALUE,
-                             "arn": UNKNOWN_STRING_VALUE, "policy": UNKNOWN_STRING_VALUE})
+    bucket = stack_resource(
+        "aws:s3/bucket:Bucket",
+        "storage-bucket",
+        {
+            "bucket": "prefect-host-dev-1a2b3c4d",
+            "id": UNKNOWN_STRING_VALUE,
+            "arn": UNKNOWN_STRING_VALUE,
+            "policy": UNKNOWN_STRING_VALUE,
+        },
+    )
     depends = {"bucket": bucket.urn} if with_dependencies else None
-    policy = json.dumps({"Statement": [{
-        "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        "Resource": ["arn:aws:s3:::prefect-host-dev-1a2b3c4d", "arn:aws:s3:::prefect-host-dev-1a2b3c4d/*"]}]})
+    policy = json.dumps(
+        {
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    "Resource": ["arn:aws:s3:::prefect-host-dev-1a2b3c4d", "arn:aws:s3:::prefect-host-dev-1a2b3c4d/*"],
+                }
+            ]
+        }
+    )
     return [
         bucket,
-        stack_resource(rules.AWS_PUBLIC_ACCESS_BLOCK, "storage-pab",
-                       {"bucket": UNKNOWN_STRING_VALUE, "blockPublicAcls": True, "blockPublicPolicy": True,
-                        "ignorePublicAcls": True, "restrictPublicBuckets": True}, depends),
-        stack_resource(rules.AWS_BUCKET_ENCRYPTION[0], "storage-encryption",
-                       {"bucket": UNKNOWN_STRING_VALUE,
-                        "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}, depends),
-        stack_resource(rules.AWS_BUCKET_POLICY, "storage-tls-only",
-                       {"bucket": UNKNOWN_STRING_VALUE, "policy": policy}, depends),
+        stack_resource(
+            rules.AWS_PUBLIC_ACCESS_BLOCK,
+            "storage-pab",
+            {
+                "bucket": UNKNOWN_STRING_VALUE,
+                "blockPublicAcls": True,
+                "blockPublicPolicy": True,
+                "ignorePublicAcls": True,
+                "restrictPublicBuckets": True,
+            },
+            depends,
+        ),
+        stack_resource(
+            rules.AWS_BUCKET_ENCRYPTION[0],
+            "storage-encryption",
+            {
+                "bucket": UNKNOWN_STRING_VALUE,
+                "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}],
+            },
+            depends,
+        ),
+        stack_resource(
+            rules.AWS_BUCKET_POLICY, "storage-tls-only", {"bucket": UNKNOWN_STRING_VALUE, "policy": policy}, depends
+        ),
     ]
 
 

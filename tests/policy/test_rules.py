@@ -41,8 +41,14 @@ class Res:
 
 
 def tls_policy(arn: str = BUCKET_ARN, **statement_changes) -> str:
-    statement = {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                 "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    statement = {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
     statement.update(statement_changes)
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
@@ -50,24 +56,51 @@ def tls_policy(arn: str = BUCKET_ARN, **statement_changes) -> str:
 def storage_and_access() -> list[Res]:
     """The S3 bucket with its hardening and the IAM group/user, as on both clouds."""
     return [
-        Res("aws:s3/bucket:Bucket", "storage-bucket", {"bucket": BUCKET, "forceDestroy": False},
-            outputs={"id": BUCKET, "arn": BUCKET_ARN, "bucket": BUCKET}),
-        Res(rules.AWS_PUBLIC_ACCESS_BLOCK, "storage-public-access-block",
-            {"bucket": BUCKET, "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
-             "restrictPublicBuckets": True}),
-        Res("aws:s3/bucketOwnershipControls:BucketOwnershipControls", "storage-ownership",
-            {"bucket": BUCKET, "rule": {"objectOwnership": "BucketOwnerEnforced"}}),
-        Res(rules.AWS_BUCKET_ENCRYPTION[0], "storage-encryption",
-            {"bucket": BUCKET, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}),
-        Res("aws:s3/bucketVersioning:BucketVersioning", "storage-versioning",
-            {"bucket": BUCKET, "versioningConfiguration": {"status": "Enabled"}}),
+        Res(
+            "aws:s3/bucket:Bucket",
+            "storage-bucket",
+            {"bucket": BUCKET, "forceDestroy": False},
+            outputs={"id": BUCKET, "arn": BUCKET_ARN, "bucket": BUCKET},
+        ),
+        Res(
+            rules.AWS_PUBLIC_ACCESS_BLOCK,
+            "storage-public-access-block",
+            {
+                "bucket": BUCKET,
+                "blockPublicAcls": True,
+                "blockPublicPolicy": True,
+                "ignorePublicAcls": True,
+                "restrictPublicBuckets": True,
+            },
+        ),
+        Res(
+            "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+            "storage-ownership",
+            {"bucket": BUCKET, "rule": {"objectOwnership": "BucketOwnerEnforced"}},
+        ),
+        Res(
+            rules.AWS_BUCKET_ENCRYPTION[0],
+            "storage-encryption",
+            {"bucket": BUCKET, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]},
+        ),
+        Res(
+            "aws:s3/bucketVersioning:BucketVersioning",
+            "storage-versioning",
+            {"bucket": BUCKET, "versioningConfiguration": {"status": "Enabled"}},
+        ),
         Res(rules.AWS_BUCKET_POLICY, "storage-tls-only", {"bucket": BUCKET, "policy": tls_policy()}),
         Res("aws:iam/group:Group", "access-group", {"name": "S3-FullAccess"}),
-        Res("aws:iam/groupPolicyAttachment:GroupPolicyAttachment", "access-group-policy",
-            {"group": "S3-FullAccess", "policyArn": "arn:aws:iam::aws:policy/AmazonS3FullAccess"}),
+        Res(
+            "aws:iam/groupPolicyAttachment:GroupPolicyAttachment",
+            "access-group-policy",
+            {"group": "S3-FullAccess", "policyArn": "arn:aws:iam::aws:policy/AmazonS3FullAccess"},
+        ),
         Res("aws:iam/user:User", "access-user", {"name": "prefect-host-dev"}),
-        Res("aws:iam/userGroupMembership:UserGroupMembership", "access-membership",
-            {"user": "prefect-host-dev", "groups": ["S3-FullAccess"]}),
+        Res(
+            "aws:iam/userGroupMembership:UserGroupMembership",
+            "access-membership",
+            {"user": "prefect-host-dev", "groups": ["S3-FullAccess"]},
+        ),
         Res("aws:iam/accessKey:AccessKey", "access-key", {"user": "prefect-host-dev"}),
     ]
 
@@ -80,49 +113,91 @@ def vpc_rule(name: str, protocol: str, port: int | None, **source) -> Res:
 
 
 def aws_graph() -> list[Res]:
-    prefect_rules = [vpc_rule(f"host-{p}-{port}-{fam}", p, port, **{key: cidr})
-                     for p, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
-                     for fam, key, cidr in (("v4", "cidrIpv4", "0.0.0.0/0"), ("v6", "cidrIpv6", "::/0"))]
+    prefect_rules = [
+        vpc_rule(f"host-{p}-{port}-{fam}", p, port, **{key: cidr})
+        for p, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
+        for fam, key, cidr in (("v4", "cidrIpv4", "0.0.0.0/0"), ("v6", "cidrIpv6", "::/0"))
+    ]
     return [
         Res("aws:ec2/securityGroup:SecurityGroup", "host-sg", {"description": "prefect-host dev"}),
         *prefect_rules,
         vpc_rule("host-tcp-22", "tcp", 22, cidrIpv4=SSH_CIDR),
         # Egress to the world is fine: only ingress is checked.
-        Res("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule", "host-egress",
-            {"securityGroupId": "sg-0123", "ipProtocol": "-1", "cidrIpv4": "0.0.0.0/0"}),
+        Res(
+            "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+            "host-egress",
+            {"securityGroupId": "sg-0123", "ipProtocol": "-1", "cidrIpv4": "0.0.0.0/0"},
+        ),
         Res("aws:ec2/keyPair:KeyPair", "host-key", {"publicKey": "ssh-ed25519 AAAA operator"}),
-        Res(rules.AWS_INSTANCE, "host-vm",
-            {"ami": "ami-0123", "instanceType": "t3.small", "keyName": "host-key",
-             "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
-             "rootBlockDevice": {"encrypted": True, "volumeType": "gp3", "volumeSize": 20}}),
+        Res(
+            rules.AWS_INSTANCE,
+            "host-vm",
+            {
+                "ami": "ami-0123",
+                "instanceType": "t3.small",
+                "keyName": "host-key",
+                "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
+                "rootBlockDevice": {"encrypted": True, "volumeType": "gp3", "volumeSize": 20},
+            },
+        ),
         Res("aws:ec2/eip:Eip", "host-ip", {"domain": "vpc", "instance": "i-0123"}),
         *storage_and_access(),
     ]
 
 
 def gcp_firewall(name: str, allows: list[dict], source_ranges: list[str], **extra) -> Res:
-    return Res(rules.GCP_FIREWALL, name,
-               {"network": "net", "direction": "INGRESS", "allows": allows, "sourceRanges": source_ranges,
-                "targetTags": ["host"], **extra})
+    return Res(
+        rules.GCP_FIREWALL,
+        name,
+        {
+            "network": "net",
+            "direction": "INGRESS",
+            "allows": allows,
+            "sourceRanges": source_ranges,
+            "targetTags": ["host"],
+            **extra,
+        },
+    )
 
 
 def gcp_graph() -> list[Res]:
     return [
         Res("gcp:compute/network:Network", "host-net", {"autoCreateSubnetworks": False}),
-        *[gcp_firewall(f"host-{p}-{port}", [{"protocol": p, "ports": [str(port)]}], ["0.0.0.0/0"])
-          for p, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))],
+        *[
+            gcp_firewall(f"host-{p}-{port}", [{"protocol": p, "ports": [str(port)]}], ["0.0.0.0/0"])
+            for p, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
+        ],
         gcp_firewall("host-tcp-22", [{"protocol": "tcp", "ports": ["22"]}], [SSH_CIDR]),
         # Egress rules have destination ranges; they open nothing to the world.
-        Res(rules.GCP_FIREWALL, "host-egress",
-            {"network": "net", "direction": "EGRESS", "allows": [{"protocol": "all"}],
-             "destinationRanges": ["0.0.0.0/0"]}),
+        Res(
+            rules.GCP_FIREWALL,
+            "host-egress",
+            {
+                "network": "net",
+                "direction": "EGRESS",
+                "allows": [{"protocol": "all"}],
+                "destinationRanges": ["0.0.0.0/0"],
+            },
+        ),
         Res("gcp:compute/address:Address", "host-ip", {"addressType": "EXTERNAL", "region": "europe-west1"}),
-        Res(rules.GCP_INSTANCE, "host-vm",
-            {"machineType": "e2-small", "zone": "europe-west1-b",
-             "shieldedInstanceConfig": {"enableSecureBoot": True, "enableVtpm": True,
-                                        "enableIntegrityMonitoring": True},
-             "metadata": {"block-project-ssh-keys": "true", "serial-port-enable": "false",
-                          "ssh-keys": "admin:ssh-ed25519 AAAA operator"}}),
+        Res(
+            rules.GCP_INSTANCE,
+            "host-vm",
+            {
+                "machineType": "e2-small",
+                "zone": "europe-west1-b",
+                "shieldedInstanceConfig": {
+                    "enableSecureBoot": True,
+                    "enableVtpm": True,
+                    "enableIntegrityMonitoring": True,
+                },
+                "metadata": {
+                    "block-project-ssh-keys": "true",
+                    "serial-port-enable": "false",
+                    "ssh-keys": "admin:ssh-ed25519 AAAA operator",
+                },
+            },
+        ),
         *storage_and_access(),
     ]
 
@@ -184,115 +259,254 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
     "vpc-rule-ssh-ipv4-world": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/0")), {SSH}, "bad"),
     "vpc-rule-ssh-ipv6-world": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv6="::/0")), {SSH}, "bad"),
     "vpc-rule-ssh-protocol-number": (aws_plus(vpc_rule("bad", "6", 22, cidrIpv4="0.0.0.0/0")), {SSH}, "bad"),
-    "vpc-rule-ssh-zero-prefix-spelling": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="10.0.0.0/0")), {SSH},
-                                          "bad"),
-    "sg-rule-ssh-world": (aws_plus(Res(rules.AWS_SECURITY_GROUP_RULE, "bad",
-                                       {"type": "ingress", "protocol": "tcp", **WORLD_22,
-                                        "cidrBlocks": ["0.0.0.0/0"], "securityGroupId": "sg-0123"})), {SSH}, "bad"),
-    "inline-ingress-ssh-ipv6-world": (set_inputs(aws_graph(), "host-sg", {"ingress": [
-        {"protocol": "tcp", **WORLD_22, "cidrBlocks": [SSH_CIDR], "ipv6CidrBlocks": ["::/0"]}]}), {SSH}, "host-sg"),
-    "default-sg-ssh-world": (aws_plus(Res(rules.AWS_DEFAULT_SECURITY_GROUP, "bad", {"ingress": [
-        {"protocol": "tcp", **WORLD_22, "cidrBlocks": ["0.0.0.0/0"]}]})), {SSH}, "bad"),
+    "vpc-rule-ssh-zero-prefix-spelling": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="10.0.0.0/0")), {SSH}, "bad"),
+    "sg-rule-ssh-world": (
+        aws_plus(
+            Res(
+                rules.AWS_SECURITY_GROUP_RULE,
+                "bad",
+                {
+                    "type": "ingress",
+                    "protocol": "tcp",
+                    **WORLD_22,
+                    "cidrBlocks": ["0.0.0.0/0"],
+                    "securityGroupId": "sg-0123",
+                },
+            )
+        ),
+        {SSH},
+        "bad",
+    ),
+    "inline-ingress-ssh-ipv6-world": (
+        set_inputs(
+            aws_graph(),
+            "host-sg",
+            {"ingress": [{"protocol": "tcp", **WORLD_22, "cidrBlocks": [SSH_CIDR], "ipv6CidrBlocks": ["::/0"]}]},
+        ),
+        {SSH},
+        "host-sg",
+    ),
+    "default-sg-ssh-world": (
+        aws_plus(
+            Res(
+                rules.AWS_DEFAULT_SECURITY_GROUP,
+                "bad",
+                {"ingress": [{"protocol": "tcp", **WORLD_22, "cidrBlocks": ["0.0.0.0/0"]}]},
+            )
+        ),
+        {SSH},
+        "bad",
+    ),
     # --- Everything open, or ranges covering 22: both SSH and the public-ports rule.
     "vpc-rule-all-protocols": (aws_plus(vpc_rule("bad", "-1", None, cidrIpv4="0.0.0.0/0")), {SSH, PORTS}, "bad"),
-    "sg-rule-protocol-all-0-65535": (aws_plus(Res(rules.AWS_SECURITY_GROUP_RULE, "bad",
-                                                  {"type": "ingress", "protocol": "all", "fromPort": 0,
-                                                   "toPort": 65535, "ipv6CidrBlocks": ["::/0"]})),
-                                     {SSH, PORTS}, "bad"),
-    "inline-ingress-tcp-0-65535": (set_inputs(aws_graph(), "host-sg", {"ingress": [
-        {"protocol": "tcp", "fromPort": 0, "toPort": 65535, "cidrBlocks": ["0.0.0.0/0"]}]}), {SSH, PORTS}, "host-sg"),
-    "vpc-rule-range-20-30": (aws_plus(Res(rules.AWS_VPC_INGRESS_RULE, "bad",
-                                          {"ipProtocol": "tcp", "fromPort": 20, "toPort": 30,
-                                           "cidrIpv4": "0.0.0.0/0"})), {SSH, PORTS}, "bad"),
+    "sg-rule-protocol-all-0-65535": (
+        aws_plus(
+            Res(
+                rules.AWS_SECURITY_GROUP_RULE,
+                "bad",
+                {"type": "ingress", "protocol": "all", "fromPort": 0, "toPort": 65535, "ipv6CidrBlocks": ["::/0"]},
+            )
+        ),
+        {SSH, PORTS},
+        "bad",
+    ),
+    "inline-ingress-tcp-0-65535": (
+        set_inputs(
+            aws_graph(),
+            "host-sg",
+            {"ingress": [{"protocol": "tcp", "fromPort": 0, "toPort": 65535, "cidrBlocks": ["0.0.0.0/0"]}]},
+        ),
+        {SSH, PORTS},
+        "host-sg",
+    ),
+    "vpc-rule-range-20-30": (
+        aws_plus(
+            Res(
+                rules.AWS_VPC_INGRESS_RULE,
+                "bad",
+                {"ipProtocol": "tcp", "fromPort": 20, "toPort": 30, "cidrIpv4": "0.0.0.0/0"},
+            )
+        ),
+        {SSH, PORTS},
+        "bad",
+    ),
     # --- Other ports to the world.
     "vpc-rule-tcp-8080": (aws_plus(vpc_rule("bad", "tcp", 8080, cidrIpv4="0.0.0.0/0")), {PORTS}, "bad"),
     "vpc-rule-udp-22": (aws_plus(vpc_rule("bad", "udp", 22, cidrIpv6="::/0")), {PORTS}, "bad"),
-    "vpc-rule-tcp-80-to-443": (aws_plus(Res(rules.AWS_VPC_INGRESS_RULE, "bad",
-                                            {"ipProtocol": "tcp", "fromPort": 80, "toPort": 443,
-                                             "cidrIpv4": "0.0.0.0/0"})), {PORTS}, "bad"),
+    "vpc-rule-tcp-80-to-443": (
+        aws_plus(
+            Res(
+                rules.AWS_VPC_INGRESS_RULE,
+                "bad",
+                {"ipProtocol": "tcp", "fromPort": 80, "toPort": 443, "cidrIpv4": "0.0.0.0/0"},
+            )
+        ),
+        {PORTS},
+        "bad",
+    ),
     "vpc-rule-icmp": (aws_plus(vpc_rule("bad", "icmp", -1, cidrIpv4="0.0.0.0/0")), {PORTS}, "bad"),
-    "sg-rule-udp-53-protocol-number": (aws_plus(Res(rules.AWS_SECURITY_GROUP_RULE, "bad",
-                                                    {"type": "ingress", "protocol": "17", "fromPort": 53,
-                                                     "toPort": 53, "cidrBlocks": ["0.0.0.0/0"]})), {PORTS}, "bad"),
-    "gcp-firewall-tcp-8080": (gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["8080"]}],
-                                                    ["0.0.0.0/0"])), {PORTS}, "bad"),
+    "sg-rule-udp-53-protocol-number": (
+        aws_plus(
+            Res(
+                rules.AWS_SECURITY_GROUP_RULE,
+                "bad",
+                {"type": "ingress", "protocol": "17", "fromPort": 53, "toPort": 53, "cidrBlocks": ["0.0.0.0/0"]},
+            )
+        ),
+        {PORTS},
+        "bad",
+    ),
+    "gcp-firewall-tcp-8080": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["8080"]}], ["0.0.0.0/0"])),
+        {PORTS},
+        "bad",
+    ),
     "gcp-firewall-icmp": (gcp_plus(gcp_firewall("bad", [{"protocol": "icmp"}], ["0.0.0.0/0"])), {PORTS}, "bad"),
     # --- SSH on GCP.
-    "gcp-firewall-ssh-world": (gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}],
-                                                     ["0.0.0.0/0"])), {GCP_SSH}, "bad"),
-    "gcp-firewall-ssh-ipv6-world-among-others": (gcp_plus(gcp_firewall(
-        "bad", [{"protocol": "tcp", "ports": ["22"]}], [SSH_CIDR, "::/0"])), {GCP_SSH}, "bad"),
-    "gcp-firewall-ssh-without-direction": (gcp_plus(Res(rules.GCP_FIREWALL, "bad", {
-        "allows": [{"protocol": "tcp", "ports": ["22"]}], "sourceRanges": ["0.0.0.0/0"]})), {GCP_SSH}, "bad"),
-    "gcp-firewall-range-20-30": (gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["20-30"]}],
-                                                       ["0.0.0.0/0"])), {GCP_SSH, PORTS}, "bad"),
-    "gcp-firewall-tcp-no-ports": (gcp_plus(gcp_firewall("bad", [{"protocol": "tcp"}], ["0.0.0.0/0"])),
-                                  {GCP_SSH, PORTS}, "bad"),
-    "gcp-firewall-all": (gcp_plus(gcp_firewall("bad", [{"protocol": "all"}], ["0.0.0.0/0"])),
-                         {GCP_SSH, PORTS}, "bad"),
+    "gcp-firewall-ssh-world": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"])),
+        {GCP_SSH},
+        "bad",
+    ),
+    "gcp-firewall-ssh-ipv6-world-among-others": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], [SSH_CIDR, "::/0"])),
+        {GCP_SSH},
+        "bad",
+    ),
+    "gcp-firewall-ssh-without-direction": (
+        gcp_plus(
+            Res(
+                rules.GCP_FIREWALL,
+                "bad",
+                {"allows": [{"protocol": "tcp", "ports": ["22"]}], "sourceRanges": ["0.0.0.0/0"]},
+            )
+        ),
+        {GCP_SSH},
+        "bad",
+    ),
+    "gcp-firewall-range-20-30": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["20-30"]}], ["0.0.0.0/0"])),
+        {GCP_SSH, PORTS},
+        "bad",
+    ),
+    "gcp-firewall-tcp-no-ports": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "tcp"}], ["0.0.0.0/0"])),
+        {GCP_SSH, PORTS},
+        "bad",
+    ),
+    "gcp-firewall-all": (gcp_plus(gcp_firewall("bad", [{"protocol": "all"}], ["0.0.0.0/0"])), {GCP_SSH, PORTS}, "bad"),
     # --- IMDSv2.
-    "imds-optional": (aws_vm(metadataOptions={"httpEndpoint": "enabled", "httpTokens": "optional"}),
-                      {"CKV_AWS_79"}, "host-vm"),
+    "imds-optional": (
+        aws_vm(metadataOptions={"httpEndpoint": "enabled", "httpTokens": "optional"}),
+        {"CKV_AWS_79"},
+        "host-vm",
+    ),
     "imds-missing-metadata-options": (aws_vm(metadataOptions=None), {"CKV_AWS_79"}, "host-vm"),
     # --- Disk encryption.
     "root-device-missing": (aws_vm(rootBlockDevice=None), {"CKV_AWS_8"}, "host-vm"),
-    "root-device-unencrypted": (aws_vm(rootBlockDevice={"encrypted": False, "volumeSize": 20}), {"CKV_AWS_8"},
-                                "host-vm"),
+    "root-device-unencrypted": (
+        aws_vm(rootBlockDevice={"encrypted": False, "volumeSize": 20}),
+        {"CKV_AWS_8"},
+        "host-vm",
+    ),
     "root-device-encryption-unset": (aws_vm(rootBlockDevice={"volumeType": "gp3"}), {"CKV_AWS_8"}, "host-vm"),
-    "ebs-device-unencrypted": (aws_vm(ebsBlockDevices=[{"deviceName": "/dev/sdf", "volumeSize": 10}]),
-                               {"CKV_AWS_8"}, "host-vm"),
+    "ebs-device-unencrypted": (
+        aws_vm(ebsBlockDevices=[{"deviceName": "/dev/sdf", "volumeSize": 10}]),
+        {"CKV_AWS_8"},
+        "host-vm",
+    ),
     # --- Public access block: each flag off or left at its default.
-    "block-public-acls-off": (public_access(blockPublicAcls=False), {"CKV_AWS_53"},
-                              "storage-public-access-block"),
-    "block-public-policy-unset": (public_access(blockPublicPolicy=None), {"CKV_AWS_54"},
-                                  "storage-public-access-block"),
-    "ignore-public-acls-off": (public_access(ignorePublicAcls=False), {"CKV_AWS_55"},
-                               "storage-public-access-block"),
-    "restrict-public-buckets-off": (public_access(restrictPublicBuckets=False), {"CKV_AWS_56"},
-                                    "storage-public-access-block"),
-    "public-access-block-missing": (without(aws_graph(), "storage-public-access-block"), {"CKV2_AWS_6"},
-                                    "storage-bucket"),
-    "public-access-block-for-another-bucket": (public_access(bucket="someone-elses-bucket"), {"CKV2_AWS_6"},
-                                               "storage-bucket"),
+    "block-public-acls-off": (public_access(blockPublicAcls=False), {"CKV_AWS_53"}, "storage-public-access-block"),
+    "block-public-policy-unset": (public_access(blockPublicPolicy=None), {"CKV_AWS_54"}, "storage-public-access-block"),
+    "ignore-public-acls-off": (public_access(ignorePublicAcls=False), {"CKV_AWS_55"}, "storage-public-access-block"),
+    "restrict-public-buckets-off": (
+        public_access(restrictPublicBuckets=False),
+        {"CKV_AWS_56"},
+        "storage-public-access-block",
+    ),
+    "public-access-block-missing": (
+        without(aws_graph(), "storage-public-access-block"),
+        {"CKV2_AWS_6"},
+        "storage-bucket",
+    ),
+    "public-access-block-for-another-bucket": (
+        public_access(bucket="someone-elses-bucket"),
+        {"CKV2_AWS_6"},
+        "storage-bucket",
+    ),
     # --- Encryption.
     "encryption-missing": (without(aws_graph(), "storage-encryption"), {"CKV_AWS_19"}, "storage-bucket"),
-    "encryption-without-algorithm": (set_inputs(aws_graph(), "storage-encryption",
-                                                {"rules": [{"bucketKeyEnabled": True}]}),
-                                     {"CKV_AWS_19"}, "storage-bucket"),
+    "encryption-without-algorithm": (
+        set_inputs(aws_graph(), "storage-encryption", {"rules": [{"bucketKeyEnabled": True}]}),
+        {"CKV_AWS_19"},
+        "storage-bucket",
+    ),
     # --- TLS-only policy.
     "tls-policy-missing": (without(aws_graph(), "storage-tls-only"), {TLS}, "storage-bucket"),
     "tls-policy-allow-not-deny": (bucket_policy(tls_policy(Effect="Allow")), {TLS}, "storage-bucket"),
-    "tls-policy-condition-true": (bucket_policy(tls_policy(Condition={"Bool": {"aws:SecureTransport": "true"}})),
-                                  {TLS}, "storage-bucket"),
-    "tls-policy-bucket-only-not-objects": (bucket_policy(tls_policy(Resource=[BUCKET_ARN])), {TLS},
-                                           "storage-bucket"),
-    "tls-policy-one-principal": (bucket_policy(tls_policy(Principal={"AWS": "arn:aws:iam::123456789012:root"})),
-                                 {TLS}, "storage-bucket"),
+    "tls-policy-condition-true": (
+        bucket_policy(tls_policy(Condition={"Bool": {"aws:SecureTransport": "true"}})),
+        {TLS},
+        "storage-bucket",
+    ),
+    "tls-policy-bucket-only-not-objects": (bucket_policy(tls_policy(Resource=[BUCKET_ARN])), {TLS}, "storage-bucket"),
+    "tls-policy-one-principal": (
+        bucket_policy(tls_policy(Principal={"AWS": "arn:aws:iam::123456789012:root"})),
+        {TLS},
+        "storage-bucket",
+    ),
     "tls-policy-get-object-only": (bucket_policy(tls_policy(Action="s3:GetObject")), {TLS}, "storage-bucket"),
     "tls-policy-another-bucket": (bucket_policy(tls_policy(arn="arn:aws:s3:::other")), {TLS}, "storage-bucket"),
     "tls-policy-not-json": (bucket_policy("{not json"), {TLS}, "storage-bucket"),
     # --- IAM policies on users.
-    "user-policy": (aws_plus(Res(rules.AWS_USER_POLICY, "bad", {"user": "prefect-host-dev", "policy": "{}"})),
-                    {"CKV_AWS_40"}, "bad"),
-    "user-policy-attachment": (aws_plus(Res(rules.AWS_USER_POLICY_ATTACHMENT, "bad",
-                                            {"user": "prefect-host-dev", "policyArn": "arn:aws:iam::aws:policy/x"})),
-                               {"CKV_AWS_40"}, "bad"),
-    "policy-attachment-with-users": (aws_plus(Res(rules.AWS_POLICY_ATTACHMENT, "bad",
-                                                  {"users": ["prefect-host-dev"], "groups": ["S3-FullAccess"],
-                                                   "policyArn": "arn:aws:iam::aws:policy/x"})), {"CKV_AWS_40"}, "bad"),
+    "user-policy": (
+        aws_plus(Res(rules.AWS_USER_POLICY, "bad", {"user": "prefect-host-dev", "policy": "{}"})),
+        {"CKV_AWS_40"},
+        "bad",
+    ),
+    "user-policy-attachment": (
+        aws_plus(
+            Res(
+                rules.AWS_USER_POLICY_ATTACHMENT,
+                "bad",
+                {"user": "prefect-host-dev", "policyArn": "arn:aws:iam::aws:policy/x"},
+            )
+        ),
+        {"CKV_AWS_40"},
+        "bad",
+    ),
+    "policy-attachment-with-users": (
+        aws_plus(
+            Res(
+                rules.AWS_POLICY_ATTACHMENT,
+                "bad",
+                {"users": ["prefect-host-dev"], "groups": ["S3-FullAccess"], "policyArn": "arn:aws:iam::aws:policy/x"},
+            )
+        ),
+        {"CKV_AWS_40"},
+        "bad",
+    ),
     # --- GCP instance hardening.
-    "gcp-vtpm-off": (gcp_vm(shieldedInstanceConfig={"enableSecureBoot": True, "enableVtpm": False}),
-                     {"CKV_GCP_39"}, "host-vm"),
-    "gcp-integrity-monitoring-off": (gcp_vm(shieldedInstanceConfig={"enableSecureBoot": True,
-                                                                    "enableIntegrityMonitoring": False}),
-                                     {"CKV_GCP_39"}, "host-vm"),
+    "gcp-vtpm-off": (
+        gcp_vm(shieldedInstanceConfig={"enableSecureBoot": True, "enableVtpm": False}),
+        {"CKV_GCP_39"},
+        "host-vm",
+    ),
+    "gcp-integrity-monitoring-off": (
+        gcp_vm(shieldedInstanceConfig={"enableSecureBoot": True, "enableIntegrityMonitoring": False}),
+        {"CKV_GCP_39"},
+        "host-vm",
+    ),
     "gcp-shielded-config-missing": (gcp_vm(shieldedInstanceConfig=None), {"CKV_GCP_39", SECURE_BOOT}, "host-vm"),
-    "gcp-secure-boot-off": (gcp_vm(shieldedInstanceConfig={"enableSecureBoot": False, "enableVtpm": True,
-                                                           "enableIntegrityMonitoring": True}),
-                            {SECURE_BOOT}, "host-vm"),
+    "gcp-secure-boot-off": (
+        gcp_vm(
+            shieldedInstanceConfig={"enableSecureBoot": False, "enableVtpm": True, "enableIntegrityMonitoring": True}
+        ),
+        {SECURE_BOOT},
+        "host-vm",
+    ),
     "gcp-secure-boot-unset": (gcp_vm(shieldedInstanceConfig={"enableVtpm": True}), {SECURE_BOOT}, "host-vm"),
-    "gcp-project-ssh-keys-allowed": (gcp_metadata(**{"block-project-ssh-keys": "false"}), {"CKV_GCP_32"},
-                                     "host-vm"),
+    "gcp-project-ssh-keys-allowed": (gcp_metadata(**{"block-project-ssh-keys": "false"}), {"CKV_GCP_32"}, "host-vm"),
     "gcp-project-ssh-keys-unset": (gcp_metadata(**{"block-project-ssh-keys": None}), {"CKV_GCP_32"}, "host-vm"),
     "gcp-metadata-missing": (gcp_vm(metadata=None), {"CKV_GCP_32"}, "host-vm"),
     "gcp-serial-port-TRUE": (gcp_metadata(**{"serial-port-enable": "TRUE"}), {"CKV_GCP_35"}, "host-vm"),
@@ -303,34 +517,69 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
 COMPLIANT: dict[str, list[Res]] = {
     "aws-graph": aws_graph(),
     "gcp-graph": gcp_graph(),
-    "egress-sg-rule-to-world": aws_plus(Res(rules.AWS_SECURITY_GROUP_RULE, "ok",
-                                            {"type": "egress", "protocol": "-1", "fromPort": 0, "toPort": 0,
-                                             "cidrBlocks": ["0.0.0.0/0"]})),
+    "egress-sg-rule-to-world": aws_plus(
+        Res(
+            rules.AWS_SECURITY_GROUP_RULE,
+            "ok",
+            {"type": "egress", "protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]},
+        )
+    ),
     "ssh-from-another-security-group": aws_plus(vpc_rule("ok", "tcp", 22, referencedSecurityGroupId="sg-9")),
-    "inline-ingress-prefect-ports": set_inputs(aws_graph(), "host-sg", {"ingress": [
-        {"protocol": "tcp", "fromPort": 4200, "toPort": 4200, "cidrBlocks": ["0.0.0.0/0"], "ipv6CidrBlocks": ["::/0"]},
-        {"protocol": "udp", "fromPort": 4200, "toPort": 4200, "cidrBlocks": ["0.0.0.0/0"]},
-        {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": [SSH_CIDR]}]}),
-    "gcp-firewall-disabled-ssh": gcp_plus(gcp_firewall("ok", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"],
-                                                       disabled=True)),
-    "gcp-firewall-two-public-ports": gcp_plus(gcp_firewall("ok", [{"protocol": "tcp", "ports": ["80", "443"]}],
-                                                           ["0.0.0.0/0", "::/0"])),
+    "inline-ingress-prefect-ports": set_inputs(
+        aws_graph(),
+        "host-sg",
+        {
+            "ingress": [
+                {
+                    "protocol": "tcp",
+                    "fromPort": 4200,
+                    "toPort": 4200,
+                    "cidrBlocks": ["0.0.0.0/0"],
+                    "ipv6CidrBlocks": ["::/0"],
+                },
+                {"protocol": "udp", "fromPort": 4200, "toPort": 4200, "cidrBlocks": ["0.0.0.0/0"]},
+                {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": [SSH_CIDR]},
+            ]
+        },
+    ),
+    "gcp-firewall-disabled-ssh": gcp_plus(
+        gcp_firewall("ok", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"], disabled=True)
+    ),
+    "gcp-firewall-two-public-ports": gcp_plus(
+        gcp_firewall("ok", [{"protocol": "tcp", "ports": ["80", "443"]}], ["0.0.0.0/0", "::/0"])
+    ),
     "imds-endpoint-disabled": aws_vm(metadataOptions={"httpEndpoint": "disabled", "httpTokens": "optional"}),
     "encrypted-ebs-device": aws_vm(ebsBlockDevices=[{"deviceName": "/dev/sdf", "encrypted": True}]),
-    "kms-encryption": set_inputs(aws_graph(), "storage-encryption", {"rules": [
-        {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": "k"}}]}),
+    "kms-encryption": set_inputs(
+        aws_graph(),
+        "storage-encryption",
+        {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": "k"}}]},
+    ),
     "inline-bucket-encryption": [
-        replace(r, inputs={**r.inputs, "serverSideEncryptionConfiguration": {
-            "rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}}})
-        if r.name == "storage-bucket" else r for r in without(aws_graph(), "storage-encryption")],
+        replace(
+            r,
+            inputs={
+                **r.inputs,
+                "serverSideEncryptionConfiguration": {
+                    "rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}
+                },
+            },
+        )
+        if r.name == "storage-bucket"
+        else r
+        for r in without(aws_graph(), "storage-encryption")
+    ],
     "tls-policy-as-object-single-statement": bucket_policy({"Statement": json.loads(tls_policy())["Statement"][0]}),
-    "tls-policy-lists-and-aws-star": bucket_policy(tls_policy(Principal={"AWS": ["*"]}, Action=["s3:*"],
-                                                              Condition={"Bool": {"aws:SecureTransport": False}})),
-    "policy-attachment-to-groups": aws_plus(Res(rules.AWS_POLICY_ATTACHMENT, "ok", {
-        "groups": ["S3-FullAccess"], "policyArn": "arn:aws:iam::aws:policy/x"})),
+    "tls-policy-lists-and-aws-star": bucket_policy(
+        tls_policy(Principal={"AWS": ["*"]}, Action=["s3:*"], Condition={"Bool": {"aws:SecureTransport": False}})
+    ),
+    "policy-attachment-to-groups": aws_plus(
+        Res(rules.AWS_POLICY_ATTACHMENT, "ok", {"groups": ["S3-FullAccess"], "policyArn": "arn:aws:iam::aws:policy/x"})
+    ),
     "gcp-shielded-defaults": gcp_vm(shieldedInstanceConfig={"enableSecureBoot": True}),
-    "gcp-metadata-upper-case-true-and-no-serial-key": gcp_metadata(**{"block-project-ssh-keys": "TRUE",
-                                                                      "serial-port-enable": None}),
+    "gcp-metadata-upper-case-true-and-no-serial-key": gcp_metadata(
+        **{"block-project-ssh-keys": "TRUE", "serial-port-enable": None}
+    ),
 }
 
 
@@ -367,16 +616,27 @@ def test_violation_names_rule_resource_and_cause():
 
 
 def test_ports_arrive_as_doubles_over_grpc():
-    graph = aws_plus(Res(rules.AWS_VPC_INGRESS_RULE, "bad",
-                         {"ipProtocol": "tcp", "fromPort": 22.0, "toPort": 22.0, "cidrIpv4": "0.0.0.0/0"}))
+    graph = aws_plus(
+        Res(
+            rules.AWS_VPC_INGRESS_RULE,
+            "bad",
+            {"ipProtocol": "tcp", "fromPort": 22.0, "toPort": 22.0, "cidrIpv4": "0.0.0.0/0"},
+        )
+    )
     assert policies(graph) == {SSH}
 
 
 def test_each_broken_bucket_is_reported_by_name():
-    second = [replace(r, name=r.name.replace("storage", "second"),
-                      inputs={**r.inputs, "bucket": "second-bucket"} if "bucket" in r.inputs else r.inputs,
-                      outputs={"id": "second-bucket", "bucket": "second-bucket"} if r.outputs else None)
-              for r in storage_and_access() if r.type.startswith("aws:s3/")]
+    second = [
+        replace(
+            r,
+            name=r.name.replace("storage", "second"),
+            inputs={**r.inputs, "bucket": "second-bucket"} if "bucket" in r.inputs else r.inputs,
+            outputs={"id": "second-bucket", "bucket": "second-bucket"} if r.outputs else None,
+        )
+        for r in storage_and_access()
+        if r.type.startswith("aws:s3/")
+    ]
     second = set_inputs(second, "second-tls-only", {"policy": tls_policy("arn:aws:s3:::second-bucket")})
     graph = aws_graph() + without(second, "second-public-access-block")
     assert [(v.policy, v.resource) for v in evaluate(graph)] == [("CKV2_AWS_6", "second-bucket")]
@@ -384,9 +644,14 @@ def test_each_broken_bucket_is_reported_by_name():
 
 def test_related_resources_match_the_mocked_bucket_id():
     # Under mocks the bucket's id may differ from its name: `bucket = bucket.id` inputs then carry the id.
-    graph = [replace(r, outputs={"id": "mock-bucket-id"}) if r.name == "storage-bucket"
-             else replace(r, inputs={**r.inputs, "bucket": "mock-bucket-id"}) if r.inputs.get("bucket") == BUCKET
-             else r for r in aws_graph()]
+    graph = [
+        replace(r, outputs={"id": "mock-bucket-id"})
+        if r.name == "storage-bucket"
+        else replace(r, inputs={**r.inputs, "bucket": "mock-bucket-id"})
+        if r.inputs.get("bucket") == BUCKET
+        else r
+        for r in aws_graph()
+    ]
     assert evaluate(graph) == []
 
 
@@ -400,8 +665,13 @@ def test_unknown_bucket_reference_is_undecidable_not_a_violation():
 
 def test_importing_rules_starts_no_server():
     # A constructed PolicyPack would print its port and block forever: the import must return at once.
-    result = subprocess.run([sys.executable, "-c", "import policy.rules as r; print(len(r.ALL))"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import policy.rules as r; print(len(r.ALL))"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["17"]
 

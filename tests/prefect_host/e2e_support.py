@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from prefect_host.console import StepLine, parse_step_lines
+from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
 
 if TYPE_CHECKING:
     from prefect_host.local import LocalHost
@@ -38,23 +39,34 @@ ENTRYPOINT = "duration_model.py:train_duration_model"
 # Settings of this machine that would reach the laptop's commands around the profile under test.
 NOT_FOR_THE_LAPTOP = ("PREFECT_", "AWS_", "SSL_CERT")
 # deploy.py --run-now's last line: "run:  flow run 'NAME' Completed after S s; RESULT (T s)".
-RUN_LINE = re.compile(r"^run: +flow run '(?P<name>[\w-]+)' Completed after (?P<seconds>\d+\.\d) s; "
-                      r"(?P<result>.*) \(\d+\.\d s\)$", re.MULTILINE)
+RUN_LINE = re.compile(
+    r"^run: +flow run '(?P<name>[\w-]+)' Completed after (?P<seconds>\d+\.\d) s; "
+    r"(?P<result>.*) \(\d+\.\d s\)$",
+    re.MULTILINE,
+)
 
 
 # --- the stack outputs --------------------------------------------------------------------------
+
 
 def build_outputs(public_ip: str, **overrides: str) -> dict[str, str]:
     """Outputs in the shape of `pulumi stack output --json --show-secrets` for a plaintext server at
     public_ip (no tlsMode, as before TLS), placeholders elsewhere; `overrides` replace or add keys.
     The placeholder secret key looks like one, so the leak checks find it if it is printed."""
     outputs = {
-        "cloud": "local", "publicIp": public_ip, "sshUser": "admin",
+        "cloud": "local",
+        "publicIp": public_ip,
+        "sshUser": "admin",
         "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestonly",
-        "apiUrl": f"http://{public_ip}:4200/api", "uiUrl": f"http://{public_ip}:4200",
-        "prefectVersion": PREFECT_VERSION, "prefectAuthString": "admin:placeholder-auth-string",
-        "bucketName": "prefect-host-e2e", "bucketRegion": "eu-west-1", "iamGroupName": "S3-FullAccess",
-        "iamUserName": "prefect-host-e2e", "awsAccessKeyId": "AKIAE2EEXAMPLE",
+        "apiUrl": f"http://{public_ip}:4200/api",
+        "uiUrl": f"http://{public_ip}:4200",
+        "prefectVersion": PREFECT_VERSION,
+        "prefectAuthString": "admin:placeholder-auth-string",
+        "bucketName": "prefect-host-e2e",
+        "bucketRegion": "eu-west-1",
+        "iamGroupName": "S3-FullAccess",
+        "iamUserName": "prefect-host-e2e",
+        "awsAccessKeyId": "AKIAE2EEXAMPLE",
         "awsSecretAccessKey": "e2eSecretAccessKey/Never/Printed",
     }
     outputs.update(overrides)
@@ -63,19 +75,52 @@ def build_outputs(public_ip: str, **overrides: str) -> dict[str, str]:
 
 def host_outputs(host: LocalHost, **overrides: str) -> dict[str, str]:
     """build_outputs for a booted guest: its address, SSH user, host key and the operator's private key."""
-    return build_outputs(host.address, sshUser=host.ssh_user, hostPublicKey=host.host_public_key,
-                         sshPrivateKey=host.identity_file.read_text(), **overrides)
+    return build_outputs(
+        host.address,
+        sshUser=host.ssh_user,
+        hostPublicKey=host.host_public_key,
+        sshPrivateKey=host.identity_file.read_text(),
+        **overrides,
+    )
+
+
+def internal_tls(ip: str) -> dict[str, str]:
+    """The outputs of a stack without a domain: Caddy's own CA certifies the IP."""
+    return {"apiUrl": f"https://{ip}/api", "uiUrl": f"https://{ip}", "tlsMode": "internal"}
+
+
+def acme_tls(domain: str, directory_url: str) -> dict[str, str]:
+    """The outputs of a stack with a domain and an ACME directory (Pebble in the tests)."""
+    return {
+        "apiUrl": f"https://{domain}/api",
+        "uiUrl": f"https://{domain}",
+        "tlsMode": "acme",
+        "domain": domain,
+        "acmeCa": directory_url,
+        "acmeEmail": "ops@example.com",
+    }
+
+
+def caddy_apt_repo(host: LocalHost) -> AptRepoServer:
+    """Debian's caddy package (trixie) served on the guest's gateway; `.source_line` is for --apt-source."""
+    return AptRepoServer(ensure_apt_repo(("caddy",), suite="trixie"), host.gateway)
 
 
 def s3_outputs(s3: S3Server, bucket: str, user: str) -> dict[str, str]:
     """The bucket's outputs, with an IAM user's key for it provisioned on `s3` as infra/ provisions it."""
     creds = s3.provision(bucket, user=user)
-    return {"bucketName": bucket, "bucketRegion": creds.region, "iamUserName": user,
-            "awsAccessKeyId": creds.access_key_id, "awsSecretAccessKey": creds.secret_access_key,
-            "s3EndpointUrl": s3.endpoint_url}
+    return {
+        "bucketName": bucket,
+        "bucketRegion": creds.region,
+        "iamUserName": user,
+        "awsAccessKeyId": creds.access_key_id,
+        "awsSecretAccessKey": creds.secret_access_key,
+        "s3EndpointUrl": s3.endpoint_url,
+    }
 
 
 # --- the laptop and its secrets -----------------------------------------------------------------
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without Prefect, AWS or CA-bundle settings, plus `extra`."""
@@ -104,6 +149,7 @@ def secrets_of(host: LocalHost, outputs: dict[str, str], *extra: str) -> list[st
 
 
 # --- what the commands print --------------------------------------------------------------------
+
 
 def parse_steps(output: str) -> list[StepLine]:
     """The bootstrap's step lines in `output`, in order (progress lines are left out)."""
@@ -162,10 +208,12 @@ class Run:
 
 # --- a stack: a guest and the laptop that bootstraps it -----------------------------------------
 
+
 @dataclass
 class Stack:
     """A guest as the laptop sees it: its outputs file, the laptop's PREFECT_HOME, the bootstrap's
     fixed arguments, and what every command run here printed (checked for secrets as it comes)."""
+
     host: LocalHost
     outputs: dict[str, str]
     work: Path
@@ -177,11 +225,27 @@ class Stack:
     hosts_file: Path | None = None  # /etc/hosts for the laptop's commands once they use a domain
 
     @classmethod
-    def create(cls, host: LocalHost, work: Path, *, profile: str, outputs: dict[str, str],
-               bootstrap_args: list[str], s3: S3Server | None = None, extra_secrets: tuple[str, ...] = (),
-               with_project: bool = False) -> Stack:
-        stack = cls(host=host, outputs=outputs, work=work, profile=profile, bootstrap_args=bootstrap_args,
-                    secrets=secrets_of(host, outputs, *extra_secrets), s3=s3)
+    def create(
+        cls,
+        host: LocalHost,
+        work: Path,
+        *,
+        profile: str,
+        outputs: dict[str, str],
+        bootstrap_args: list[str],
+        s3: S3Server | None = None,
+        extra_secrets: tuple[str, ...] = (),
+        with_project: bool = False,
+    ) -> Stack:
+        stack = cls(
+            host=host,
+            outputs=outputs,
+            work=work,
+            profile=profile,
+            bootstrap_args=bootstrap_args,
+            secrets=secrets_of(host, outputs, *extra_secrets),
+            s3=s3,
+        )
         stack.write_outputs()
         if with_project:
             shutil.copytree(REPO / "examples" / "flows", stack.project)
@@ -238,13 +302,20 @@ class Stack:
     def main_pid(self, unit: str) -> int:
         return int(self.guest(f"systemctl show -p MainPID --value {unit}"))
 
-    def run(self, command: list[str], *, home: Path | None = None, cwd: Path | None = None,
-            timeout: float = 900) -> Run:
+    def run(
+        self, command: list[str], *, home: Path | None = None, cwd: Path | None = None, timeout: float = 900
+    ) -> Run:
         """A command of the laptop's (its PREFECT_HOME is `home` or laptop_home), recorded in runs;
         it must print no traceback and no secret."""
         started = time.monotonic()
-        done = subprocess.run(self.with_hosts_file(command), capture_output=True, text=True,
-                              env=laptop_env(home or self.laptop_home), cwd=cwd, timeout=timeout)
+        done = subprocess.run(
+            self.with_hosts_file(command),
+            capture_output=True,
+            text=True,
+            env=laptop_env(home or self.laptop_home),
+            cwd=cwd,
+            timeout=timeout,
+        )
         run = Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
         self.runs.append(run.printed)
         assert "Traceback" not in run.printed, run.printed
@@ -257,18 +328,33 @@ class Stack:
         the real resolver path, without touching this machine's file."""
         if self.hosts_file is None:
             return command
-        return ["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
-                str(self.hosts_file), *command]
+        return [
+            "unshare",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"',
+            str(self.hosts_file),
+            *command,
+        ]
 
     def bootstrap(self, *args: str, home: Path | None = None, outputs_path: Path | None = None) -> Run:
-        command = [sys.executable, str(BOOTSTRAP), "--outputs", str(outputs_path or self.outputs_path),
-                   *self.bootstrap_args, *args]
+        command = [
+            sys.executable,
+            str(BOOTSTRAP),
+            "--outputs",
+            str(outputs_path or self.outputs_path),
+            *self.bootstrap_args,
+            *args,
+        ]
         if "--profile" not in args:
             command += ["--profile", self.profile]
         return self.run(command, home=home)
 
-    def measured_bootstrap(self, record_property: Callable[[str, object], None], measure: str, what: str,
-                           *args: str, digits: int = 1) -> Run:
+    def measured_bootstrap(
+        self, record_property: Callable[[str, object], None], measure: str, what: str, *args: str, digits: int = 1
+    ) -> Run:
         """A bootstrap that must succeed; its duration goes to the test report as `measure` and, with
         its output, to the log as `what`."""
         run = self.bootstrap(*args)
@@ -284,8 +370,10 @@ class Stack:
     def run_flow_on_the_laptop(self, *, cwd: Path, home: Path | None = None, persist_result: bool = False) -> None:
         """A flow run in this machine's Python, configured by nothing but the profile: 21 * 2."""
         decorator = "@flow(persist_result=True)" if persist_result else "@flow"
-        code = (f"from prefect import flow\n{decorator}\n"
-                "def on_the_laptop(x: int) -> int:\n    return x * 2\nprint(on_the_laptop(21))\n")
+        code = (
+            f"from prefect import flow\n{decorator}\n"
+            "def on_the_laptop(x: int) -> int:\n    return x * 2\nprint(on_the_laptop(21))\n"
+        )
         done = self.run([sys.executable, "-c", code], home=home, cwd=cwd, timeout=180)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip().splitlines()[-1] == "42"
@@ -299,14 +387,23 @@ class Stack:
 
 # --- the guest's files and HTTPS ----------------------------------------------------------------
 
+
 def files_state(stack: Stack, paths: list[str], stat_format: str = "%n %Y %a %U") -> str:
     """stat and sha256sum of the guest's files: what a converged or refused run must leave as it was."""
     joined = " ".join(paths)
     return stack.guest(f"stat -c '{stat_format}' {joined} && sha256sum {joined}")
 
 
-def https_request(url: str, cafile: Path | None, *, resolve: tuple[str, str] | None = None, method: str = "GET",
-                  timeout: float = 15, auth: tuple[str, str] | None = None, **kwargs) -> httpx.Response:
+def https_request(
+    url: str,
+    cafile: Path | None,
+    *,
+    resolve: tuple[str, str] | None = None,
+    method: str = "GET",
+    timeout: float = 15,
+    auth: tuple[str, str] | None = None,
+    **kwargs,
+) -> httpx.Response:
     """A request verified against cafile alone (the default store when None). resolve=(name, ip):
     a URL naming `name` connects to ip, with SNI and Host for `name`, as if DNS said so."""
     verify = ssl.create_default_context(cafile=str(cafile)) if cafile else True

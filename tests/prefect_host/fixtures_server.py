@@ -43,6 +43,7 @@ class PrefectApi:
 @dataclass(frozen=True)
 class Laptop:
     """A laptop as the bootstrap leaves it: a profile with the API and the results block."""
+
     env: dict[str, str]
     home: Path
     blocks: RegisteredBlocks
@@ -75,9 +76,14 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectApi]:
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-            env=clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_API_AUTH_STRING=auth,
-                          PREFECT_SERVER_UI_ENABLED="false"),
-            cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=clean_env(
+                PREFECT_HOME=str(home), PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_SERVER_UI_ENABLED="false"
+            ),
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}/api"
         try:
@@ -111,9 +117,15 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def stack_outputs(prefect_server: PrefectApi, s3_server: S3Server) -> StackOutputs:
     """Stack outputs as infra/ would give them, with the S3 side provisioned on the local moto."""
-    return StackOutputs.from_mapping(build_outputs(
-        "127.0.0.1", apiUrl=prefect_server.url, uiUrl=prefect_server.url.removesuffix("/api"),
-        prefectAuthString=prefect_server.auth_string, **s3_outputs(s3_server, BUCKET, user="prefect-host-test")))
+    return StackOutputs.from_mapping(
+        build_outputs(
+            "127.0.0.1",
+            apiUrl=prefect_server.url,
+            uiUrl=prefect_server.url.removesuffix("/api"),
+            prefectAuthString=prefect_server.auth_string,
+            **s3_outputs(s3_server, BUCKET, user="prefect-host-test"),
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +133,11 @@ def laptop(stack_outputs: StackOutputs, tmp_path_factory) -> Laptop:
     """The blocks registered and a profiles.toml in a PREFECT_HOME of its own, as the bootstrap does."""
     blocks = register_blocks(stack_outputs.api_url, stack_outputs.prefect_auth_string, stack_outputs, PROFILE)
     home = tmp_path_factory.mktemp("laptop-prefect-home")
-    settings = {"PREFECT_API_URL": stack_outputs.api_url,
-                "PREFECT_API_AUTH_STRING": stack_outputs.prefect_auth_string,
-                **blocks.profile_settings()}
+    settings = {
+        "PREFECT_API_URL": stack_outputs.api_url,
+        "PREFECT_API_AUTH_STRING": stack_outputs.prefect_auth_string,
+        **blocks.profile_settings(),
+    }
     body = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
     profiles = home / "profiles.toml"
     profiles.write_text(f'active = "{PROFILE}"\n\n[profiles.{PROFILE}]\n{body}')
@@ -151,11 +165,18 @@ def process_worker(work_pool: str, laptop: Laptop, stack_outputs: StackOutputs, 
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", work_pool],
-            env=clean_env(PREFECT_HOME=str(home), PREFECT_API_URL=stack_outputs.api_url,
-                          PREFECT_API_AUTH_STRING=stack_outputs.prefect_auth_string,
-                          PREFECT_WORKER_QUERY_SECONDS=str(WORKER_QUERY_SECONDS),
-                          **laptop.blocks.profile_settings()),
-            cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=clean_env(
+                PREFECT_HOME=str(home),
+                PREFECT_API_URL=stack_outputs.api_url,
+                PREFECT_API_AUTH_STRING=stack_outputs.prefect_auth_string,
+                PREFECT_WORKER_QUERY_SECONDS=str(WORKER_QUERY_SECONDS),
+                **laptop.blocks.profile_settings(),
+            ),
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             wait_for_worker(stack_outputs, work_pool, process, log_path)

@@ -95,7 +95,7 @@ class PacketCapture:
         total = struct.unpack("!H", ip[2:4])[0]
         tcp = ip[header:total]
         sport, dport = struct.unpack("!HH", tcp[:4])
-        payload = tcp[(tcp[12] >> 4) * 4:]
+        payload = tcp[(tcp[12] >> 4) * 4 :]
         if not payload:
             return
         guest_port = dport if dst == self.server_ip else sport if src == self.server_ip else None
@@ -113,5 +113,10 @@ class PacketCapture:
 
     def plaintext_hits(self) -> list[tuple[bytes, Flow]]:
         """Needles in the reassembled (in arrival order) client bytes of non-TLS watched flows."""
-        return [(needle, flow) for flow in self.flows.values() if not flow.tls
-                for needle in self.needles if needle in flow.client_bytes]
+        return [
+            (needle, flow)
+            for flow in self.flows.values()
+            if not flow.tls
+            for needle in self.needles
+            if needle in flow.client_bytes
+        ]

@@ -40,10 +40,14 @@ def fingerprint(public_line: str) -> str:
 @pytest.fixture(scope="module")
 def stack(local_host, package_index, tmp_path_factory) -> Stack:
     # The outputs' bucket is not reachable from here: result storage is test_worker_e2e.py's part.
-    return Stack.create(local_host, tmp_path_factory.mktemp("bootstrap-e2e"), profile=PROFILE,
-                        outputs=host_outputs(local_host, prefectAuthString=AUTH),
-                        bootstrap_args=["--find-links", package_index.url, "--no-storage"],
-                        extra_secrets=(ROTATED_AUTH.split(":", 1)[1],))
+    return Stack.create(
+        local_host,
+        tmp_path_factory.mktemp("bootstrap-e2e"),
+        profile=PROFILE,
+        outputs=host_outputs(local_host, prefectAuthString=AUTH),
+        bootstrap_args=["--find-links", package_index.url, "--no-storage"],
+        extra_secrets=(ROTATED_AUTH.split(":", 1)[1],),
+    )
 
 
 def health(api_url: str) -> bool:
@@ -55,23 +59,35 @@ def health(api_url: str) -> bool:
 
 def host_snapshot(stack: Stack) -> dict[str, str]:
     """What a refused run must leave as it was."""
-    files = ["/etc/prefect-host/server.env", "/etc/systemd/system/prefect-server.service",
-             "/etc/prefect-host/server.applied"]
-    return {"files": files_state(stack, files), "pid": str(stack.main_pid(SERVER)),
-            "sessions": stack.guest("journalctl -q _COMM=sshd-session _COMM=sshd "
-                                    "| grep -c 'Accepted publickey' || true").strip()}
+    files = [
+        "/etc/prefect-host/server.env",
+        "/etc/systemd/system/prefect-server.service",
+        "/etc/prefect-host/server.applied",
+    ]
+    return {
+        "files": files_state(stack, files),
+        "pid": str(stack.main_pid(SERVER)),
+        "sessions": stack.guest(
+            "journalctl -q _COMM=sshd-session _COMM=sshd | grep -c 'Accepted publickey' || true"
+        ).strip(),
+    }
 
 
 def test_fresh_install_is_verified_and_writes_the_profile(stack, local_host, record_property):
     untouched = local_host.guest_exec(["test", "-e", "/opt/prefect-host"], check=False).returncode != 0
     assert untouched, "local_host was bootstrapped by an earlier test module; this one needs it fresh"
-    run = stack.measured_bootstrap(record_property, "fresh_install_seconds",
-                                   "fresh install to verified", "--activate")
+    run = stack.measured_bootstrap(record_property, "fresh_install_seconds", "fresh install to verified", "--activate")
     steps = run.changed
-    assert steps[:8] == ["create service user prefect", "install uv 0.13.8", "create the virtualenv",
-                         "install prefect 3.9.1 and prefect-aws 0.7.12", "write /etc/prefect-host/server.env",
-                         "install prefect-server.service", "enable prefect-server.service",
-                         "start the Prefect server"]
+    assert steps[:8] == [
+        "create service user prefect",
+        "install uv 0.13.8",
+        "create the virtualenv",
+        "install prefect 3.9.1 and prefect-aws 0.7.12",
+        "write /etc/prefect-host/server.env",
+        "install prefect-server.service",
+        "enable prefect-server.service",
+        "start the Prefect server",
+    ]
     assert "compile bytecode (in the background)" in steps
     assert re.search(r"UI: +" + re.escape(stack.outputs["uiUrl"]), run.stdout)
     assert f"profile: {PROFILE} (active)" in run.stdout
@@ -104,10 +120,14 @@ def test_server_is_a_hardened_service_of_its_own_user(stack, local_host):
     assert score <= 2.0
     pid = stack.main_pid(SERVER)
     assert local_host.guest_exec(["ps", "-o", "user=", "-p", str(pid)]).stdout.strip() == "prefect"
-    assert local_host.guest_exec(["stat", "-c", "%a %U %G", "/etc/prefect-host/server.env"]).stdout.split() == \
-        ["600", "root", "root"]
+    assert local_host.guest_exec(["stat", "-c", "%a %U %G", "/etc/prefect-host/server.env"]).stdout.split() == [
+        "600",
+        "root",
+        "root",
+    ]
     venv_site = local_host.guest_exec(
-        ["sh", "-c", "echo /opt/prefect-host/venv/lib/python3*/site-packages"]).stdout.strip()
+        ["sh", "-c", "echo /opt/prefect-host/venv/lib/python3*/site-packages"]
+    ).stdout.strip()
     not_writable = local_host.guest_exec(["runuser", "-u", "prefect", "--", "test", "-w", venv_site], check=False)
     assert not_writable.returncode == 1  # the service cannot modify its own code
     assert local_host.guest_exec(["systemctl", "is-enabled", "prefect-server.service"]).stdout.strip() == "enabled"
@@ -127,8 +147,13 @@ def test_host_session_puts_private_files_through_sudo(stack, local_host):
     secret = "WORKER_SECRET=put-file-secret-5f1e\n"
     stack.secrets.append("put-file-secret-5f1e")
     pinned = PinnedHostKey.parse(local_host.host_public_key, setting="hostPublicKey")
-    with HostSession.connect(local_host.address, user=local_host.ssh_user, host_key=pinned,
-                             identity=load_private_key_file(local_host.identity_file), connect_timeout=30) as session:
+    with HostSession.connect(
+        local_host.address,
+        user=local_host.ssh_user,
+        host_key=pinned,
+        identity=load_private_key_file(local_host.identity_file),
+        connect_timeout=30,
+    ) as session:
         session.put_file("/etc/prefect-host/e2e-probe.env", secret, mode=0o600, owner="prefect")
         assert session.run("id -un", sudo=True).stdout == "root\n"
         assert session.run("id -un", as_user="prefect").stdout == "prefect\n"
@@ -140,12 +165,14 @@ def test_host_session_puts_private_files_through_sudo(stack, local_host):
 
 def test_a_flow_runs_through_the_written_profile(stack):
     """A real flow run from this machine, configured by nothing but the profile."""
-    code = ("from prefect import flow\n"
-            "@flow\n"
-            "def hello(name: str) -> str:\n"
-            "    return f'hello {name}'\n"
-            "state = hello('e2e', return_state=True)\n"
-            "print(state.state_details.flow_run_id)\n")
+    code = (
+        "from prefect import flow\n"
+        "@flow\n"
+        "def hello(name: str) -> str:\n"
+        "    return f'hello {name}'\n"
+        "state = hello('e2e', return_state=True)\n"
+        "print(state.state_details.flow_run_id)\n"
+    )
     done = stack.run([sys.executable, "-c", code], cwd=stack.laptop_home, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     flow_run_id = done.stdout.strip().splitlines()[-1]
@@ -155,8 +182,9 @@ def test_a_flow_runs_through_the_written_profile(stack):
 
 def test_rerun_changes_nothing_and_restarts_nothing(stack, local_host, record_property):
     before = host_snapshot(stack)
-    run = stack.measured_bootstrap(record_property, "rerun_seconds",
-                                   "re-run on a converged host", "--activate", digits=2)
+    run = stack.measured_bootstrap(
+        record_property, "rerun_seconds", "re-run on a converged host", "--activate", digits=2
+    )
     assert run.changed == []
     after = host_snapshot(stack)
     assert after["files"] == before["files"] and after["pid"] == before["pid"]
@@ -179,8 +207,12 @@ def test_rotated_auth_string_restarts_the_server_once(stack, local_host):
 
 def test_wrong_host_key_is_refused_and_nothing_changes(stack, local_host):
     before = host_snapshot(stack)
-    other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    other = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     run = stack.bootstrap("--host-key", other)
     assert run.returncode == 1
     assert "Host key mismatch" in run.stderr
@@ -190,10 +222,17 @@ def test_wrong_host_key_is_refused_and_nothing_changes(stack, local_host):
 
 def test_user_without_sudo_is_refused_and_nothing_changes(stack, local_host):
     public = local_host.identity_file.with_suffix(".pub").read_text()
-    local_host.guest_exec(["sh", "-c", "id nosudo >/dev/null 2>&1 || useradd -m -s /bin/sh nosudo; "
-                                       "install -d -o nosudo -m 700 /home/nosudo/.ssh; "
-                                       "cat > /home/nosudo/.ssh/authorized_keys; "
-                                       "chown nosudo /home/nosudo/.ssh/authorized_keys"], input=public)
+    local_host.guest_exec(
+        [
+            "sh",
+            "-c",
+            "id nosudo >/dev/null 2>&1 || useradd -m -s /bin/sh nosudo; "
+            "install -d -o nosudo -m 700 /home/nosudo/.ssh; "
+            "cat > /home/nosudo/.ssh/authorized_keys; "
+            "chown nosudo /home/nosudo/.ssh/authorized_keys",
+        ],
+        input=public,
+    )
     before = host_snapshot(stack)
     run = stack.bootstrap("--user", "nosudo", "--identity", str(local_host.identity_file))
     assert run.returncode == 1

@@ -57,11 +57,19 @@ def internal(**overrides) -> CaddySettings:
 
 
 def acme(**overrides) -> CaddySettings:
-    return CaddySettings(**{"mode": "acme", "address": "prefect.example.com", "upstream_port": 4201,
-                            "acme_email": "ops@example.com", **overrides})
+    return CaddySettings(
+        **{
+            "mode": "acme",
+            "address": "prefect.example.com",
+            "upstream_port": 4201,
+            "acme_email": "ops@example.com",
+            **overrides,
+        }
+    )
 
 
 # --- rendering -------------------------------------------------------------------------------
+
 
 def test_internal_mode_serves_the_ip_on_443_and_4200_from_caddys_own_ca():
     text = render_caddyfile(internal())
@@ -90,15 +98,17 @@ def test_acme_mode_defaults_to_lets_encrypt_and_may_omit_the_email():
 def test_port_80_redirects_everything_to_https_and_admin_is_a_socket(settings):
     text = render_caddyfile(settings)
     assert "http://:80 {\n\tredir https://{host}{uri} 308\n}\n" in text
-    assert text.startswith("{\n\tadmin unix//run/caddy/admin.sock\n\thttp_port 80\n\thttps_port 443\n"
-                           "\tauto_https disable_redirects\n")
+    assert text.startswith(
+        "{\n\tadmin unix//run/caddy/admin.sock\n\thttp_port 80\n\thttps_port 443\n\tauto_https disable_redirects\n"
+    )
     assert "\tservers {\n\t\tprotocols h1 h2\n\t}\n" in text
     assert "bind" not in text  # every interface: a cloud VM's public IP is not on one
 
 
 def test_test_ports_and_bind_address_reach_every_listener():
-    text = render_caddyfile(internal(https_ports=(18443, 18420), http_port=18080, bind_address=LOOPBACK,
-                                     admin_socket="/tmp/x/admin.sock"))
+    text = render_caddyfile(
+        internal(https_ports=(18443, 18420), http_port=18080, bind_address=LOOPBACK, admin_socket="/tmp/x/admin.sock")
+    )
     assert "https://203.0.113.10:18443, https://203.0.113.10:18420 {\n\tbind 127.0.0.1\n" in text
     assert "http://:18080 {\n\tbind 127.0.0.1\n\tredir https://{host}:18443{uri} 308\n" in text
     assert "\tadmin unix//tmp/x/admin.sock\n\thttp_port 18080\n\thttps_port 18443\n" in text
@@ -109,29 +119,33 @@ def test_base_url_names_the_port_only_when_it_is_not_443():
     assert acme(https_ports=(8443, 4200)).base_url == "https://prefect.example.com:8443"
 
 
-@pytest.mark.parametrize("make, overrides, words", [
-    (internal, {"mode": "off"}, ["'off'", "internal, acme"]),
-    (internal, {"address": "prefect.example.com"}, ["IPv4", "prefect.example.com"]),
-    (internal, {"address": "2001:db8::1"}, ["IPv4", "2001:db8::1"]),
-    (acme, {"address": "203.0.113.10"}, ["domain", "203.0.113.10"]),
-    (acme, {"address": "Prefect.Example.com"}, ["domain", "Prefect.Example.com"]),
-    (acme, {"address": "localhost"}, ["domain", "localhost"]),
-    (acme, {"address": "a.example.com {\n\trespond hi\n}\nb.example.com"}, ["domain"]),
-    (acme, {"acme_email": "not-an-email"}, ["acmeEmail", "not-an-email"]),
-    (acme, {"acme_email": "ops@example.com {"}, ["acmeEmail"]),
-    (acme, {"acme_directory": "http://acme.example.com/dir"}, ["acmeCa", "https://"]),
-    (acme, {"acme_ca_root": "relative/ca.pem"}, ["acme_ca_root", "absolute"]),
-    (internal, {"acme_ca_root": "/etc/caddy/ca.pem"}, ["acme_ca_root", "tls=acme"]),
-    (internal, {"upstream_port": 4200}, ["4200", "another port"]),
-    (internal, {"upstream_port": 80}, ["80", "another port"]),
-    (internal, {"https_ports": (443, 443)}, ["must all differ"]),
-    (internal, {"http_port": 4200}, ["must all differ"]),
-    (internal, {"https_ports": ()}, ["https_ports"]),
-    (internal, {"http_port": 70000}, ["70000", "1 to 65535"]),
-    (internal, {"upstream_port": "4201"}, ["upstream_port", "'4201'"]),
-    (internal, {"bind_address": "eth0"}, ["bind_address", "eth0"]),
-    (internal, {"admin_socket": "/run/caddy/admin sock"}, ["admin_socket"]),
-], ids=lambda value: None if not isinstance(value, dict) else "-".join(f"{k}" for k in value))
+@pytest.mark.parametrize(
+    "make, overrides, words",
+    [
+        (internal, {"mode": "off"}, ["'off'", "internal, acme"]),
+        (internal, {"address": "prefect.example.com"}, ["IPv4", "prefect.example.com"]),
+        (internal, {"address": "2001:db8::1"}, ["IPv4", "2001:db8::1"]),
+        (acme, {"address": "203.0.113.10"}, ["domain", "203.0.113.10"]),
+        (acme, {"address": "Prefect.Example.com"}, ["domain", "Prefect.Example.com"]),
+        (acme, {"address": "localhost"}, ["domain", "localhost"]),
+        (acme, {"address": "a.example.com {\n\trespond hi\n}\nb.example.com"}, ["domain"]),
+        (acme, {"acme_email": "not-an-email"}, ["acmeEmail", "not-an-email"]),
+        (acme, {"acme_email": "ops@example.com {"}, ["acmeEmail"]),
+        (acme, {"acme_directory": "http://acme.example.com/dir"}, ["acmeCa", "https://"]),
+        (acme, {"acme_ca_root": "relative/ca.pem"}, ["acme_ca_root", "absolute"]),
+        (internal, {"acme_ca_root": "/etc/caddy/ca.pem"}, ["acme_ca_root", "tls=acme"]),
+        (internal, {"upstream_port": 4200}, ["4200", "another port"]),
+        (internal, {"upstream_port": 80}, ["80", "another port"]),
+        (internal, {"https_ports": (443, 443)}, ["must all differ"]),
+        (internal, {"http_port": 4200}, ["must all differ"]),
+        (internal, {"https_ports": ()}, ["https_ports"]),
+        (internal, {"http_port": 70000}, ["70000", "1 to 65535"]),
+        (internal, {"upstream_port": "4201"}, ["upstream_port", "'4201'"]),
+        (internal, {"bind_address": "eth0"}, ["bind_address", "eth0"]),
+        (internal, {"admin_socket": "/run/caddy/admin sock"}, ["admin_socket"]),
+    ],
+    ids=lambda value: None if not isinstance(value, dict) else "-".join(f"{k}" for k in value),
+)
 def test_bad_settings_are_refused_naming_the_setting(make, overrides, words):
     with pytest.raises(TlsConfigError) as error:
         make(**overrides)
@@ -140,6 +154,7 @@ def test_bad_settings_are_refused_naming_the_setting(make, overrides, words):
 
 
 # --- Debian's caddy reads what we render ----------------------------------------------------
+
 
 def caddy_env(home: Path) -> dict[str, str]:
     """Caddy keeps its data under $HOME/.local/share/caddy: a test's own, never root's."""
@@ -153,25 +168,40 @@ def acme_with_private_ca(tmp_path: Path) -> CaddySettings:
     return acme(acme_directory="https://10.77.0.1:14000/dir", acme_ca_root=str(ca_path))
 
 
-@pytest.mark.parametrize("make_settings", [lambda _: internal(), lambda _: acme(),
-                                           lambda _: acme(acme_email=None), acme_with_private_ca],
-                         ids=["internal", "acme", "acme-no-email", "acme-private-ca"])
+@pytest.mark.parametrize(
+    "make_settings",
+    [lambda _: internal(), lambda _: acme(), lambda _: acme(acme_email=None), acme_with_private_ca],
+    ids=["internal", "acme", "acme-no-email", "acme-private-ca"],
+)
 def test_caddy_formats_adapts_and_validates_the_rendered_file(tmp_path, caddy_binary, make_settings):
     settings = make_settings(tmp_path)
     caddyfile = tmp_path / "Caddyfile"
     caddyfile.write_text(render_caddyfile(settings))
     formatted = subprocess.run([caddy_binary, "fmt", str(caddyfile)], capture_output=True, text=True, check=True)
     assert formatted.stdout == caddyfile.read_text()
-    adapted = subprocess.run([caddy_binary, "adapt", "--config", str(caddyfile), "--validate"], capture_output=True,
-                             text=True, env=caddy_env(tmp_path / "home"))
+    adapted = subprocess.run(
+        [caddy_binary, "adapt", "--config", str(caddyfile), "--validate"],
+        capture_output=True,
+        text=True,
+        env=caddy_env(tmp_path / "home"),
+    )
     assert adapted.returncode == 0, adapted.stderr
     config = json.loads(adapted.stdout)
     servers = config["apps"]["http"]["servers"].values()
     assert sorted(server["listen"][0] for server in servers) == [":4200", ":443", ":80"]
     assert all(server["protocols"] == ["h1", "h2"] for server in servers)
     (plain,) = [server for server in servers if server["listen"] == [":80"]]
-    assert plain["routes"] == [{"handle": [{"handler": "static_response", "status_code": 308, "headers": {
-        "Location": ["https://{http.request.host}{http.request.uri}"]}}]}]
+    assert plain["routes"] == [
+        {
+            "handle": [
+                {
+                    "handler": "static_response",
+                    "status_code": 308,
+                    "headers": {"Location": ["https://{http.request.host}{http.request.uri}"]},
+                }
+            ]
+        }
+    ]
     assert config["admin"]["listen"] == "unix//run/caddy/admin.sock"
     (policy,) = config["apps"]["tls"]["automation"]["policies"]
     assert policy["subjects"] == [settings.address]
@@ -196,8 +226,11 @@ def test_hardening_dropin_brings_debians_unit_to_an_ok_exposure(tmp_path, caddy_
     dropin.write_text(HARDENING_DROPIN)
 
     def exposure(root: Path) -> float:
-        out = subprocess.run([analyze, "security", "--offline=yes", f"--root={root}", "--no-pager",
-                              "caddy.service"], capture_output=True, text=True)
+        out = subprocess.run(
+            [analyze, "security", "--offline=yes", f"--root={root}", "--no-pager", "caddy.service"],
+            capture_output=True,
+            text=True,
+        )
         line = next(line for line in out.stdout.splitlines() if "Overall exposure level" in line)
         return float(line.split(":")[1].split()[0])
 
@@ -208,6 +241,7 @@ def test_hardening_dropin_brings_debians_unit_to_an_ok_exposure(tmp_path, caddy_
 
 
 # --- real Caddy processes on loopback ------------------------------------------------------
+
 
 class Upstream:
     """A stand-in for Prefect on loopback: answers every GET with a marker and the path."""
@@ -257,8 +291,12 @@ class CaddyProcess:
         self.caddyfile.write_text(render_caddyfile(settings))
         self.log = tmp_path / "caddy.log"
         with open(self.log, "w") as sink:
-            self.process = subprocess.Popen([caddy, "run", "--config", str(self.caddyfile)], stdout=sink,
-                                            stderr=subprocess.STDOUT, env=caddy_env(self.home))
+            self.process = subprocess.Popen(
+                [caddy, "run", "--config", str(self.caddyfile)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=caddy_env(self.home),
+            )
         try:
             self.wait_for(lambda: port_open(settings.https_ports[-1]) and port_open(settings.http_port), "listening")
         except BaseException:
@@ -277,8 +315,12 @@ class CaddyProcess:
     def reload(self, settings: CaddySettings) -> None:
         """What the unit's ExecReload does: `caddy reload`, through the admin socket."""
         self.caddyfile.write_text(render_caddyfile(settings))
-        subprocess.run([self.caddy, "reload", "--config", str(self.caddyfile)], check=True, capture_output=True,
-                       env=caddy_env(self.home))
+        subprocess.run(
+            [self.caddy, "reload", "--config", str(self.caddyfile)],
+            check=True,
+            capture_output=True,
+            env=caddy_env(self.home),
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -298,9 +340,11 @@ def peer_certificate(port: int, server_name: str, cafile: Path) -> bytes:
     """The certificate served on LOOPBACK:port to a client that asked for server_name and trusts
     only cafile; raises ssl.SSLCertVerificationError when it does not chain to cafile."""
     context = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            return tls.getpeercert(binary_form=True)
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        return tls.getpeercert(binary_form=True)
 
 
 def chains_to(port: int, server_name: str, cafile: Path) -> bool:
@@ -316,15 +360,26 @@ def get(port: int, name: str, path: str, cafile: Path | None = None, scheme: str
     trusting only cafile (None: httpx's default public roots)."""
     verify = ssl.create_default_context(cafile=str(cafile)) if cafile else True
     with httpx.Client(verify=verify, timeout=10) as client:
-        request = client.build_request("GET", f"{scheme}://{LOOPBACK}:{port}{path}",
-                                       headers={"Host": f"{name}:{port}"}, extensions={"sni_hostname": name})
+        request = client.build_request(
+            "GET",
+            f"{scheme}://{LOOPBACK}:{port}{path}",
+            headers={"Host": f"{name}:{port}"},
+            extensions={"sni_hostname": name},
+        )
         return client.send(request)
 
 
 def test_internal_ca_certificate_for_the_public_ip_verifies_on_both_ports(tmp_path, caddy_binary, upstream):
     https_port, alt_port, http_port = free_port(LOOPBACK), free_port(LOOPBACK), free_port(LOOPBACK)
-    settings = CaddySettings("internal", PUBLIC_IP, upstream.port, https_ports=(https_port, alt_port),
-                             http_port=http_port, bind_address=LOOPBACK, admin_socket=str(tmp_path / "admin.sock"))
+    settings = CaddySettings(
+        "internal",
+        PUBLIC_IP,
+        upstream.port,
+        https_ports=(https_port, alt_port),
+        http_port=http_port,
+        bind_address=LOOPBACK,
+        admin_socket=str(tmp_path / "admin.sock"),
+    )
     caddy = CaddyProcess(caddy_binary, tmp_path, settings)
     try:
         # Where the bootstrap reads the root on a host, relative to the caddy user's HOME.
@@ -357,9 +412,17 @@ def test_internal_ca_certificate_for_the_public_ip_verifies_on_both_ports(tmp_pa
         root_before = root.read_bytes()
         other = Upstream()
         try:
-            caddy.reload(CaddySettings("internal", PUBLIC_IP, other.port, https_ports=(https_port, alt_port),
-                                       http_port=http_port, bind_address=LOOPBACK,
-                                       admin_socket=str(tmp_path / "admin.sock")))
+            caddy.reload(
+                CaddySettings(
+                    "internal",
+                    PUBLIC_IP,
+                    other.port,
+                    https_ports=(https_port, alt_port),
+                    http_port=http_port,
+                    bind_address=LOOPBACK,
+                    admin_socket=str(tmp_path / "admin.sock"),
+                )
+            )
             response = get(https_port, PUBLIC_IP, "/after-reload", cafile=root)
             assert response.status_code == 200 and response.text == f"{Upstream.MARKER} /after-reload"
             assert other.requests == ["/after-reload"] and root.read_bytes() == root_before
@@ -374,22 +437,39 @@ def test_acme_certificate_from_pebble_over_http01_chains_to_pebbles_root(tmp_pat
     https_port, alt_port, http_port = free_port(LOOPBACK), free_port(LOOPBACK), free_port(LOOPBACK)
     # Nothing listens on Pebble's TLS-ALPN-01 port, so only HTTP-01 on Caddy's HTTP port can succeed.
     closed_port = free_port(LOOPBACK)
-    with FixedAnswerDns(LOOPBACK, LOOPBACK) as dns, \
-            Pebble(LOOPBACK, dns_server=dns.server, http_port=http_port, tls_port=closed_port,
-                   acme_port=free_port(LOOPBACK), management_port=free_port(LOOPBACK)) as pebble:
+    with (
+        FixedAnswerDns(LOOPBACK, LOOPBACK) as dns,
+        Pebble(
+            LOOPBACK,
+            dns_server=dns.server,
+            http_port=http_port,
+            tls_port=closed_port,
+            acme_port=free_port(LOOPBACK),
+            management_port=free_port(LOOPBACK),
+        ) as pebble,
+    ):
         acme_ca_root = tmp_path / "pebble-tls-ca.pem"
         acme_ca_root.write_text(pebble.tls_ca_pem())
         pebble_root = tmp_path / "pebble-root.pem"
         pebble_root.write_text(pebble.root_ca_pem())
-        settings = CaddySettings("acme", DOMAIN, upstream.port, acme_email="ops@example.com",
-                                 acme_directory=pebble.directory_url, acme_ca_root=str(acme_ca_root),
-                                 https_ports=(https_port, alt_port), http_port=http_port, bind_address=LOOPBACK,
-                                 admin_socket=str(tmp_path / "admin.sock"))
+        settings = CaddySettings(
+            "acme",
+            DOMAIN,
+            upstream.port,
+            acme_email="ops@example.com",
+            acme_directory=pebble.directory_url,
+            acme_ca_root=str(acme_ca_root),
+            https_ports=(https_port, alt_port),
+            http_port=http_port,
+            bind_address=LOOPBACK,
+            admin_socket=str(tmp_path / "admin.sock"),
+        )
         started = time.monotonic()
         caddy = CaddyProcess(caddy_binary, tmp_path, settings)
         try:
-            caddy.wait_for(lambda: chains_to(https_port, DOMAIN, pebble_root), "serving Pebble's certificate",
-                           timeout=60)
+            caddy.wait_for(
+                lambda: chains_to(https_port, DOMAIN, pebble_root), "serving Pebble's certificate", timeout=60
+            )
             print(f"certificate issued by Pebble in {time.monotonic() - started:.1f} s")
             assert '"challenge":"http-01"' in caddy.log.read_text(), pebble.log_tail()
             assert peer_certificate(https_port, DOMAIN, pebble_root) == peer_certificate(alt_port, DOMAIN, pebble_root)

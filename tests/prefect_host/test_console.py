@@ -20,8 +20,10 @@ def test_secrets_are_masked_whole_and_in_parts():
     out, err = io.StringIO(), io.StringIO()
     console = Console(out, err)
     console.add_secret("admin:c0rrect-h0rse")
-    key = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
-           "bm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n")
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
+        "bm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
     console.add_secret(key)
     console.add_secret("abc")  # too short to mask without masking ordinary words
     console.line("auth admin:c0rrect-h0rse and again c0rrect-h0rse; abc stays")
@@ -83,5 +85,6 @@ def test_step_lines_read_back_what_console_step_printed():
     assert [(line.tag, line.name) for line in lines] == [
         ("changed", "write /etc/prefect-host/server.env"),
         ("ok", "verify the server (health, auth, version, UI)"),
-        ("failed", "start the Prefect server")]
+        ("failed", "start the Prefect server"),
+    ]
     assert all(0 <= line.seconds < 5 for line in lines)

@@ -64,18 +64,24 @@ def test_html_page_links_with_hashes_and_relative_urls():
 
 
 def test_pep691_json_page():
-    body = json.dumps({"meta": {"api-version": "1.1"}, "files": [
-        {"filename": name, "url": f"https://files.example/{name}", "hashes": {"sha256": "ab" * 32}}
-        for name in UV_FILES]})
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "files": [
+                {"filename": name, "url": f"https://files.example/{name}", "hashes": {"sha256": "ab" * 32}}
+                for name in UV_FILES
+            ],
+        }
+    )
     links = parse_links(body, "application/vnd.pypi.simple.v1+json", "https://pypi.org/simple/uv/")
     assert links[3] == (UV_FILES[3], f"https://files.example/{UV_FILES[3]}", "ab" * 32)
 
 
 def test_no_wheel_for_the_platform_or_version():
     links = [(name, name, None) for name in UV_FILES]
-    with pytest.raises(FetchError, match="no uv 0.13.8 wheel"):
+    with pytest.raises(FetchError, match=r"no uv 0.13.8 wheel"):
         choose_wheel(links, "0.13.8", compatible_platform_tags("ppc64le", "glibc", (2, 36)))
-    with pytest.raises(FetchError, match="no uv 9.9.9 wheel"):
+    with pytest.raises(FetchError, match=r"no uv 9.9.9 wheel"):
         choose_wheel(links, "9.9.9", compatible_platform_tags("x86_64", "glibc", (2, 36)))
 
 
@@ -115,8 +121,9 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 def _run_script(*args: str) -> subprocess.CompletedProcess:
     """As on the host: the source on stdin of `python3 -`, nothing else importable."""
-    return subprocess.run([sys.executable, "-I", "-", *args], input=SCRIPT.read_bytes(),
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-I", "-", *args], input=SCRIPT.read_bytes(), capture_output=True, timeout=60
+    )
 
 
 def test_fetches_from_find_links_page(index, tmp_path):

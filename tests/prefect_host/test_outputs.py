@@ -6,14 +6,22 @@ from prefect_host.errors import OutputsError
 from prefect_host.outputs import CONDITIONAL_OUTPUTS, INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
 
 GOOD = {
-    "cloud": "aws", "publicIp": "203.0.113.7", "sshUser": "admin",
+    "cloud": "aws",
+    "publicIp": "203.0.113.7",
+    "sshUser": "admin",
     "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n-----END OPENSSH PRIVATE KEY-----\n",
     "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdummy",
-    "apiUrl": "https://203.0.113.7/api", "uiUrl": "https://203.0.113.7", "tlsMode": "internal",
-    "prefectVersion": "3.9.1", "prefectAuthString": "admin:hunter2-very-secret",
-    "bucketName": "prefect-host-dev-abc123", "bucketRegion": "eu-west-1",
-    "iamGroupName": "S3-FullAccess", "iamUserName": "prefect-host-dev",
-    "awsAccessKeyId": "AKIAEXAMPLE", "awsSecretAccessKey": "wJalrXUtnFEMI-secret",
+    "apiUrl": "https://203.0.113.7/api",
+    "uiUrl": "https://203.0.113.7",
+    "tlsMode": "internal",
+    "prefectVersion": "3.9.1",
+    "prefectAuthString": "admin:hunter2-very-secret",
+    "bucketName": "prefect-host-dev-abc123",
+    "bucketRegion": "eu-west-1",
+    "iamGroupName": "S3-FullAccess",
+    "iamUserName": "prefect-host-dev",
+    "awsAccessKeyId": "AKIAEXAMPLE",
+    "awsSecretAccessKey": "wJalrXUtnFEMI-secret",
 }
 
 
@@ -24,7 +32,7 @@ def test_round_trip_keeps_every_name():
 
 
 def test_secrets_are_the_contracted_ones_and_hidden_from_repr():
-    assert SECRET_OUTPUTS == {"prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"}
+    assert {"prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"} == SECRET_OUTPUTS
     text = repr(StackOutputs.from_mapping(GOOD))
     for name in SECRET_OUTPUTS:
         assert GOOD[name] not in text
@@ -32,12 +40,28 @@ def test_secrets_are_the_contracted_ones_and_hidden_from_repr():
 
 
 def test_infra_outputs_are_the_issue_contract():
-    assert INFRA_OUTPUTS == {
-        "cloud", "publicIp", "sshUser", "sshPrivateKey", "hostPublicKey", "apiUrl", "uiUrl",
-        "prefectVersion", "prefectAuthString", "bucketName", "bucketRegion", "iamGroupName",
-        "iamUserName", "awsAccessKeyId", "awsSecretAccessKey", "tlsMode", "domain", "acmeCa", "acmeEmail",
-    }
-    assert CONDITIONAL_OUTPUTS == {"domain", "acmeCa", "acmeEmail"}
+    assert {
+        "cloud",
+        "publicIp",
+        "sshUser",
+        "sshPrivateKey",
+        "hostPublicKey",
+        "apiUrl",
+        "uiUrl",
+        "prefectVersion",
+        "prefectAuthString",
+        "bucketName",
+        "bucketRegion",
+        "iamGroupName",
+        "iamUserName",
+        "awsAccessKeyId",
+        "awsSecretAccessKey",
+        "tlsMode",
+        "domain",
+        "acmeCa",
+        "acmeEmail",
+    } == INFRA_OUTPUTS
+    assert {"domain", "acmeCa", "acmeEmail"} == CONDITIONAL_OUTPUTS
 
 
 def test_private_key_is_optional():
@@ -92,9 +116,15 @@ def test_from_stack_without_cli_says_so(monkeypatch):
         StackOutputs.from_stack("dev")
 
 
-ACME = dict(GOOD, apiUrl="https://prefect.example.com/api", uiUrl="https://prefect.example.com", tlsMode="acme",
-            domain="prefect.example.com", acmeCa="https://acme-v02.api.letsencrypt.org/directory",
-            acmeEmail="ops@example.com")
+ACME = dict(
+    GOOD,
+    apiUrl="https://prefect.example.com/api",
+    uiUrl="https://prefect.example.com",
+    tlsMode="acme",
+    domain="prefect.example.com",
+    acmeCa="https://acme-v02.api.letsencrypt.org/directory",
+    acmeEmail="ops@example.com",
+)
 PLAINTEXT = dict(GOOD, apiUrl="http://203.0.113.7:4200/api", uiUrl="http://203.0.113.7:4200", tlsMode="off")
 
 
@@ -124,18 +154,21 @@ def test_outputs_from_before_tls_are_the_plaintext_server_they_describe():
         StackOutputs.from_mapping(no_mode)
 
 
-@pytest.mark.parametrize("data, words", [
-    (dict(GOOD, tlsMode="auto"), ["tlsMode", "'auto'", "acme, internal, off"]),
-    (dict(GOOD, tlsMode="off"), ["apiUrl", "https://203.0.113.7/api", "tlsMode off", "http://"]),
-    (dict(PLAINTEXT, tlsMode="internal"), ["apiUrl", "tlsMode internal", "https://"]),
-    (dict(GOOD, uiUrl="http://203.0.113.7:4200"), ["uiUrl", "https://"]),
-    ({k: v for k, v in ACME.items() if k != "domain"}, ["tlsMode acme", "domain"]),
-    ({k: v for k, v in ACME.items() if k != "acmeCa"}, ["tlsMode acme", "acmeCa"]),
-    (dict(GOOD, acmeCa="https://acme.example/dir"), ["acmeCa", "only apply to tlsMode acme", "internal"]),
-    (dict(PLAINTEXT, acmeEmail="ops@example.com"), ["acmeEmail", "tlsMode is off"]),
-    (dict(GOOD, domain="prefect.example.com"), ["tlsMode internal", "prefect.example.com"]),
-    (dict(ACME, domain=""), ["domain", "non-empty string"]),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (dict(GOOD, tlsMode="auto"), ["tlsMode", "'auto'", "acme, internal, off"]),
+        (dict(GOOD, tlsMode="off"), ["apiUrl", "https://203.0.113.7/api", "tlsMode off", "http://"]),
+        (dict(PLAINTEXT, tlsMode="internal"), ["apiUrl", "tlsMode internal", "https://"]),
+        (dict(GOOD, uiUrl="http://203.0.113.7:4200"), ["uiUrl", "https://"]),
+        ({k: v for k, v in ACME.items() if k != "domain"}, ["tlsMode acme", "domain"]),
+        ({k: v for k, v in ACME.items() if k != "acmeCa"}, ["tlsMode acme", "acmeCa"]),
+        (dict(GOOD, acmeCa="https://acme.example/dir"), ["acmeCa", "only apply to tlsMode acme", "internal"]),
+        (dict(PLAINTEXT, acmeEmail="ops@example.com"), ["acmeEmail", "tlsMode is off"]),
+        (dict(GOOD, domain="prefect.example.com"), ["tlsMode internal", "prefect.example.com"]),
+        (dict(ACME, domain=""), ["domain", "non-empty string"]),
+    ],
+)
 def test_inconsistent_tls_outputs_are_named(data, words):
     with pytest.raises(OutputsError) as error:
         StackOutputs.from_mapping(data)

@@ -32,6 +32,6 @@ def test_a_secret_in_a_plaintext_request_is_found_and_tls_is_told_apart():
         server.server_close()
     assert capture.frames > 0 and capture.dropped == 0
     assert capture.hits == []  # never whole in one segment
-    (needle, flow), = capture.plaintext_hits()
+    ((needle, flow),) = capture.plaintext_hits()
     assert needle == secret and flow.server == ("127.0.0.1", port) and not flow.tls
     assert sum(1 for f in capture.flows.values() if f.tls) == 1

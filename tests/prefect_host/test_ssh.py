@@ -3,6 +3,7 @@ commands), plus the key parsing and file-writing helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -31,10 +32,8 @@ from prefect_host.ssh import (
 
 
 def _openssh_private(key: ed25519.Ed25519PrivateKey, password: bytes | None = None) -> str:
-    encryption = (serialization.BestAvailableEncryption(password) if password
-                  else serialization.NoEncryption())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                             encryption).decode()
+    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption).decode()
 
 
 def _public_line(key: paramiko.PKey) -> str:
@@ -68,8 +67,9 @@ class _Server(paramiko.ServerInterface):
 
 def _serve_exec(channel: paramiko.Channel, command: str) -> None:
     """Run `command` with sh like sshd does, pumping the three streams concurrently."""
-    proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
     def feed() -> None:
         try:
@@ -78,18 +78,18 @@ def _serve_exec(channel: paramiko.Channel, command: str) -> None:
         except (OSError, EOFError):
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
 
     def pump(stream, send) -> None:
         while data := stream.read1(65536):
             send(data)
 
-    threads = [threading.Thread(target=feed, daemon=True),
-               threading.Thread(target=pump, args=(proc.stdout, channel.sendall), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, channel.sendall_stderr), daemon=True)]
+    threads = [
+        threading.Thread(target=feed, daemon=True),
+        threading.Thread(target=pump, args=(proc.stdout, channel.sendall), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, channel.sendall_stderr), daemon=True),
+    ]
     for thread in threads:
         thread.start()
     threads[1].join()
@@ -140,10 +140,8 @@ def ssh_server_factory() -> Iterator:
                 for key in (*server.other_host_keys, server.host_key):
                     transport.add_server_key(key)
                 transports.append(transport)
-                try:
+                with contextlib.suppress(paramiko.SSHException, EOFError):
                     transport.start_server(server=_Server(server.client_key, server.log))
-                except (paramiko.SSHException, EOFError):
-                    pass
 
         threading.Thread(target=accept, daemon=True).start()
 
@@ -168,8 +166,13 @@ def server(ssh_server_factory) -> SshServer:
 
 
 def _connect(server: SshServer, **kwargs) -> HostSession:
-    options = {"user": "admin", "identity": server.client_key, "host_key": server.pinned(),
-               "port": server.port, "connect_timeout": 10}
+    options = {
+        "user": "admin",
+        "identity": server.client_key,
+        "host_key": server.pinned(),
+        "port": server.port,
+        "connect_timeout": 10,
+    }
     options.update(kwargs)
     return HostSession.connect("127.0.0.1", **options)
 
@@ -183,8 +186,9 @@ def test_run_returns_output_and_status(server):
 
 def test_big_stdout_and_stderr_together_do_not_deadlock(server):
     with _connect(server) as session:
-        result = session.run("head -c 4000000 /dev/zero | tr '\\0' a; head -c 3000000 /dev/zero | tr '\\0' b >&2",
-                             timeout=60)
+        result = session.run(
+            "head -c 4000000 /dev/zero | tr '\\0' a; head -c 3000000 /dev/zero | tr '\\0' b >&2", timeout=60
+        )
     assert len(result.stdout) == 4_000_000 and set(result.stdout) == {"a"}
     assert len(result.stderr) == 3_000_000 and set(result.stderr) == {"b"}
 
@@ -243,9 +247,10 @@ def test_connect_retries_until_sshd_is_up(ssh_server_factory):
 def test_connect_gives_up_after_the_timeout():
     pinned = PinnedHostKey.parse(_public_line(_new_key()), setting="--host-key")
     started = time.monotonic()
-    with pytest.raises(ConnectError, match="within 2 s.*connection refused"):
-        HostSession.connect("127.0.0.1", port=_free_port(), user="admin", identity=_new_key(),
-                            host_key=pinned, connect_timeout=2)
+    with pytest.raises(ConnectError, match=r"within 2 s.*connection refused"):
+        HostSession.connect(
+            "127.0.0.1", port=_free_port(), user="admin", identity=_new_key(), host_key=pinned, connect_timeout=2
+        )
     assert 1.9 < time.monotonic() - started < 5
 
 
@@ -296,8 +301,7 @@ def test_write_file_script_writes_atomically_with_mode(tmp_path):
     assert target.read_bytes() == b"KEY='value'\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["secret.env"]  # no temp file left
-    subprocess.run(["sh", "-c", write_file_script(str(target), mode=0o644, owner=owner)], input=b"new\n",
-                   check=True)
+    subprocess.run(["sh", "-c", write_file_script(str(target), mode=0o644, owner=owner)], input=b"new\n", check=True)
     assert target.read_bytes() == b"new\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
@@ -305,8 +309,12 @@ def test_sudo_command_quotes_and_never_prompts():
     command = sudo_command("echo 'a b' && id", as_user="prefect", cwd="/var/lib/prefect")
     assert command.startswith("sudo -n -u prefect -- sh -c ")
     # The shell sees exactly one argument after -c: the cd plus the script.
-    argv = subprocess.run(["python3", "-c", "import shlex,sys; print(shlex.split(sys.argv[1])[-1])", command],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    argv = subprocess.run(
+        ["python3", "-c", "import shlex,sys; print(shlex.split(sys.argv[1])[-1])", command],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert argv == "cd /var/lib/prefect && echo 'a b' && id"
 
 

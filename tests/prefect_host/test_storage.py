@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from prefect_host.storage import StorageError, block_slug, prefect_api, probe_bucket, register_blocks
 
 
@@ -31,8 +32,11 @@ def test_probe_with_a_wrong_secret_names_the_refused_call_not_the_secret(stack_o
     message = str(caught.value)
     assert "PutObject" in message and "SignatureDoesNotMatch" in message
     assert repr(stack_outputs.bucket_name) in message and stack_outputs.aws_access_key_id in message
-    leaked = [name for name, value in (("wrong secret", wrong), ("real secret", stack_outputs.aws_secret_access_key))
-              if value in message]
+    leaked = [
+        name
+        for name, value in (("wrong secret", wrong), ("real secret", stack_outputs.aws_secret_access_key))
+        if value in message
+    ]
     assert leaked == []
     # Retried with backoff until the deadline, and not much longer.
     assert int(re.search(r"after (\d+) attempt", message).group(1)) > 1
@@ -42,15 +46,28 @@ def test_probe_with_a_wrong_secret_names_the_refused_call_not_the_secret(stack_o
 def test_probe_names_get_object_when_the_policy_allows_only_put(stack_outputs, s3_server):
     iam = s3_server.client("iam")
     iam.create_group(GroupName="put-only")
-    iam.put_group_policy(GroupName="put-only", PolicyName="put", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:PutObject",
-                       "Resource": f"arn:aws:s3:::{stack_outputs.bucket_name}/*"}]}))
+    iam.put_group_policy(
+        GroupName="put-only",
+        PolicyName="put",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{stack_outputs.bucket_name}/*",
+                    }
+                ],
+            }
+        ),
+    )
     iam.create_user(UserName="put-only-user")
     iam.add_user_to_group(GroupName="put-only", UserName="put-only-user")
     key = iam.create_access_key(UserName="put-only-user")["AccessKey"]
-    outputs = dataclasses.replace(stack_outputs, aws_access_key_id=key["AccessKeyId"],
-                                  aws_secret_access_key=key["SecretAccessKey"])
+    outputs = dataclasses.replace(
+        stack_outputs, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
+    )
     with pytest.raises(StorageError, match=r"GetObject .* refused with AccessDenied"):
         probe_bucket(outputs, deadline_s=1)
 
@@ -60,10 +77,10 @@ def test_probe_waits_for_a_key_whose_policy_arrives_late(stack_outputs, s3_serve
     iam = s3_server.client("iam")
     iam.create_user(UserName="late-user")
     key = iam.create_access_key(UserName="late-user")["AccessKey"]
-    outputs = dataclasses.replace(stack_outputs, aws_access_key_id=key["AccessKeyId"],
-                                  aws_secret_access_key=key["SecretAccessKey"])
-    grant = threading.Timer(2.0, iam.add_user_to_group, kwargs={"GroupName": "S3-FullAccess",
-                                                                "UserName": "late-user"})
+    outputs = dataclasses.replace(
+        stack_outputs, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
+    )
+    grant = threading.Timer(2.0, iam.add_user_to_group, kwargs={"GroupName": "S3-FullAccess", "UserName": "late-user"})
     grant.start()
     try:
         attempts = probe_bucket(outputs, deadline_s=30)
@@ -78,7 +95,8 @@ def test_blocks_registered_with_endpoint_and_the_secret_masked(stack_outputs, la
     assert laptop.blocks.credentials_slug == "aws-credentials/laptop-test"
     assert laptop.blocks.profile_settings() == {
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/laptop-test-results",
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    }
     with prefect_api(stack_outputs.api_url, stack_outputs.prefect_auth_string), get_client(sync_client=True) as client:
         creds = client.read_block_document_by_name("laptop-test", "aws-credentials", include_secrets=False)
         bucket = client.read_block_document_by_name("laptop-test-results", "s3-bucket", include_secrets=False)
@@ -107,9 +125,13 @@ def _documents(outputs, profile):
 
     slug = block_slug(profile)
     with prefect_api(outputs.api_url, outputs.prefect_auth_string), get_client(sync_client=True) as client:
-        return [(d.id, d.updated) for d in (
-            client.read_block_document_by_name(slug, "aws-credentials"),
-            client.read_block_document_by_name(f"{slug}-results", "s3-bucket"))]
+        return [
+            (d.id, d.updated)
+            for d in (
+                client.read_block_document_by_name(slug, "aws-credentials"),
+                client.read_block_document_by_name(f"{slug}-results", "s3-bucket"),
+            )
+        ]
 
 
 def test_registering_again_changes_nothing(stack_outputs):
@@ -127,8 +149,9 @@ def test_a_rotated_key_updates_only_the_credentials_block(stack_outputs, s3_serv
     register_blocks(stack_outputs.api_url, stack_outputs.prefect_auth_string, stack_outputs, "rotation")
     (creds_before, bucket_before) = _documents(stack_outputs, "rotation")
     key = s3_server.client("iam").create_access_key(UserName="prefect-host-test")["AccessKey"]
-    rotated = dataclasses.replace(stack_outputs, aws_access_key_id=key["AccessKeyId"],
-                                  aws_secret_access_key=key["SecretAccessKey"])
+    rotated = dataclasses.replace(
+        stack_outputs, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
+    )
     result = register_blocks(rotated.api_url, rotated.prefect_auth_string, rotated, "rotation")
     assert result.changed == ("aws-credentials/rotation",)
     (creds_after, bucket_after) = _documents(stack_outputs, "rotation")
@@ -149,4 +172,3 @@ def test_profile_names_become_block_names():
     assert block_slug("Team_A.prod") == "team-a-prod"
     with pytest.raises(StorageError, match="profile name '__'"):
         block_slug("__")
-

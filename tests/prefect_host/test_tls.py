@@ -34,13 +34,29 @@ DOMAIN = "prefect.example.com"
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 MIRROR = "deb [trusted=yes] http://10.77.0.1:8123/ ./"
 BASE = {
-    "cloud": "aws", "publicIp": IP, "sshUser": "admin", "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdummy",
-    "prefectVersion": "3.9.1", "prefectAuthString": "admin:hunter2", "bucketName": "b-1", "bucketRegion": "eu-west-1",
-    "iamGroupName": "S3-FullAccess", "iamUserName": "u", "awsAccessKeyId": "AKIA", "awsSecretAccessKey": "s",
+    "cloud": "aws",
+    "publicIp": IP,
+    "sshUser": "admin",
+    "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdummy",
+    "prefectVersion": "3.9.1",
+    "prefectAuthString": "admin:hunter2",
+    "bucketName": "b-1",
+    "bucketRegion": "eu-west-1",
+    "iamGroupName": "S3-FullAccess",
+    "iamUserName": "u",
+    "awsAccessKeyId": "AKIA",
+    "awsSecretAccessKey": "s",
 }
 INTERNAL = {**BASE, "apiUrl": f"https://{IP}/api", "uiUrl": f"https://{IP}", "tlsMode": "internal"}
-ACME = {**BASE, "apiUrl": f"https://{DOMAIN}/api", "uiUrl": f"https://{DOMAIN}", "tlsMode": "acme",
-        "domain": DOMAIN, "acmeCa": LETS_ENCRYPT, "acmeEmail": "ops@example.com"}
+ACME = {
+    **BASE,
+    "apiUrl": f"https://{DOMAIN}/api",
+    "uiUrl": f"https://{DOMAIN}",
+    "tlsMode": "acme",
+    "domain": DOMAIN,
+    "acmeCa": LETS_ENCRYPT,
+    "acmeEmail": "ops@example.com",
+}
 PLAINTEXT = {**BASE, "apiUrl": f"http://{IP}:4200/api", "uiUrl": f"http://{IP}:4200", "tlsMode": "off"}
 
 
@@ -62,6 +78,7 @@ def leaf_pem(tmp_path_factory) -> str:
 
 # --- settings from the outputs ----------------------------------------------------------------
 
+
 def test_internal_serves_the_public_ip_with_prefect_behind_on_loopback_4201():
     settings = settings_from_outputs(outputs(INTERNAL))
     assert (settings.mode, settings.address, settings.apt_source) == ("internal", IP, None)
@@ -73,11 +90,13 @@ def test_internal_serves_the_public_ip_with_prefect_behind_on_loopback_4201():
 
 def test_acme_takes_domain_email_and_directory_from_the_outputs(ca_pem):
     plain = caddy_settings(settings_from_outputs(outputs(ACME)))
-    assert plain == CaddySettings("acme", DOMAIN, UPSTREAM_PORT, acme_email="ops@example.com",
-                                  acme_directory=LETS_ENCRYPT)
+    assert plain == CaddySettings(
+        "acme", DOMAIN, UPSTREAM_PORT, acme_email="ops@example.com", acme_directory=LETS_ENCRYPT
+    )
     assert "acme_ca_root" not in render_caddyfile(plain)
-    pebble = settings_from_outputs(outputs(ACME, acmeCa="https://10.77.0.1:14000/dir"), acme_ca_root_pem=ca_pem,
-                                   apt_source=MIRROR)
+    pebble = settings_from_outputs(
+        outputs(ACME, acmeCa="https://10.77.0.1:14000/dir"), acme_ca_root_pem=ca_pem, apt_source=MIRROR
+    )
     caddyfile = render_caddyfile(caddy_settings(pebble))
     assert f"acme_ca_root {ACME_CA_ROOT_PATH}" in caddyfile and "acme_ca https://10.77.0.1:14000/dir" in caddyfile
     assert (pebble.acme_ca_root_pem, pebble.apt_source) == (ca_pem, MIRROR)
@@ -88,17 +107,30 @@ def test_plaintext_has_no_caddy_settings_but_keeps_the_apt_source():
     assert (settings.mode, settings.address, settings.apt_source) == ("off", None, MIRROR)
 
 
-@pytest.mark.parametrize("data, kwargs, words", [
-    (dict(INTERNAL, apiUrl="https://198.51.100.1/api", uiUrl="https://198.51.100.1"), {},
-     ["apiUrl", "https://198.51.100.1/api", f"https://{IP}/api", "publicIp"]),
-    (dict(ACME, apiUrl=f"https://{IP}/api", uiUrl=f"https://{IP}"), {}, ["apiUrl", f"https://{DOMAIN}/api", "domain"]),
-    (dict(ACME, domain="prefect_host.example.com", apiUrl="https://prefect_host.example.com/api"), {},
-     ["domain", "prefect_host.example.com", "not a DNS name"]),
-    (dict(ACME, acmeEmail="ops at example.com"), {}, ["acmeEmail", "ops at example.com"]),
-    (INTERNAL, {"acme_ca_root_pem": "x"}, ["--acme-ca-root", "tlsMode acme", "internal"]),
-    (ACME, {"apt_source": "http://10.77.0.1/ ./"}, ["--apt-source", "http://10.77.0.1/ ./", "deb "]),
-    (ACME, {"apt_source": MIRROR + "\ndeb http://evil.example/ ./"}, ["--apt-source"]),
-])
+@pytest.mark.parametrize(
+    "data, kwargs, words",
+    [
+        (
+            dict(INTERNAL, apiUrl="https://198.51.100.1/api", uiUrl="https://198.51.100.1"),
+            {},
+            ["apiUrl", "https://198.51.100.1/api", f"https://{IP}/api", "publicIp"],
+        ),
+        (
+            dict(ACME, apiUrl=f"https://{IP}/api", uiUrl=f"https://{IP}"),
+            {},
+            ["apiUrl", f"https://{DOMAIN}/api", "domain"],
+        ),
+        (
+            dict(ACME, domain="prefect_host.example.com", apiUrl="https://prefect_host.example.com/api"),
+            {},
+            ["domain", "prefect_host.example.com", "not a DNS name"],
+        ),
+        (dict(ACME, acmeEmail="ops at example.com"), {}, ["acmeEmail", "ops at example.com"]),
+        (INTERNAL, {"acme_ca_root_pem": "x"}, ["--acme-ca-root", "tlsMode acme", "internal"]),
+        (ACME, {"apt_source": "http://10.77.0.1/ ./"}, ["--apt-source", "http://10.77.0.1/ ./", "deb "]),
+        (ACME, {"apt_source": MIRROR + "\ndeb http://evil.example/ ./"}, ["--apt-source"]),
+    ],
+)
 def test_inconsistent_settings_are_refused_naming_them(data, kwargs, words):
     with pytest.raises(TlsConfigError) as error:
         settings_from_outputs(outputs(data), **kwargs)
@@ -117,13 +149,18 @@ def test_ca_fingerprint_is_the_one_openssl_and_browsers_show(tmp_path, ca_pem):
     ca = load_ca_certificate(ca_pem, source="the host")
     path = tmp_path / "ca.pem"
     path.write_text(ca_pem)
-    openssl = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(path)],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    openssl = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert openssl == f"sha256 Fingerprint={ca.fingerprint}" or openssl == f"SHA256 Fingerprint={ca.fingerprint}"
     assert ca.pem == ca_pem
 
 
 # --- waiting for a trusted certificate ---------------------------------------------------------
+
 
 class TlsServer:
     """Accepts TLS handshakes on loopback with a certificate for 127.0.0.1 from its own CA."""
@@ -185,7 +222,8 @@ def test_acme_timeout_names_the_likely_causes_with_what_dns_says():
     assert "ports 80 and 443" in message and "allowedCidrs" in message and "rate-limited" in message
     unknown = TlsSettings(mode="acme", address="prefect-host.invalid", acme_directory=LETS_ENCRYPT)
     assert "prefect-host.invalid does not resolve here" in str(
-        certificate_timeout_error(unknown, public_ip=IP, waited=5, last="x"))
+        certificate_timeout_error(unknown, public_ip=IP, waited=5, last="x")
+    )
     internal = TlsSettings(mode="internal", address=IP)
     assert "CA read from the host" in str(certificate_timeout_error(internal, public_ip=IP, waited=5, last="x"))
 
@@ -194,5 +232,7 @@ def test_browser_hint_names_the_file_and_fingerprint(ca_pem):
     ca = load_ca_certificate(ca_pem, source="test")
     lines = browser_trust_hint("/home/me/.prefect/p-ca.pem", ca.fingerprint)
     assert lines[0] == "CA certificate: /home/me/.prefect/p-ca.pem" and ca.fingerprint in lines[1]
-    assert any("certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i /home/me/.prefect/p-ca.pem" in line
-               for line in lines)
+    assert any(
+        "certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i /home/me/.prefect/p-ca.pem" in line
+        for line in lines
+    )

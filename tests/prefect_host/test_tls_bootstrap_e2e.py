@@ -32,17 +32,19 @@ import pytest
 
 from e2e_support import (
     Stack,
+    acme_tls,
     basic_credentials,
+    caddy_apt_repo,
     completed_run,
     files_state,
     host_outputs,
     https_request,
+    internal_tls,
     laptop_env,
     s3_outputs,
 )
 from packet_capture import PacketCapture
 from prefect_host.caddy import INTERNAL_CA_ROOT_PATH
-from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
 from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
 from prefect_host.tls import load_ca_certificate
 
@@ -73,15 +75,26 @@ class TlsStack(Stack):
 @pytest.fixture(scope="module")
 def stack(module_host, module_package_index, module_s3_server, tmp_path_factory) -> TlsStack:
     ip = module_host.address
-    outputs = host_outputs(module_host, apiUrl=f"https://{ip}/api", uiUrl=f"https://{ip}", tlsMode="internal",
-                           prefectAuthString=AUTH, **s3_outputs(module_s3_server, BUCKET, user="prefect-host-tls-e2e"))
+    outputs = host_outputs(
+        module_host,
+        **internal_tls(ip),
+        prefectAuthString=AUTH,
+        **s3_outputs(module_s3_server, BUCKET, user="prefect-host-tls-e2e"),
+    )
     needles = [AUTH.encode(), AUTH.split(":", 1)[1].encode(), basic(AUTH), basic(CANARY)]
-    with AptRepoServer(ensure_apt_repo(("caddy",), suite="trixie"), module_host.gateway) as apt, \
-            PacketCapture(module_host.veth, needles, server_ip=ip, watch_ports={80, 443, 4200}) as capture:
-        result = TlsStack.create(module_host, tmp_path_factory.mktemp("tls-e2e"), profile=PROFILE, outputs=outputs,
-                                 bootstrap_args=["--find-links", module_package_index.url,
-                                                 "--apt-source", apt.source_line],
-                                 s3=module_s3_server, with_project=True)
+    with (
+        caddy_apt_repo(module_host) as apt,
+        PacketCapture(module_host.veth, needles, server_ip=ip, watch_ports={80, 443, 4200}) as capture,
+    ):
+        result = TlsStack.create(
+            module_host,
+            tmp_path_factory.mktemp("tls-e2e"),
+            profile=PROFILE,
+            outputs=outputs,
+            bootstrap_args=["--find-links", module_package_index.url, "--apt-source", apt.source_line],
+            s3=module_s3_server,
+            with_project=True,
+        )
         result.capture = capture
         yield result
 
@@ -91,9 +104,12 @@ def pebble(stack) -> Pebble:
     """Pebble on the gateway, validating the test domain at the guest (FixedAnswerDns), for the
     rest of the module: its root changes at every start."""
     gateway = stack.host.gateway
-    with FixedAnswerDns(gateway, stack.ip) as dns, \
-            Pebble(gateway, dns_server=dns.server, acme_port=free_port(gateway),
-                   management_port=free_port(gateway)) as server:
+    with (
+        FixedAnswerDns(gateway, stack.ip) as dns,
+        Pebble(
+            gateway, dns_server=dns.server, acme_port=free_port(gateway), management_port=free_port(gateway)
+        ) as server,
+    ):
         yield server
 
 
@@ -126,28 +142,47 @@ def https(stack: TlsStack, url: str, cafile: Path | None, **kwargs) -> httpx.Res
 
 
 def assert_ran_on_the_host(stack: TlsStack, flow_run_name: str, cafile: Path) -> None:
-    [flow_run] = https(stack, f"{stack.outputs['apiUrl']}/flow_runs/filter", cafile, method="POST",
-                       json={"flow_runs": {"name": {"any_": [flow_run_name]}}}, auth=stack.auth).json()
+    [flow_run] = https(
+        stack,
+        f"{stack.outputs['apiUrl']}/flow_runs/filter",
+        cafile,
+        method="POST",
+        json={"flow_runs": {"name": {"any_": [flow_run_name]}}},
+        auth=stack.auth,
+    ).json()
     stack.assert_the_hosts_worker_ran(flow_run)
 
 
 # --- internal mode ------------------------------------------------------------------------------
 
+
 def test_fresh_install_serves_https_only_with_the_ca_pinned_in_the_profile(stack, record_property):
-    run = stack.measured_bootstrap(record_property, "fresh_bootstrap_with_caddy_seconds",
-                                   "fresh bootstrap, internal TLS, storage and a worker", "--activate")
+    run = stack.measured_bootstrap(
+        record_property,
+        "fresh_bootstrap_with_caddy_seconds",
+        "fresh bootstrap, internal TLS, storage and a worker",
+        "--activate",
+    )
     # Caddy's install and files overlap Prefect's (concurrent lanes); Caddy starts, and takes ports 80, 443
     # and 4200, only once the Prefect server has started (on loopback).
     changed = run.changed
     caddy = [name for name in changed if "caddy" in name.lower()]
-    assert caddy == ["install caddy (apt)", "write /etc/caddy/Caddyfile", "sandbox caddy.service",
-                     "enable caddy.service", "start Caddy"]
+    assert caddy == [
+        "install caddy (apt)",
+        "write /etc/caddy/Caddyfile",
+        "sandbox caddy.service",
+        "enable caddy.service",
+        "start Caddy",
+    ]
     assert changed.index("start the Prefect server") < changed.index("start Caddy")
     assert changed.index("start Caddy") < changed.index("process work pool 'default'")
     assert run.step("read Caddy's CA certificate") == "ok"
     assert run.step(f"TLS certificate for {stack.ip} from the host's own CA") == "ok"
-    assert changed[-3:] == [f"CA certificate for profile {PROFILE}", f"storage block s3-bucket/{PROFILE}-results",
-                            f"profile {PROFILE}: write it, reach the server through it"]
+    assert changed[-3:] == [
+        f"CA certificate for profile {PROFILE}",
+        f"storage block s3-bucket/{PROFILE}-results",
+        f"profile {PROFILE}: write it, reach the server through it",
+    ]
 
     # The CA the profile pins is the host's, and the summary shows its fingerprint and how to trust it.
     host_ca = load_ca_certificate(stack.guest(f"cat {INTERNAL_CA_ROOT_PATH}"), source="the guest")
@@ -186,16 +221,24 @@ def test_a_deployment_runs_on_the_hosts_worker_and_a_flow_on_the_laptop(stack, r
     record_property("deploy_run_now_over_tls_seconds", round(time.monotonic() - started, 1))
     assert_ran_on_the_host(stack, flow_run, stack.ca_file)
     stack.run_flow_on_the_laptop(cwd=stack.project)
-    runs = https(stack, f"{stack.outputs['apiUrl']}/flow_runs/filter", stack.ca_file, method="POST",
-                 json={"flows": {"name": {"any_": ["on-the-laptop"]}}}, auth=stack.auth).json()
+    runs = https(
+        stack,
+        f"{stack.outputs['apiUrl']}/flow_runs/filter",
+        stack.ca_file,
+        method="POST",
+        json={"flows": {"name": {"any_": ["on-the-laptop"]}}},
+        auth=stack.auth,
+    ).json()
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
 
 
 def test_a_client_without_the_ca_is_refused(stack, tmp_path):
     """Prefect's own client, with the URL and auth string but without the pinned CA."""
-    code = ("from prefect.client.orchestration import get_client\n"
-            "with get_client(sync_client=True) as client:\n"
-            "    print(client.api_version())\n")
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    print(client.api_version())\n"
+    )
     env = laptop_env(tmp_path / "stranger", PREFECT_API_URL=stack.outputs["apiUrl"], PREFECT_API_AUTH_STRING=AUTH)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in done.stderr
@@ -204,19 +247,33 @@ def test_a_client_without_the_ca_is_refused(stack, tmp_path):
 
 
 def snapshot(stack: TlsStack) -> dict:
-    files = ["/etc/prefect-host/server.env", "/etc/prefect-host/worker.env", "/etc/caddy/Caddyfile",
-             "/etc/prefect-host/caddy.applied", "/etc/systemd/system/caddy.service.d/10-prefect-host-hardening.conf"]
-    return {"files": files_state(stack, files, stat_format="%n %Y"),
-            "pids": {unit: stack.main_pid(unit) for unit in ("caddy.service", "prefect-server.service",
-                                                               "prefect-worker@1.service")},
-            # systemd logs each `systemctl reload caddy` as Reloading/Reloaded.
-            "caddy_reloads": stack.guest("journalctl -u caddy.service -o cat --no-pager | grep -c Reload || true")}
+    files = [
+        "/etc/prefect-host/server.env",
+        "/etc/prefect-host/worker.env",
+        "/etc/caddy/Caddyfile",
+        "/etc/prefect-host/caddy.applied",
+        "/etc/systemd/system/caddy.service.d/10-prefect-host-hardening.conf",
+    ]
+    return {
+        "files": files_state(stack, files, stat_format="%n %Y"),
+        "pids": {
+            unit: stack.main_pid(unit)
+            for unit in ("caddy.service", "prefect-server.service", "prefect-worker@1.service")
+        },
+        # systemd logs each `systemctl reload caddy` as Reloading/Reloaded.
+        "caddy_reloads": stack.guest("journalctl -u caddy.service -o cat --no-pager | grep -c Reload || true"),
+    }
 
 
 def test_a_rerun_changes_nothing_and_reloads_nothing(stack, record_property):
     before = snapshot(stack)
-    run = stack.measured_bootstrap(record_property, "rerun_with_tls_seconds",
-                                   "re-run on a converged host with internal TLS", "--activate", digits=2)
+    run = stack.measured_bootstrap(
+        record_property,
+        "rerun_with_tls_seconds",
+        "re-run on a converged host with internal TLS",
+        "--activate",
+        digits=2,
+    )
     assert run.changed == []
     assert snapshot(stack) == before  # no file written, no process restarted, no reload
 
@@ -267,17 +324,21 @@ def test_latency_of_a_small_api_call_through_tls_and_on_loopback(stack, record_p
         "call(); times = []\n"
         "for _ in range(200):\n"
         "    started = time.perf_counter(); call(); times.append(time.perf_counter() - started)\n"
-        "print(statistics.median(times))\n")
+        "print(statistics.median(times))\n"
+    )
     loopback = float(stack.host.guest_exec(["python3", "-c", loopback_script], input=AUTH).stdout)
     tls_median = statistics.median(tls)
     record_property("api_call_tls_median_ms", round(tls_median * 1000, 2))
     record_property("api_call_loopback_median_ms", round(loopback * 1000, 2))
-    print(f"\nGET /api/admin/version, median of 200: through TLS {tls_median * 1000:.2f} ms, "
-          f"loopback plaintext on the host {loopback * 1000:.2f} ms")
+    print(
+        f"\nGET /api/admin/version, median of 200: through TLS {tls_median * 1000:.2f} ms, "
+        f"loopback plaintext on the host {loopback * 1000:.2f} ms"
+    )
     assert tls_median > 0 and loopback > 0
 
 
 # --- acme mode, then a reboot -------------------------------------------------------------------
+
 
 def test_switching_to_acme_reloads_caddy_and_keeps_the_server_running(stack, pebble, tmp_path_factory):
     work = tmp_path_factory.mktemp("acme")
@@ -287,8 +348,7 @@ def test_switching_to_acme_reloads_caddy_and_keeps_the_server_running(stack, peb
     pebble_tls_ca, pebble_root = work / "pebble-tls-ca.pem", work / "pebble-root.pem"
     pebble_tls_ca.write_text(pebble.tls_ca_pem())
     pebble_root.write_text(pebble.root_ca_pem())
-    stack.outputs.update(apiUrl=f"https://{DOMAIN}/api", uiUrl=f"https://{DOMAIN}", tlsMode="acme", domain=DOMAIN,
-                         acmeCa=pebble.directory_url, acmeEmail="ops@example.com")
+    stack.outputs.update(acme_tls(DOMAIN, pebble.directory_url))
     stack.write_outputs()
     internal_ca = Path(shutil.copy(stack.ca_file, work / "internal-ca.pem"))
     before = snapshot(stack)
@@ -337,6 +397,7 @@ def test_the_worker_runs_deployments_after_the_switch_and_after_a_reboot(stack):
 
 # --- what crossed the network ---------------------------------------------------------------------
 
+
 def test_no_request_carrying_the_auth_string_crossed_the_veth_in_clear_text(stack, record_property):
     # The positive control: a plaintext request with a stand-in auth header is seen, so the
     # capture would have seen the real one.
@@ -348,8 +409,10 @@ def test_no_request_carrying_the_auth_string_crossed_the_veth_in_clear_text(stac
     plaintext = [f for f in capture.flows.values() if not f.tls]
     record_property("captured_frames", capture.frames)
     assert capture.drops() == 0  # the kernel handed every frame to the capture
-    print(f"\ncaptured {capture.frames} frames; flows to 80/443/4200: {len(tls_flows)} TLS, {len(plaintext)} plain; "
-          f"payload bytes by guest port: {dict(capture.bytes_by_port)}")
+    print(
+        f"\ncaptured {capture.frames} frames; flows to 80/443/4200: {len(tls_flows)} TLS, {len(plaintext)} plain; "
+        f"payload bytes by guest port: {dict(capture.bytes_by_port)}"
+    )
     assert 4201 not in capture.bytes_by_port  # nobody reached Prefect itself from outside
     canary = basic(CANARY)
     assert [needle for needle, _ in capture.plaintext_hits()] == [canary]
@@ -358,8 +421,9 @@ def test_no_request_carrying_the_auth_string_crossed_the_veth_in_clear_text(stac
     # Every plaintext flow to the guest's web ports: the redirect, Pebble's validation and this test's probes.
     for flow in plaintext:
         request_line = bytes(flow.client_bytes).split(b"\r\n", 1)[0]
-        assert b"authorization" not in bytes(flow.client_bytes).lower() or basic(CANARY) in flow.client_bytes, \
+        assert b"authorization" not in bytes(flow.client_bytes).lower() or basic(CANARY) in flow.client_bytes, (
             request_line
+        )
 
 
 def test_no_secret_in_any_output_nor_in_the_hosts_journal(stack):

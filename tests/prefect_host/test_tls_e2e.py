@@ -1,6 +1,7 @@
-"""Caddy's service declaration (prefect_host.services.caddy) through the planner and the apply loop on a real booted Debian 13 guest of their own, nothing mocked: Caddy
-installed with apt from the local repository (the guest has no internet), restarted once onto its
-sandbox and Caddyfile, internal TLS verified with the CA read over SSH, a re-run with no steps, a
+"""Caddy's service declaration (prefect_host.services.caddy) through the planner and the apply loop
+on a real booted Debian 13 guest of their own, nothing mocked: Caddy installed with apt from the
+local repository (the guest has no internet), restarted once onto its sandbox and Caddyfile,
+internal TLS verified with the CA read over SSH, a re-run with no steps, a
 switch to ACME (Pebble on the gateway) applied by a reload, a reboot, and tls off.
 
 A stand-in for Prefect (python3's http.server on 127.0.0.1:4201) is the upstream: these tests are
@@ -19,16 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e_support import build_outputs, https_request
+from e2e_support import acme_tls, build_outputs, caddy_apt_repo, https_request, internal_tls
 from prefect_host.caddy import HARDENING_DROPIN_PATH
-from prefect_host.local import LocalHost, build_image
-from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
-from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
-from prefect_host.outputs import StackOutputs
 from prefect_host.console import Console
 from prefect_host.host.apply import apply
 from prefect_host.host.facts import gather_facts
 from prefect_host.host.planner import all_steps, plan
+from prefect_host.local import LocalHost, build_image
+from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
+from prefect_host.outputs import StackOutputs
 from prefect_host.services.caddy import caddy_service, read_internal_ca_root
 from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key_file
 from prefect_host.tls import UPSTREAM_PORT, load_ca_certificate, settings_from_outputs
@@ -51,8 +51,7 @@ class Guest:
 
     def outputs(self, **changes) -> StackOutputs:
         """Internal TLS for the guest's IP, unless `changes` say otherwise."""
-        internal = {"hostPublicKey": self.host.host_public_key, "apiUrl": f"https://{self.ip}/api",
-                    "uiUrl": f"https://{self.ip}", "tlsMode": "internal"}
+        internal = {"hostPublicKey": self.host.host_public_key, **internal_tls(self.ip)}
         return StackOutputs.from_mapping(build_outputs(self.ip, **(internal | changes)))
 
     def converge(self, settings) -> list[str]:
@@ -68,24 +67,34 @@ class Guest:
 
 
 def connect(host) -> HostSession:
-    return HostSession.connect(host.address, user=host.ssh_user, identity=load_private_key_file(host.identity_file),
-                               host_key=PinnedHostKey.parse(host.host_public_key, setting="test"), connect_timeout=60)
+    return HostSession.connect(
+        host.address,
+        user=host.ssh_user,
+        identity=load_private_key_file(host.identity_file),
+        host_key=PinnedHostKey.parse(host.host_public_key, setting="test"),
+        connect_timeout=60,
+    )
 
 
 def start_upstream(session: HostSession) -> None:
     """The stand-in for Prefect on loopback only, answering GET /api/health."""
-    session.run("mkdir -p /srv/fake-prefect/api && printf true > /srv/fake-prefect/api/health && "
-                f"systemd-run --quiet --unit=fake-prefect python3 -m http.server --bind 127.0.0.1 "
-                f"--directory /srv/fake-prefect {UPSTREAM_PORT}", sudo=True)
-    session.run(f"for i in $(seq 50); do python3 -c \"import urllib.request; urllib.request.urlopen("
-                f"'http://127.0.0.1:{UPSTREAM_PORT}/api/health')\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1")
+    session.run(
+        "mkdir -p /srv/fake-prefect/api && printf true > /srv/fake-prefect/api/health && "
+        f"systemd-run --quiet --unit=fake-prefect python3 -m http.server --bind 127.0.0.1 "
+        f"--directory /srv/fake-prefect {UPSTREAM_PORT}",
+        sudo=True,
+    )
+    session.run(
+        f'for i in $(seq 50); do python3 -c "import urllib.request; urllib.request.urlopen('
+        f"'http://127.0.0.1:{UPSTREAM_PORT}/api/health')\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+    )
 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory) -> Iterator[Guest]:
     with LocalHost.create(build_image()) as host:
         host.boot()
-        with AptRepoServer(ensure_apt_repo(("caddy",), suite="trixie"), host.gateway) as apt:
+        with caddy_apt_repo(host) as apt:
             session = connect(host)
             try:
                 start_upstream(session)
@@ -97,8 +106,10 @@ def guest(tmp_path_factory) -> Iterator[Guest]:
 def served_chain_verifies(ip: str, port: int, server_name: str, cafile: Path) -> bool:
     context = ssl.create_default_context(cafile=str(cafile))
     try:
-        with socket.create_connection((ip, port), timeout=5) as raw, \
-                context.wrap_socket(raw, server_hostname=server_name):
+        with (
+            socket.create_connection((ip, port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=server_name),
+        ):
             return True
     except (ssl.SSLError, OSError):
         return False
@@ -118,8 +129,13 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     started = time.monotonic()
     steps = guest.converge(settings)
     print(f"fresh Caddy (apt install, files, restart): {time.monotonic() - started:.1f} s")
-    assert steps == ["install caddy (apt)", "write /etc/caddy/Caddyfile", "sandbox caddy.service",
-                     "enable caddy.service", "start Caddy"]
+    assert steps == [
+        "install caddy (apt)",
+        "write /etc/caddy/Caddyfile",
+        "sandbox caddy.service",
+        "enable caddy.service",
+        "start Caddy",
+    ]
     # apt read only the given source, in lists of its own: the guest's apt state holds nothing of it.
     lists = guest.session.run("ls /var/lib/apt/lists").stdout
     assert guest.host.gateway not in lists
@@ -145,8 +161,9 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     state = guest.caddy("ActiveState", "User", "ProtectSystem", "DropInPaths", "MainPID")
     assert state["ActiveState"] == "active" and state["User"] == "caddy" and state["ProtectSystem"] == "strict"
     assert HARDENING_DROPIN_PATH in state["DropInPaths"]
-    admin_tcp = guest.session.run("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 2019), 2)\"",
-                                  check=False)
+    admin_tcp = guest.session.run(
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 2019), 2)\"", check=False
+    )
     assert admin_tcp.exit_status != 0 and "ConnectionRefusedError" in admin_tcp.stderr
     exposure = guest.session.run("systemd-analyze security caddy.service --no-pager | tail -n 1", sudo=True).stdout
     print(f"caddy.service: {exposure.strip()}")
@@ -160,18 +177,29 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
 
 def test_switch_to_acme_with_pebble_is_a_reload(guest, tmp_path):
     before = guest.caddy("MainPID", "ExecMainStartTimestampMonotonic")
-    with FixedAnswerDns(guest.host.gateway, guest.ip) as dns, \
-            Pebble(guest.host.gateway, dns_server=dns.server, acme_port=free_port(guest.host.gateway),
-                   management_port=free_port(guest.host.gateway)) as pebble:
-        outputs = guest.outputs(apiUrl=f"https://{DOMAIN}/api", uiUrl=f"https://{DOMAIN}", tlsMode="acme",
-                                domain=DOMAIN, acmeCa=pebble.directory_url, acmeEmail="ops@example.com")
+    with (
+        FixedAnswerDns(guest.host.gateway, guest.ip) as dns,
+        Pebble(
+            guest.host.gateway,
+            dns_server=dns.server,
+            acme_port=free_port(guest.host.gateway),
+            management_port=free_port(guest.host.gateway),
+        ) as pebble,
+    ):
+        outputs = guest.outputs(**acme_tls(DOMAIN, pebble.directory_url))
         settings = settings_from_outputs(outputs, acme_ca_root_pem=pebble.tls_ca_pem(), apt_source=guest.apt_source)
-        assert guest.converge(settings) == ["write /etc/caddy/Caddyfile", "write /etc/caddy/acme-ca-root.pem",
-                                            "reload Caddy"]
+        assert guest.converge(settings) == [
+            "write /etc/caddy/Caddyfile",
+            "write /etc/caddy/acme-ca-root.pem",
+            "reload Caddy",
+        ]
         pebble_root = tmp_path / "pebble-root.pem"
         pebble_root.write_text(pebble.root_ca_pem())
-        issued = wait_for(lambda: served_chain_verifies(guest.ip, 443, DOMAIN, pebble_root),
-                          "serving a certificate from Pebble", timeout=90)
+        issued = wait_for(
+            lambda: served_chain_verifies(guest.ip, 443, DOMAIN, pebble_root),
+            "serving a certificate from Pebble",
+            timeout=90,
+        )
         print(f"certificate from Pebble served {issued:.1f} s after the reload")
         assert served_chain_verifies(guest.ip, 4200, DOMAIN, pebble_root)
         response = https_request(f"https://{DOMAIN}/api/health", pebble_root, resolve=(DOMAIN, guest.ip), timeout=10)
@@ -191,8 +219,9 @@ def test_switch_to_acme_with_pebble_is_a_reload(guest, tmp_path):
         assert "certificate obtained successfully" in log
 
         # tls off: Caddy stops for good (it would hold port 4200); a re-run does nothing more.
-        off = settings_from_outputs(guest.outputs(apiUrl=f"http://{guest.ip}:4200/api", uiUrl=f"http://{guest.ip}:4200",
-                                                  tlsMode="off"))
+        off = settings_from_outputs(
+            guest.outputs(apiUrl=f"http://{guest.ip}:4200/api", uiUrl=f"http://{guest.ip}:4200", tlsMode="off")
+        )
         assert guest.converge(off) == ["stop and disable caddy.service (tls off)"]
         assert guest.converge(off) == []
         with pytest.raises(httpx.ConnectError):

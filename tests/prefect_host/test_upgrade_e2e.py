@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import REPO, Stack, host_outputs, s3_outputs
-from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
+from e2e_support import REPO, Stack, caddy_apt_repo, host_outputs, internal_tls, s3_outputs
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +35,14 @@ SERVICES = {
 @pytest.fixture(scope="module")
 def previous_release(tmp_path_factory) -> Path:
     """The previous release's prefect_host/ and scripts/, extracted from git."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE, "prefect_host", "scripts"],
-                             capture_output=True, check=False)
-    assert archive.returncode == 0, (f"git archive {PREVIOUS_RELEASE} failed (a shallow clone?): "
-                                     f"{archive.stderr.decode()[-500:]}")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE, "prefect_host", "scripts"],
+        capture_output=True,
+        check=False,
+    )
+    assert archive.returncode == 0, (
+        f"git archive {PREVIOUS_RELEASE} failed (a shallow clone?): {archive.stderr.decode()[-500:]}"
+    )
     destination = tmp_path_factory.mktemp("previous-release")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(destination, filter="data")
@@ -48,25 +51,49 @@ def previous_release(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(module_host, module_package_index, module_s3_server, tmp_path_factory):
-    ip = module_host.address
-    outputs = host_outputs(module_host, apiUrl=f"https://{ip}/api", uiUrl=f"https://{ip}", tlsMode="internal",
-                           **s3_outputs(module_s3_server, "prefect-host-upgrade-e2e", user="prefect-host-upgrade"))
-    with AptRepoServer(ensure_apt_repo(("caddy",), suite="trixie"), module_host.gateway) as apt:
-        yield Stack.create(module_host, tmp_path_factory.mktemp("upgrade-e2e"), profile=PROFILE, outputs=outputs,
-                           bootstrap_args=["--find-links", module_package_index.url, "--apt-source", apt.source_line],
-                           s3=module_s3_server)
+    outputs = host_outputs(
+        module_host,
+        **internal_tls(module_host.address),
+        **s3_outputs(module_s3_server, "prefect-host-upgrade-e2e", user="prefect-host-upgrade"),
+    )
+    with caddy_apt_repo(module_host) as apt:
+        yield Stack.create(
+            module_host,
+            tmp_path_factory.mktemp("upgrade-e2e"),
+            profile=PROFILE,
+            outputs=outputs,
+            bootstrap_args=["--find-links", module_package_index.url, "--apt-source", apt.source_line],
+            s3=module_s3_server,
+        )
 
 
 def previous_bootstrap(stack: Stack, release: Path):
     """The previous release's scripts/bootstrap.py, importing its own prefect_host first."""
-    command = ["env", f"PYTHONPATH={release}", sys.executable, str(release / "scripts" / "bootstrap.py"),
-               "--outputs", str(stack.outputs_path), *stack.bootstrap_args, "--profile", PROFILE]
+    command = [
+        "env",
+        f"PYTHONPATH={release}",
+        sys.executable,
+        str(release / "scripts" / "bootstrap.py"),
+        "--outputs",
+        str(stack.outputs_path),
+        *stack.bootstrap_args,
+        "--profile",
+        PROFILE,
+    ]
     return stack.run(command, cwd=release)
 
 
 def test_the_previous_release_runs_its_own_code(stack, previous_release):
-    probe = stack.run(["env", f"PYTHONPATH={previous_release}", sys.executable, "-c",
-                       "import prefect_host.bootstrap as b; print(b.__file__)"], cwd=previous_release.parent)
+    probe = stack.run(
+        [
+            "env",
+            f"PYTHONPATH={previous_release}",
+            sys.executable,
+            "-c",
+            "import prefect_host.bootstrap as b; print(b.__file__)",
+        ],
+        cwd=previous_release.parent,
+    )
     assert probe.stdout.strip() == str(previous_release / "prefect_host" / "bootstrap.py")
 
 
@@ -80,8 +107,11 @@ def test_a_host_of_the_previous_release_converges_with_at_most_one_restart_per_s
     assert new.returncode == 0, new.printed
     print(f"\nthis release after the previous one:\n{new.stdout}")
     for unit, names in SERVICES.items():
-        announced = [step for step in new.changed
-                     if step.split(" ", 1)[0] in ("restart", "reload") and step.split(" ", 1)[1] in names]
+        announced = [
+            step
+            for step in new.changed
+            if step.split(" ", 1)[0] in ("restart", "reload") and step.split(" ", 1)[1] in names
+        ]
         assert len(announced) <= 1, (unit, announced)
         restarted = stack.main_pid(unit) != pids[unit]
         assert restarted == any(step.startswith("restart ") for step in announced), (unit, announced, new.stdout)

@@ -82,7 +82,7 @@ def test_health_is_polled_until_true(fake, client):
 def test_health_times_out_with_the_last_error(fake, client):
     fake.healthy_after = 10**6
     started = time.monotonic()
-    with pytest.raises(VerifyError, match="did not answer true within 0.3 s.*connection refused"):
+    with pytest.raises(VerifyError, match=r"did not answer true within 0.3 s.*connection refused"):
         wait_until_healthy(client, API, timeout=0.3, poll_every=0.01)
     assert time.monotonic() - started < 2
 
@@ -101,8 +101,11 @@ def test_correct_server_passes(fake, client):
     """It passes after asking all three questions: auth refused without credentials, the version with them,
     and where the UI calls the API."""
     assert check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1") is None
-    assert fake.requests == [("GET", "/api/admin/version", False), ("GET", "/api/admin/version", True),
-                             ("GET", "/ui-settings", False)]
+    assert fake.requests == [
+        ("GET", "/api/admin/version", False),
+        ("GET", "/api/admin/version", True),
+        ("GET", "/ui-settings", False),
+    ]
 
 
 def test_server_without_auth_fails(fake, client):
@@ -118,21 +121,29 @@ def test_wrong_credentials_fail(client):
 
 def test_other_version_fails(fake, client):
     fake.version = "3.8.3"
-    with pytest.raises(VerifyError, match="'3.8.3', but prefectVersion is '3.9.1'"):
+    with pytest.raises(VerifyError, match=r"'3.8.3', but prefectVersion is '3.9.1'"):
         check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
 
 
 def test_ui_pointing_elsewhere_fails(fake, client):
     fake.ui_api_url = "http://0.0.0.0:4200/api"
-    with pytest.raises(VerifyError, match="0.0.0.0"):
+    with pytest.raises(VerifyError, match=r"0.0.0.0"):
         check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
 
 
-@pytest.mark.parametrize("ui_api_url, ok", [
-    ("/api", True), (API, True), (API + "/", True), ("/other/api", False), ("", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "ui_api_url, ok",
+    [
+        ("/api", True),
+        (API, True),
+        (API + "/", True),
+        ("/other/api", False),
+        ("", False),
+        (None, False),
+    ],
+)
 def test_the_ui_may_call_the_api_on_its_own_origin(fake, client, ui_api_url, ok):
-    """"/api" is what the bootstrap sets: the browser resolves it against the UI's address."""
+    """ "/api" is what the bootstrap sets: the browser resolves it against the UI's address."""
     fake.ui_api_url = ui_api_url
     if ok:
         check_server(client, api_url=API, auth_string=AUTH, prefect_version="3.9.1")
@@ -143,20 +154,34 @@ def test_the_ui_may_call_the_api_on_its_own_origin(fake, client, ui_api_url, ok)
 
 def test_work_pool_is_created_once(fake, client):
     template = {"job_configuration": {"command": "{{ command }}"}, "variables": {"properties": {}}}
-    assert ensure_work_pool(client, api_url=API, auth_string=AUTH, name="default", pool_type="process",
-                            base_job_template=lambda: template) is True
+    assert (
+        ensure_work_pool(
+            client,
+            api_url=API,
+            auth_string=AUTH,
+            name="default",
+            pool_type="process",
+            base_job_template=lambda: template,
+        )
+        is True
+    )
     assert fake.posts == [{"name": "default", "type": "process", "base_job_template": template}]
 
     def never():
         raise AssertionError("the template is only built when the pool must be created")
 
-    assert ensure_work_pool(client, api_url=API, auth_string=AUTH, name="default", pool_type="process",
-                            base_job_template=never) is False
+    assert (
+        ensure_work_pool(
+            client, api_url=API, auth_string=AUTH, name="default", pool_type="process", base_job_template=never
+        )
+        is False
+    )
     assert len(fake.posts) == 1
 
 
 def test_work_pool_of_another_type_is_an_error(fake, client):
     fake.pools["default"] = {"name": "default", "type": "kubernetes"}
     with pytest.raises(VerifyError, match="type 'kubernetes', not 'process'"):
-        ensure_work_pool(client, api_url=API, auth_string=AUTH, name="default", pool_type="process",
-                         base_job_template=dict)
+        ensure_work_pool(
+            client, api_url=API, auth_string=AUTH, name="default", pool_type="process", base_job_template=dict
+        )

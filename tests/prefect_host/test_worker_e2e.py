@@ -36,14 +36,21 @@ WORKER = "prefect-worker@1.service"
 
 @pytest.fixture(scope="module")
 def stack(module_host, module_package_index, module_s3_server, tmp_path_factory) -> Stack:
-    outputs = host_outputs(module_host, prefectAuthString=AUTH,
-                           **s3_outputs(module_s3_server, BUCKET, user="prefect-host-worker-e2e"))
+    outputs = host_outputs(
+        module_host, prefectAuthString=AUTH, **s3_outputs(module_s3_server, BUCKET, user="prefect-host-worker-e2e")
+    )
     # Nothing listens there: every bootstrap below passes --s3-endpoint-url, which must win.
     outputs["s3EndpointUrl"] = "http://127.0.0.1:9"
-    return Stack.create(module_host, tmp_path_factory.mktemp("worker-e2e"), profile=PROFILE, outputs=outputs,
-                        bootstrap_args=["--find-links", module_package_index.url,
-                                        "--s3-endpoint-url", module_s3_server.endpoint_url],
-                        s3=module_s3_server, extra_secrets=(WRONG_SECRET,), with_project=True)
+    return Stack.create(
+        module_host,
+        tmp_path_factory.mktemp("worker-e2e"),
+        profile=PROFILE,
+        outputs=outputs,
+        bootstrap_args=["--find-links", module_package_index.url, "--s3-endpoint-url", module_s3_server.endpoint_url],
+        s3=module_s3_server,
+        extra_secrets=(WRONG_SECRET,),
+        with_project=True,
+    )
 
 
 def api(stack: Stack, method: str, path: str, **kwargs) -> httpx.Response:
@@ -71,13 +78,22 @@ def bucket_keys(stack: Stack, prefix: str) -> list[str]:
 
 def host_snapshot(stack: Stack) -> dict:
     """What a converged or refused run must leave as it was."""
-    files = ["/etc/prefect-host/server.env", "/etc/prefect-host/worker.env", "/etc/prefect-host/worker.applied",
-             "/etc/systemd/system/prefect-worker@.service", "/etc/systemd/system/prefect-server.service"]
-    return {"files": files_state(stack, files),
-            "server": stack.main_pid("prefect-server.service"),
-            "worker": stack.main_pid(WORKER),
-            "blocks": [(b["id"], b["updated"]) for b in (block(stack, "aws-credentials", SLUG),
-                                                         block(stack, "s3-bucket", f"{SLUG}-results"))]}
+    files = [
+        "/etc/prefect-host/server.env",
+        "/etc/prefect-host/worker.env",
+        "/etc/prefect-host/worker.applied",
+        "/etc/systemd/system/prefect-worker@.service",
+        "/etc/systemd/system/prefect-server.service",
+    ]
+    return {
+        "files": files_state(stack, files),
+        "server": stack.main_pid("prefect-server.service"),
+        "worker": stack.main_pid(WORKER),
+        "blocks": [
+            (b["id"], b["updated"])
+            for b in (block(stack, "aws-credentials", SLUG), block(stack, "s3-bucket", f"{SLUG}-results"))
+        ],
+    }
 
 
 def result_key(run: CompletedRun) -> str:
@@ -88,8 +104,7 @@ def result_key(run: CompletedRun) -> str:
 
 
 def assert_ran_on_the_host(stack: Stack, flow_run_name: str) -> None:
-    [flow_run] = api(stack, "POST", "/flow_runs/filter",
-                     json={"flow_runs": {"name": {"any_": [flow_run_name]}}}).json()
+    [flow_run] = api(stack, "POST", "/flow_runs/filter", json={"flow_runs": {"name": {"any_": [flow_run_name]}}}).json()
     stack.assert_the_hosts_worker_ran(flow_run)
 
 
@@ -102,19 +117,29 @@ def result_summary(stack: Stack, key: str) -> dict:
 
 # --- the tests, in order ------------------------------------------------------------------------
 
+
 def test_fresh_bootstrap_probes_the_bucket_registers_the_blocks_and_starts_a_worker(stack, record_property):
-    run = stack.measured_bootstrap(record_property, "fresh_bootstrap_with_storage_and_worker_seconds",
-                                   "fresh bootstrap with storage and a worker", "--activate")
+    run = stack.measured_bootstrap(
+        record_property,
+        "fresh_bootstrap_with_storage_and_worker_seconds",
+        "fresh bootstrap with storage and a worker",
+        "--activate",
+    )
     tags = [step.tag for step in run.steps]
     probe = next(i for i, step in enumerate(run.steps) if step.name == f"S3 bucket {BUCKET}: put, get, delete")
     assert tags[probe] == "ok"
     assert probe < tags.index("changed")  # proven before the first change
     steps = run.changed
     assert "install prefect 3.9.1 and prefect-aws 0.7.12" in steps
-    assert steps[steps.index("process work pool 'default'"):] == [
-        "process work pool 'default'", "write /etc/prefect-host/worker.env", "install prefect-worker@.service",
-        "enable prefect-worker@1", "start prefect-worker@1", f"storage block {RESULTS_BLOCK}",
-        f"profile {PROFILE}: write it, reach the server through it"]
+    assert steps[steps.index("process work pool 'default'") :] == [
+        "process work pool 'default'",
+        "write /etc/prefect-host/worker.env",
+        "install prefect-worker@.service",
+        "enable prefect-worker@1",
+        "start prefect-worker@1",
+        f"storage block {RESULTS_BLOCK}",
+        f"profile {PROFILE}: write it, reach the server through it",
+    ]
     assert run.step(f"worker {stack.hostname}-1 polling pool 'default'") == "ok"
     assert f"results: s3://{BUCKET}/results/ (block {RESULTS_BLOCK})" in run.stdout
     assert "workers: 1 on the VM, polling work pool 'default'" in run.stdout
@@ -184,8 +209,11 @@ def test_a_wrong_secret_key_fails_the_probe_and_nothing_changes(stack):
     assert run.returncode == 1
     print(f"\nwrong secret key refused after {run.seconds:.1f} s:\n{run.stderr}")
     [error] = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert f"S3 probe: PutObject on bucket '{BUCKET}' at {stack.s3.endpoint_url} was refused with " \
-           "SignatureDoesNotMatch" in error and "awsSecretAccessKey" in error
+    assert (
+        f"S3 probe: PutObject on bucket '{BUCKET}' at {stack.s3.endpoint_url} was refused with SignatureDoesNotMatch"
+        in error
+        and "awsSecretAccessKey" in error
+    )
     assert run.step(f"S3 bucket {BUCKET}: put, get, delete") == "failed"
     assert run.changed == []
     assert host_snapshot(stack) == before  # nothing on the host, no block saved
@@ -198,8 +226,12 @@ def wait_for_new_worker(stack: Stack, old_pid: int, timeout: float = 120) -> int
     while time.monotonic() < deadline:
         pid = stack.main_pid(WORKER)
         if pid not in (0, old_pid):
-            started = float(stack.guest(f"systemctl show --timestamp=unix -p ActiveEnterTimestamp --value {WORKER}")
-                            .strip().lstrip("@") or "inf")
+            started = float(
+                stack.guest(f"systemctl show --timestamp=unix -p ActiveEnterTimestamp --value {WORKER}")
+                .strip()
+                .lstrip("@")
+                or "inf"
+            )
             try:
                 record = workers_in_pool(stack).get(f"{hostname}-1") or {}
             except httpx.HTTPError:  # the server is still starting
@@ -236,8 +268,13 @@ def test_rerunning_bootstrap_and_deploy_changes_nothing(stack, record_property):
     before = host_snapshot(stack)
     existing = deployment(stack, FLOW)
     code = bucket_keys(stack, f"flows/{FLOW}/")
-    run = stack.measured_bootstrap(record_property, "rerun_with_storage_seconds",
-                                   "re-run on a converged host, storage and worker included", "--activate", digits=2)
+    run = stack.measured_bootstrap(
+        record_property,
+        "rerun_with_storage_seconds",
+        "re-run on a converged host, storage and worker included",
+        "--activate",
+        digits=2,
+    )
     assert run.changed == []
     assert host_snapshot(stack) == before
 
@@ -246,8 +283,11 @@ def test_rerunning_bootstrap_and_deploy_changes_nothing(stack, record_property):
     assert "0 uploaded, 2 unchanged, 0 removed" in again.stdout
     assert f"s3-bucket/{SLUG}-flows-{FLOW} unchanged" in again.stdout and f"{FLOW}/{FLOW} unchanged" in again.stdout
     after = deployment(stack, FLOW)
-    assert (after["id"], after["updated"], after["version"]) == (existing["id"], existing["updated"],
-                                                                 existing["version"])
+    assert (after["id"], after["updated"], after["version"]) == (
+        existing["id"],
+        existing["updated"],
+        existing["version"],
+    )
     assert [s["id"] for s in after["schedules"]] == [s["id"] for s in existing["schedules"]]
     assert bucket_keys(stack, f"flows/{FLOW}/") == code
 
@@ -265,8 +305,10 @@ def test_workers_scale_up_and_down(stack):
     assert down.changed == ["stop and disable prefect-worker@{2,3}"]
     for i in (2, 3):
         unit = f"prefect-worker@{i}.service"
-        assert stack.guest(f"systemctl is-enabled {unit}; systemctl is-active {unit}", check=False).split() == \
-            ["disabled", "inactive"]
+        assert stack.guest(f"systemctl is-enabled {unit}; systemctl is-active {unit}", check=False).split() == [
+            "disabled",
+            "inactive",
+        ]
     assert {f"{hostname}-{i}" for i in (2, 3)}.isdisjoint(workers_in_pool(stack))  # gone, not "offline"
     assert stack.bootstrap().changed == []
 

@@ -29,10 +29,10 @@ def _free_port() -> int:
 
 def _key_pair() -> tuple[str, str]:
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return private, public
 
 
@@ -42,11 +42,21 @@ _, HOST_KEY = _key_pair()
 
 def outputs(**changes) -> dict:
     data = {
-        "cloud": "aws", "publicIp": "127.0.0.1", "sshUser": "admin", "hostPublicKey": HOST_KEY,
-        "apiUrl": f"http://127.0.0.1:{_free_port()}/api", "uiUrl": "http://127.0.0.1:4200",
-        "prefectVersion": "3.9.1", "prefectAuthString": AUTH, "bucketName": "b", "bucketRegion": "eu-west-1",
-        "iamGroupName": "S3-FullAccess", "iamUserName": "u", "awsAccessKeyId": "AKIAEXAMPLE",
-        "awsSecretAccessKey": AWS_SECRET, "sshPrivateKey": PRIVATE_KEY,
+        "cloud": "aws",
+        "publicIp": "127.0.0.1",
+        "sshUser": "admin",
+        "hostPublicKey": HOST_KEY,
+        "apiUrl": f"http://127.0.0.1:{_free_port()}/api",
+        "uiUrl": "http://127.0.0.1:4200",
+        "prefectVersion": "3.9.1",
+        "prefectAuthString": AUTH,
+        "bucketName": "b",
+        "bucketRegion": "eu-west-1",
+        "iamGroupName": "S3-FullAccess",
+        "iamUserName": "u",
+        "awsAccessKeyId": "AKIAEXAMPLE",
+        "awsSecretAccessKey": AWS_SECRET,
+        "sshPrivateKey": PRIVATE_KEY,
     }
     data.update(changes)
     return {k: v for k, v in data.items() if v is not None}
@@ -58,14 +68,16 @@ def outputs_file(tmp_path):
         path = tmp_path / "outputs.json"
         path.write_text(data if isinstance(data, str) else json.dumps(data))
         return str(path)
+
     return write
 
 
 def run_cli(*args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base["PREFECT_HOME"] = str(tmp_path / "laptop-prefect")
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                            env={**base, **(env or {})}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=120
+    )
     printed = result.stdout + result.stderr
     assert "Traceback" not in printed
     for secret in (AUTH, AUTH.split(":", 1)[1], AWS_SECRET, *PRIVATE_KEY.splitlines()[1:-1]):
@@ -110,22 +122,26 @@ def test_unknown_flag_is_a_usage_error(tmp_path):
 
 
 def test_index_url_and_find_links_exclude_each_other(tmp_path):
-    result = run_cli("--outputs", "x.json", "--index-url", "https://a/simple", "--find-links", "http://b/",
-                     tmp_path=tmp_path)
+    result = run_cli(
+        "--outputs", "x.json", "--index-url", "https://a/simple", "--find-links", "http://b/", tmp_path=tmp_path
+    )
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--connect-timeout", "0"], "--connect-timeout 0.0: must be a number of seconds > 0"),
-    (["--find-links", "file:///wheels"], "--find-links 'file:///wheels': must be an http:// or https:// URL"),
-    (["--profile", "my profile"], "--profile 'my profile'"),
-    (["--user", "Root;rm"], "--user 'Root;rm': not a valid Unix user name"),
-    (["--host-key", "ssh-ed25519 bm90IGEga2V5"], "--host-key / hostPublicKey"),
-    (["--identity", "/nonexistent/id"], "--identity /nonexistent/id: cannot read the file"),
-    (["--workers", "99"], "--workers 99: must be a whole number from 0 to 16"),
-    (["--s3-endpoint-url", "minio:9000"], "--s3-endpoint-url 'minio:9000': must be an http:// or https:// URL"),
-    (["--no-storage", "--s3-endpoint-url", "http://minio:9000"], "--s3-endpoint-url and --no-storage"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--connect-timeout", "0"], "--connect-timeout 0.0: must be a number of seconds > 0"),
+        (["--find-links", "file:///wheels"], "--find-links 'file:///wheels': must be an http:// or https:// URL"),
+        (["--profile", "my profile"], "--profile 'my profile'"),
+        (["--user", "Root;rm"], "--user 'Root;rm': not a valid Unix user name"),
+        (["--host-key", "ssh-ed25519 bm90IGEga2V5"], "--host-key / hostPublicKey"),
+        (["--identity", "/nonexistent/id"], "--identity /nonexistent/id: cannot read the file"),
+        (["--workers", "99"], "--workers 99: must be a whole number from 0 to 16"),
+        (["--s3-endpoint-url", "minio:9000"], "--s3-endpoint-url 'minio:9000': must be an http:// or https:// URL"),
+        (["--no-storage", "--s3-endpoint-url", "http://minio:9000"], "--s3-endpoint-url and --no-storage"),
+    ],
+)
 def test_bad_flag_values_name_the_flag(tmp_path, outputs_file, args, expected):
     result = run_cli("--outputs", outputs_file(outputs()), "--connect-timeout", "1", *args, tmp_path=tmp_path)
     assert result.returncode == 1 and expected in _error(result)

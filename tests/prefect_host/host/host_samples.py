@@ -42,27 +42,48 @@ WEB_SITE = "/etc/web/site.conf"  # a change reloads
 WEB_NOTES = "/etc/web/notes.txt"  # a change triggers nothing
 WEB_RETIRED = "/etc/web/retired.conf"  # must not exist
 WEB_APPLIED = "/etc/web/web.applied"
-WEB_VENV = Venv(path="/opt/web/venv", uv_path="/opt/web/bin/uv", uv_version="0.13.8",
-                pins=(("web-app", "2.0"), ("web-plugins", "1.1")), cache_dir="/var/cache/web/uv")
+WEB_VENV = Venv(
+    path="/opt/web/venv",
+    uv_path="/opt/web/bin/uv",
+    uv_version="0.13.8",
+    pins=(("web-app", "2.0"), ("web-plugins", "1.1")),
+    cache_dir="/var/cache/web/uv",
+)
 
 
-def web_service(*, config: str | None = "port=8080\n", site: str | None = "site A\n", notes: str = "notes\n",
-                unit: str = "[Service]\nExecStart=/opt/web/venv/bin/web\n", version: str = "1.0",
-                **changes) -> Service:
+def web_service(
+    *,
+    config: str | None = "port=8080\n",
+    site: str | None = "site A\n",
+    notes: str = "notes\n",
+    unit: str = "[Service]\nExecStart=/opt/web/venv/bin/web\n",
+    version: str = "1.0",
+    **changes,
+) -> Service:
     return Service(
-        "web", users=(User("web", "/var/lib/web", "Web server"),), packages=(AptPackage("nginx-light"),),
-        files=(File(WEB_UNIT_PATH, unit, systemd=True), File(WEB_CONFIG, config, mode=0o600),
-               File(WEB_SITE, site, on_change="reload"), File(WEB_NOTES, notes, on_change="none"),
-               File(WEB_RETIRED, None)),
+        "web",
+        users=(User("web", "/var/lib/web", "Web server"),),
+        packages=(AptPackage("nginx-light"),),
+        files=(
+            File(WEB_UNIT_PATH, unit, systemd=True),
+            File(WEB_CONFIG, config, mode=0o600),
+            File(WEB_SITE, site, on_change="reload"),
+            File(WEB_NOTES, notes, on_change="none"),
+            File(WEB_RETIRED, None),
+        ),
         units=Units((WEB_UNIT,), applied=WEB_APPLIED, display="the web server", reload=True),
-        version=version, **changes)
+        version=version,
+        **changes,
+    )
 
 
 def replace_file(service: Service, path: str, text: str | None) -> Service:
     """The service with the text of its file at `path` replaced."""
     assert any(file.path == path for file in service.files), f"{service.name} declares no {path}"
-    return dataclasses.replace(service, files=tuple(
-        dataclasses.replace(file, text=text) if file.path == path else file for file in service.files))
+    return dataclasses.replace(
+        service,
+        files=tuple(dataclasses.replace(file, text=text) if file.path == path else file for file in service.files),
+    )
 
 
 # --- facts-script output --------------------------------------------------------------------------
@@ -108,9 +129,13 @@ def converged_output(*services: Service, extra: str = "") -> str:
 
 def venv_lines(venv: Venv) -> list[str]:
     """A venv with uv, every pin installed and its bytecode compiled."""
-    return [f"uv:{venv.uv_path}={venv.uv_version}\n", f"venv:{venv.path}:python={VENV_PYTHON}\n",
-            f"venv:{venv.path}:bytecode={venv.bytecode_tag}\n", unit_line(BYTECODE_UNIT, "", "inactive"),
-            *(f"venv:{venv.path}:{name.replace('-', '_')}={version}\n" for name, version in venv.pins)]
+    return [
+        f"uv:{venv.uv_path}={venv.uv_version}\n",
+        f"venv:{venv.path}:python={VENV_PYTHON}\n",
+        f"venv:{venv.path}:bytecode={venv.bytecode_tag}\n",
+        unit_line(BYTECODE_UNIT, "", "inactive"),
+        *(f"venv:{venv.path}:{name.replace('-', '_')}={version}\n" for name, version in venv.pins),
+    ]
 
 
 # --- the facts script, run on this machine ---------------------------------------------------------
@@ -170,6 +195,7 @@ def assert_secret_only_on_stdin(steps: Iterable[Step], secret: str) -> None:
 @dataclass(frozen=True)
 class Ran:
     """One command the session was asked to run, and the thread (apply's lane) that asked."""
+
     script: str
     label: str
     sudo: bool
@@ -192,8 +218,16 @@ class RecordingSession:
         self.ran: list[Ran] = []
         self._lock = threading.Lock()
 
-    def run(self, command: str, *, sudo: bool = False, stdin: bytes | str | None = None, timeout: float = 600.0,
-            label: str | None = None, check: bool = True) -> CommandResult:
+    def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = False,
+        stdin: bytes | str | None = None,
+        timeout: float = 600.0,
+        label: str | None = None,
+        check: bool = True,
+    ) -> CommandResult:
         label = label or command
         with self._lock:
             self.ran.append(Ran(command, label, sudo, stdin, timeout, threading.current_thread().name))

@@ -49,14 +49,15 @@ def test_one_lane_runs_its_steps_in_order_as_root_with_their_stdin_and_timeout()
 
 def test_a_lane_prepares_meanwhile_but_starts_only_after_the_lanes_it_waits_for():
     b_prepared = threading.Event()
-    session = RecordingSession(on_run={
-        # a's first step finishes only once b has prepared: b's prepare steps do not wait for a.
-        "a1": lambda: None if b_prepared.wait(WAIT) else pytest.fail("b did not prepare while a ran"),
-        "b1": lambda: b_prepared.set(),
-        "a2": lambda: time.sleep(0.2),  # time enough for b to start too early, if it would
-    })
-    lanes = [lane("a", (step("a1"),), (step("a2"),)),
-             lane("b", (step("b1"),), (step("b2"),), start_after=("a",))]
+    session = RecordingSession(
+        on_run={
+            # a's first step finishes only once b has prepared: b's prepare steps do not wait for a.
+            "a1": lambda: None if b_prepared.wait(WAIT) else pytest.fail("b did not prepare while a ran"),
+            "b1": lambda: b_prepared.set(),
+            "a2": lambda: time.sleep(0.2),  # time enough for b to start too early, if it would
+        }
+    )
+    lanes = [lane("a", (step("a1"),), (step("a2"),)), lane("b", (step("b1"),), (step("b2"),), start_after=("a",))]
     assert apply(lanes, session, quiet_console()) == 4
     assert session.labels.index("b2") > session.labels.index("a2")
     assert {ran.thread for ran in session.ran} == {"lane-a", "lane-b"}  # concurrent: a thread per lane
@@ -87,8 +88,11 @@ def test_a_failure_stops_every_lane_before_its_next_step_and_is_raised():
 
     session = RecordingSession(on_run={"a1": fail_a1_while_b1_runs, "b1": hold_b1_until_a_stopped})
     console = quiet_console()
-    lanes = [lane("a", (step("a1"), step("a2"))), lane("b", (step("b1"), step("b2"))),
-             lane("c", (), (step("c1"),), start_after=("a",))]
+    lanes = [
+        lane("a", (step("a1"), step("a2"))),
+        lane("b", (step("b1"), step("b2"))),
+        lane("c", (), (step("c1"),), start_after=("a",)),
+    ]
     with pytest.raises(CommandFailed, match="a1"):
         apply(lanes, session, console)
     assert sorted(session.labels) == ["a1", "b1"]  # neither a2, b2 nor c1 (waiting for a)
@@ -136,8 +140,12 @@ def test_the_stopped_hook_gets_the_units_a_step_stopped_inside_that_step():
     stopped: list[tuple[tuple[str, ...], str]] = []
     gone = ("w@2.service", "w@3.service")
     hooks = Hooks(stopped=lambda units: stopped.append((units, printed(console))))
-    apply([lane("w", (), (step("stop and disable w@{2,3}", stops=gone), step("start w@1")))], RecordingSession(),
-          console, hooks)
+    apply(
+        [lane("w", (), (step("stop and disable w@{2,3}", stops=gone), step("start w@1")))],
+        RecordingSession(),
+        console,
+        hooks,
+    )
     assert [units for units, _ in stopped] == [gone]  # once: only that step stopped units
     assert "w@{2,3}" not in stopped[0][1] and "[changed]  stop and disable w@{2,3}" in printed(console)
     run_step(step("stop w@4", stops=("w@4.service",)), RecordingSession(), console)  # no hook: nothing to call

@@ -3,15 +3,11 @@ outputs; and the script itself, run on this machine with stand-ins for sudo and 
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 
 import pytest
 
-from prefect_host.bootstrap.converge import _ready_facts
-from prefect_host.bootstrap.inputs import BootstrapInputs
-from prefect_host.console import Console
 from prefect_host.errors import HostUnsupported
 from prefect_host.host.facts import UnitState, facts_script, gather_facts, parse_facts, unit_states
 from prefect_host.host.model import BYTECODE_UNIT, Service, Units
@@ -32,9 +28,13 @@ from tests.prefect_host.host.host_samples import (
 )
 
 WEB = web_service(venv=WEB_VENV)
-JOBS = Service("jobs", units=Units(("job@1.service", "job@2.service"), applied="/etc/jobs.applied",
-                                   display="job@{1,2}", template="job@.service"),
-               fact_script='echo "jobs_queue=$(echo 7)"\n')
+JOBS = Service(
+    "jobs",
+    units=Units(
+        ("job@1.service", "job@2.service"), applied="/etc/jobs.applied", display="job@{1,2}", template="job@.service"
+    ),
+    fact_script='echo "jobs_queue=$(echo 7)"\n',
+)
 FRESH = fresh_output(WEB)
 
 # What the stand-in systemctl does; stand_in_systemctl() sets its LISTED and STATES.
@@ -102,7 +102,11 @@ def test_parse_unit_lines_that_are_short_or_odd():
 def test_apt_version_is_that_of_an_installed_package_only():
     facts = parse_facts(HOST + "apt:a=installed 1.2-3\napt:b=config-files 1.0\napt:c=\n" + END)
     assert (facts.apt_version("a"), facts.apt_version("b"), facts.apt_version("c"), facts.apt_version("d")) == (
-        "1.2-3", None, None, None)
+        "1.2-3",
+        None,
+        None,
+        None,
+    )
 
 
 def test_parse_host_without_sudo():
@@ -129,7 +133,8 @@ def test_facts_script_has_one_line_per_declared_thing_and_parses():
         return sum(f'echo "{key}=' in line for line in lines)
 
     assert [line for line in lines if line.startswith('echo "file:')] == [
-        f'echo "file:{file.path}=$(sha {file.path})"' for file in WEB.files]
+        f'echo "file:{file.path}=$(sha {file.path})"' for file in WEB.files
+    ]
     assert (count("user:web"), count("dir:/var/lib/web"), count("apt:nginx-light")) == (1, 1, 1)
     assert (count(f"applied:{WEB_APPLIED}"), count("applied:/etc/jobs.applied")) == (1, 1)
     venv_keys = ["python", "bytecode", "web_app", "web_plugins"]  # dist-info names escape "-" as "_"
@@ -148,10 +153,18 @@ def test_facts_script_reads_units_and_template_instances_through_systemctl(tmp_p
     facts = run_facts_here(facts_script([WEB, JOBS]), tmp_path / "bin", {"systemctl": systemctl})
     web = facts.unit(WEB_UNIT)
     assert (web.enabled, web.active_state, web.main_pid, web.restarts, web.since) == (
-        "enabled", "active", 4242, 2, 1767225600.0)
+        "enabled",
+        "active",
+        4242,
+        2,
+        1767225600.0,
+    )
     # The wanted instances, and the one systemd lists beyond them (to stop it).
     assert sorted(name for name in facts.units if name.startswith("job@")) == [
-        "job@1.service", "job@2.service", "job@3.service"]
+        "job@1.service",
+        "job@2.service",
+        "job@3.service",
+    ]
     assert (facts.unit("job@2.service").enabled, facts.unit("job@3.service").active_state) == ("", "failed")
     assert facts.get("jobs_queue") == "7" and facts.login_user and facts.sudo_ok
 
@@ -184,27 +197,7 @@ def test_gather_facts_runs_the_script_in_one_round_trip():
     assert facts.applied(WEB_APPLIED) == WEB.applied_record()
 
 
-# --- cloud-init: the bootstrap waits for it before the first step ----------------------------------
-def inputs(connect_timeout: float) -> BootstrapInputs:
-    return BootstrapInputs(host="203.0.113.7", user="admin", host_key="ssh-ed25519 AAAA", api_url="http://h/api",
-                           ui_url="http://h", prefect_version="3.9.1", auth_string="admin:pw", profile_name="p",
-                           connect_timeout=connect_timeout)
-
-
-def test_cloud_init_still_running_is_waited_for_first():
-    session = RecordingSession("cloud_init_status=running\n" + converged_output(WEB))
-    _ready_facts(session, inputs(123.0), (WEB,), Console(io.StringIO(), io.StringIO()))
-    facts_run, wait = session.ran
-    assert facts_run.script == "sh -s" and "cloud-init status --wait" in wait.script
-    assert wait.timeout == 123.0 and wait.sudo
-    for settled in ("done", "disabled", "error"):
-        session = RecordingSession(f"cloud_init_status={settled}\n" + converged_output(WEB))
-        _ready_facts(session, inputs(123.0), (WEB,), Console(io.StringIO(), io.StringIO()))
-        assert len(session.ran) == 1
-
-
 def test_a_venv_two_services_share_is_read_once():
-    from prefect_host.host.facts import facts_script
     from tests.prefect_host.services.service_samples import server, worker_set
 
     script = facts_script([server(), worker_set()])

@@ -14,8 +14,10 @@ def sha(*parts: str) -> str:
 
 def test_display_units_shortens_template_instances():
     assert display_units(["prefect-worker@1.service"]) == "prefect-worker@1"
-    assert display_units(("prefect-worker@1.service", "prefect-worker@2.service", "prefect-worker@10.service")) == \
-        "prefect-worker@{1,2,10}"
+    assert (
+        display_units(("prefect-worker@1.service", "prefect-worker@2.service", "prefect-worker@10.service"))
+        == "prefect-worker@{1,2,10}"
+    )
     assert display_units(["caddy.service"]) == "caddy.service"
     assert display_units(["a.service", "b.service"]) == "a.service b.service"
     assert display_units([]) == ""

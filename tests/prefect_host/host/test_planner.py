@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefect_host.host.model import AptPackage, Service, Units
-from prefect_host.host.planner import APT_LOCK_TIMEOUT
+from prefect_host.host.packages import APT_LOCK_TIMEOUT
 from tests.prefect_host.host.host_samples import (
     WEB_APPLIED,
     WEB_CONFIG,
@@ -44,8 +44,14 @@ def test_converged_host_gets_no_steps():
 def test_fresh_host_gets_what_the_service_needs_then_what_runs_it():
     (lane,) = lanes_for(fresh_output(web_service()), web_service())
     # Plain files before the unit that names them; a file that must not exist and does not is left alone.
-    assert names(lane.prepare) == ["create service user web", "install nginx-light (apt)", f"write {WEB_CONFIG}",
-                                   f"write {WEB_SITE}", f"write {WEB_NOTES}", f"write {WEB_UNIT_PATH}"]
+    assert names(lane.prepare) == [
+        "create service user web",
+        "install nginx-light (apt)",
+        f"write {WEB_CONFIG}",
+        f"write {WEB_SITE}",
+        f"write {WEB_NOTES}",
+        f"write {WEB_UNIT_PATH}",
+    ]
     assert names(lane.start) == [f"enable {WEB_UNIT}", "start the web server"]
     assert [c.script for c in lane.prepare[-1].commands][-1] == "systemctl daemon-reload"
     assert lane.start[-1].starts == "web" and [step.starts for step in lane.prepare] == [None] * 6
@@ -53,15 +59,18 @@ def test_fresh_host_gets_what_the_service_needs_then_what_runs_it():
     assert config.stdin == b"port=8080\n" and "chmod 0600" in config.script and "chown root:root" in config.script
 
 
-@pytest.mark.parametrize("changed, expected", [
-    (web_service(config="port=9090\n"), [f"write {WEB_CONFIG}", "restart the web server"]),
-    (web_service(site="site B\n"), [f"write {WEB_SITE}", "reload the web server"]),
-    (web_service(notes="other notes\n"), [f"write {WEB_NOTES}"]),
-    (web_service(version="1.1"), ["restart the web server"]),
-    # A file that must go is removed, and what it triggers happens.
-    (web_service(site=None), [f"remove {WEB_SITE}", "reload the web server"]),
-    (web_service(unit="[Service]\nExecStart=/bin/true\n"), [f"write {WEB_UNIT_PATH}", "restart the web server"]),
-])
+@pytest.mark.parametrize(
+    "changed, expected",
+    [
+        (web_service(config="port=9090\n"), [f"write {WEB_CONFIG}", "restart the web server"]),
+        (web_service(site="site B\n"), [f"write {WEB_SITE}", "reload the web server"]),
+        (web_service(notes="other notes\n"), [f"write {WEB_NOTES}"]),
+        (web_service(version="1.1"), ["restart the web server"]),
+        # A file that must go is removed, and what it triggers happens.
+        (web_service(site=None), [f"remove {WEB_SITE}", "reload the web server"]),
+        (web_service(unit="[Service]\nExecStart=/bin/true\n"), [f"write {WEB_UNIT_PATH}", "restart the web server"]),
+    ],
+)
 def test_each_trigger_gives_only_its_steps(changed, expected):
     assert names(steps_for(CONVERGED, changed)) == expected
 
@@ -69,8 +78,9 @@ def test_each_trigger_gives_only_its_steps(changed, expected):
 def test_a_reload_records_both_digests_once_systemd_accepted_it():
     (_, reload) = steps_for(CONVERGED, web_service(site="site B\n"))
     record = web_service(site="site B\n").applied_record()
-    assert reload.commands[0].script == (f"systemctl reload {WEB_UNIT} && mkdir -p /etc/web && "
-                                         f"printf '%s\\n' '{record}' > {WEB_APPLIED}")
+    assert reload.commands[0].script == (
+        f"systemctl reload {WEB_UNIT} && mkdir -p /etc/web && printf '%s\\n' '{record}' > {WEB_APPLIED}"
+    )
     assert "restart" not in scripts([reload]) and reload.starts is None
 
 
@@ -100,10 +110,16 @@ def retired(**changes) -> Service:
     return dataclasses.replace(web_service(), absent="retired", **changes)
 
 
-@pytest.mark.parametrize("enabled, state, stopped", [
-    ("enabled", "active", True), ("disabled", "activating", True), ("enabled", "inactive", True),
-    ("disabled", "inactive", False), ("", "inactive", False),
-])
+@pytest.mark.parametrize(
+    "enabled, state, stopped",
+    [
+        ("enabled", "active", True),
+        ("disabled", "activating", True),
+        ("enabled", "inactive", True),
+        ("disabled", "inactive", False),
+        ("", "inactive", False),
+    ],
+)
 def test_an_absent_service_is_stopped_and_disabled_only_if_running_or_enabled(enabled, state, stopped):
     host = CONVERGED.replace(unit_line(WEB_UNIT), unit_line(WEB_UNIT, enabled, state))
     lane = lanes_for(host, retired())[0]
@@ -113,18 +129,26 @@ def test_an_absent_service_is_stopped_and_disabled_only_if_running_or_enabled(en
 
 
 def test_a_venv_two_services_share_is_planned_once():
-    jobs = Service("jobs", venv=WEB_VENV, units=Units(("jobs.service",), applied="/etc/jobs.applied", display="jobs"),
-                   version=WEB_VENV.pins_text)
+    jobs = Service(
+        "jobs",
+        venv=WEB_VENV,
+        units=Units(("jobs.service",), applied="/etc/jobs.applied", display="jobs"),
+        version=WEB_VENV.pins_text,
+    )
     web_lane, jobs_lane = lanes_for(fresh_output(web_service(venv=WEB_VENV), jobs), web_service(venv=WEB_VENV), jobs)
-    assert names(web_lane.prepare)[2:5] == ["install uv 0.13.8", "create the virtualenv",
-                                            "install web-app 2.0 and web-plugins 1.1"]
+    assert names(web_lane.prepare)[2:5] == [
+        "install uv 0.13.8",
+        "create the virtualenv",
+        "install web-app 2.0 and web-plugins 1.1",
+    ]
     assert names(web_lane.start)[-1] == "compile bytecode (in the background)"
     assert names(jobs_lane.steps) == ["enable jobs.service", "start jobs"]
     # A new pin: installed by the first lane, and each service restarts onto it.
     newer = dataclasses.replace(WEB_VENV, pins=(("web-app", "2.1"), ("web-plugins", "1.1")))
     converged = converged_output(web_service(venv=WEB_VENV), jobs)
-    web_lane, jobs_lane = lanes_for(converged, web_service(venv=newer),
-                                    dataclasses.replace(jobs, venv=newer, version=newer.pins_text))
+    web_lane, jobs_lane = lanes_for(
+        converged, web_service(venv=newer), dataclasses.replace(jobs, venv=newer, version=newer.pins_text)
+    )
     assert names(web_lane.steps) == ["install web-app 2.1", "compile bytecode (in the background)"]
     assert names(jobs_lane.steps) == ["restart jobs"]
 
@@ -134,7 +158,9 @@ def test_lanes_follow_the_declaration_order():
     lanes = lanes_for(fresh_output(web_service(), other), other, web_service())
     assert [lane.service.name for lane in lanes] == ["other", "web"]
     assert names(steps_for(fresh_output(web_service(), other), other, web_service()))[:2] == [
-        "enable other.service", "start other"]
+        "enable other.service",
+        "start other",
+    ]
 
 
 def test_shell_of_every_step_parses():

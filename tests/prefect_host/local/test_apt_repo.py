@@ -73,13 +73,16 @@ def test_a_second_call_reuses_the_cached_repository(repo):
     assert (repo / "Release").stat().st_mtime_ns == release_written
 
 
-@pytest.mark.parametrize("packages, suite, words", [
-    ("caddy", "trixie", ["packages='caddy'", "list"]),
-    ([], "trixie", ["packages=[]"]),
-    (["Caddy"], "trixie", ["'Caddy'", "Debian package names"]),
-    (["caddy; rm -rf /"], "trixie", ["Debian package names"]),
-    (["caddy"], "Trixie 13", ["suite='Trixie 13'", "trixie"]),
-])
+@pytest.mark.parametrize(
+    "packages, suite, words",
+    [
+        ("caddy", "trixie", ["packages='caddy'", "list"]),
+        ([], "trixie", ["packages=[]"]),
+        (["Caddy"], "trixie", ["'Caddy'", "Debian package names"]),
+        (["caddy; rm -rf /"], "trixie", ["Debian package names"]),
+        (["caddy"], "Trixie 13", ["suite='Trixie 13'", "trixie"]),
+    ],
+)
 def test_bad_input_is_refused_before_anything_is_downloaded(packages, suite, words):
     with pytest.raises(LocalHostError) as error:
         ensure_apt_repo(packages, suite=suite)
@@ -109,8 +112,10 @@ def test_apt_in_a_debian_13_root_installs_caddy_from_the_served_repository_alone
     upper, work, root = tmp_path / "upper", tmp_path / "work", tmp_path / "root"
     for directory in (upper, work, root):
         directory.mkdir()
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={image},upperdir={upper},workdir={work}", str(root)], check=True)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={image},upperdir={upper},workdir={work}", str(root)],
+        check=True,
+    )
     try:
         sources = root / "etc/apt"
         (sources / "sources.list").unlink(missing_ok=True)
@@ -119,13 +124,19 @@ def test_apt_in_a_debian_13_root_installs_caddy_from_the_served_repository_alone
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
         with AptRepoServer(repo, LOOPBACK) as server:
             (sources / "sources.list").write_text(server.source_line + "\n")
-            update = subprocess.run(["chroot", str(root), "apt-get", "update"], env=env, capture_output=True,
-                                    text=True, timeout=120)
+            update = subprocess.run(
+                ["chroot", str(root), "apt-get", "update"], env=env, capture_output=True, text=True, timeout=120
+            )
             assert update.returncode == 0, update.stdout + update.stderr
             fetched = [line for line in update.stdout.splitlines() if line.startswith(("Get:", "Hit:", "Ign:"))]
             assert fetched and all(f"{server.url.rstrip('/')} ./ " in line for line in fetched), update.stdout
-            install = subprocess.run(["chroot", str(root), "apt-get", "install", "--yes", "--no-install-recommends",
-                                      "caddy"], env=env, capture_output=True, text=True, timeout=300)
+            install = subprocess.run(
+                ["chroot", str(root), "apt-get", "install", "--yes", "--no-install-recommends", "caddy"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
         version = subprocess.run(["chroot", str(root), "caddy", "version"], env=env, capture_output=True, text=True)
         assert version.stdout.startswith("2.6.2")

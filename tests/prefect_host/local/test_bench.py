@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,8 +28,11 @@ Done in 13.6 s. Prefect server 3.9.1.
 
 def test_step_durations_come_from_the_bootstraps_step_lines():
     assert bench.step_durations(BOOTSTRAP_OUTPUT) == {
-        "connect to admin@10.77.2.2": 0.1, "install prefect 3.9.1 and prefect-aws 0.7.12": 2.5,
-        "start the Prefect server": 10.6, "profile x: write it, reach the server through it": 0.1}
+        "connect to admin@10.77.2.2": 0.1,
+        "install prefect 3.9.1 and prefect-aws 0.7.12": 2.5,
+        "start the Prefect server": 10.6,
+        "profile x: write it, reach the server through it": 0.1,
+    }
 
 
 @pytest.mark.parametrize("value", [0, -1, True, "3", 2.5])
@@ -43,8 +46,14 @@ def test_zero_deploy_runs_are_allowed():
 
 
 def test_table_gives_medians_extremes_counts_goals_and_the_ratios():
-    samples = {"a": [14.0, 12.0, 30.0], "a+": [20.0, 22.0, 24.0], "b": [40.0, 28.0, 30.0], "c": [2.0, 1.8, 2.2],
-               "d": [], "e": [9.0]}
+    samples = {
+        "a": [14.0, 12.0, 30.0],
+        "a+": [20.0, 22.0, 24.0],
+        "b": [40.0, 28.0, 30.0],
+        "c": [2.0, 1.8, 2.2],
+        "d": [],
+        "e": [9.0],
+    }
     table = bench.results_table(samples)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table[2:]}
     assert set(rows) == {"a", "a+", "b", "c", "e", "a/b", "a+/b"}  # no samples, no row
@@ -66,8 +75,12 @@ def test_report_names_the_command_and_the_machine():
     results = bench.Results()
     results.samples["a"] = [13.0]
     results.steps["a"] = [bench.step_durations(BOOTSTRAP_OUTPUT)]
-    text = bench.report(results, command="scripts/bench_bootstrap.py --repeat 1",
-                        when=datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc), machine="2 CPUs")
+    text = bench.report(
+        results,
+        command="scripts/bench_bootstrap.py --repeat 1",
+        when=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        machine="2 CPUs",
+    )
     assert text.startswith("Measured 2026-01-02 03:04 UTC on 2 CPUs with `scripts/bench_bootstrap.py --repeat 1`")
     assert "| start the Prefect server | 10.6 |" in text and text.endswith("\n")
     assert "row a's time goes" in text and "row a+'s" not in text  # no runs, no table
@@ -75,10 +88,16 @@ def test_report_names_the_command_and_the_machine():
 
 def test_bad_repeat_fails_before_anything_is_built(tmp_path: Path):
     output = tmp_path / "latest.md"
-    done = subprocess.run([sys.executable, str(REPO / "scripts/bench_bootstrap.py"), "--repeat", "0",
-                           "--output", str(output)], capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env={"PREFECT_HOST_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/bench_bootstrap.py"), "--repeat", "0", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={"PREFECT_HOST_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 1
-    assert done.stderr.strip() == ("error: --repeat 0: must be a whole number >= 1 (each row gives the median "
-                                   "of that many runs).")
+    assert done.stderr.strip() == (
+        "error: --repeat 0: must be a whole number >= 1 (each row gives the median of that many runs)."
+    )
     assert not output.exists() and not (tmp_path / "cache").exists()

@@ -19,11 +19,14 @@ def private_cache(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-@pytest.mark.parametrize("suite, extras, named", [
-    ("Trixie!", (), "suite='Trixie!'"),
-    ("trixie", "python3-venv", "extra_packages='python3-venv'"),
-    ("trixie", ("python3-venv", "rm -rf /"), "'rm -rf /'"),
-])
+@pytest.mark.parametrize(
+    "suite, extras, named",
+    [
+        ("Trixie!", (), "suite='Trixie!'"),
+        ("trixie", "python3-venv", "extra_packages='python3-venv'"),
+        ("trixie", ("python3-venv", "rm -rf /"), "'rm -rf /'"),
+    ],
+)
 def test_build_image_rejects_bad_input_before_building(suite, extras, named, private_cache: Path):
     with pytest.raises(LocalHostError) as caught:
         build_image(suite, extras)
@@ -33,23 +36,28 @@ def test_build_image_rejects_bad_input_before_building(suite, extras, named, pri
 
 def test_image_recipe_names_a_new_image_only_when_the_packages_change():
     base = image_recipe("trixie")
-    assert image_recipe("trixie", ["python3-venv", "python3-pip"]) == \
-        image_recipe("trixie", ("python3-pip", "python3-venv"))
+    assert image_recipe("trixie", ["python3-venv", "python3-pip"]) == image_recipe(
+        "trixie", ("python3-pip", "python3-venv")
+    )
     assert image_recipe("trixie", ["python3-venv"]) != base
     assert image_recipe("bookworm") != base
     assert {"openssh-server", "python3", "sudo", "curl"} <= set(base["packages"])
     assert not {"python3-venv", "python3-pip"} & set(base["packages"])
 
 
-@pytest.mark.parametrize("requirements, python_version, named", [
-    ("prefect==3.9.1", "3.13", "requirements='prefect==3.9.1'"),
-    ([], "3.13", "requirements=[]"),
-    (["prefect==3.9.1", "--index-url=http://elsewhere/"], "3.13", "--index-url"),
-    (["prefect == 3.9.1"], "3.13", "'prefect == 3.9.1'"),
-    (["prefect==3.9.1"], "3", "python_version='3'"),
-])
-def test_ensure_wheelhouse_rejects_bad_input_before_downloading(requirements, python_version, named,
-                                                               private_cache: Path):
+@pytest.mark.parametrize(
+    "requirements, python_version, named",
+    [
+        ("prefect==3.9.1", "3.13", "requirements='prefect==3.9.1'"),
+        ([], "3.13", "requirements=[]"),
+        (["prefect==3.9.1", "--index-url=http://elsewhere/"], "3.13", "--index-url"),
+        (["prefect == 3.9.1"], "3.13", "'prefect == 3.9.1'"),
+        (["prefect==3.9.1"], "3", "python_version='3'"),
+    ],
+)
+def test_ensure_wheelhouse_rejects_bad_input_before_downloading(
+    requirements, python_version, named, private_cache: Path
+):
     with pytest.raises(LocalHostError) as caught:
         ensure_wheelhouse(requirements, python_version)
     assert named in str(caught.value)
@@ -72,7 +80,7 @@ def test_package_index_refuses_a_missing_directory_or_an_address_not_on_this_mac
     with pytest.raises(LocalHostError, match="does not exist"):
         PackageIndex(tmp_path / "missing", "127.0.0.1")
     # An address no interface here has (TEST-NET-2): binding fails without sending anything.
-    with pytest.raises(LocalHostError, match="198.51.100.77"):
+    with pytest.raises(LocalHostError, match=r"198.51.100.77"):
         PackageIndex(tmp_path, "198.51.100.77")
 
 

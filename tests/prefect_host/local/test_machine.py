@@ -13,8 +13,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from prefect_host.local import LocalHost, LocalHostError, build_image
-from prefect_host.local import machine
+from prefect_host.local import LocalHost, LocalHostError, build_image, machine
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +41,14 @@ def _ssh(host: LocalHost) -> paramiko.SSHClient:
     pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
     client.get_host_keys().add(host.address, key_type, pinned)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host.address, username=host.ssh_user, key_filename=str(host.identity_file),
-                   look_for_keys=False, allow_agent=False, timeout=10)
+    client.connect(
+        host.address,
+        username=host.ssh_user,
+        key_filename=str(host.identity_file),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
     return client
 
 
@@ -154,9 +159,17 @@ def test_a_host_left_by_a_killed_process_is_removed_by_the_next_create(tmp_path:
     image = build_image()
     monkeypatch.setenv("PREFECT_HOST_CACHE", str(tmp_path / "cache"))
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom prefect_host.local import LocalHost\n"
-         "host = LocalHost.create(sys.argv[1]); host.boot(); print(host.name, host.root, flush=True); time.sleep(600)",
-         str(image)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom prefect_host.local import LocalHost\n"
+            "host = LocalHost.create(sys.argv[1]); host.boot(); print(host.name, host.root, flush=True); "
+            "time.sleep(600)",
+            str(image),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         name, old_root = owner.stdout.readline().split()
     finally:

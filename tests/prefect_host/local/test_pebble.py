@@ -36,8 +36,9 @@ def dns():
 
 @pytest.fixture(scope="module")
 def pebble(dns):
-    with Pebble(LOOPBACK, dns_server=dns.server, acme_port=free_port(LOOPBACK),
-                management_port=free_port(LOOPBACK)) as server:
+    with Pebble(
+        LOOPBACK, dns_server=dns.server, acme_port=free_port(LOOPBACK), management_port=free_port(LOOPBACK)
+    ) as server:
         yield server
 
 
@@ -55,8 +56,8 @@ def query(server: str, name: str, qtype: int) -> list[tuple[int, bytes]]:
     records = []
     for _ in range(answers):
         offset = _skip_name(reply, offset)
-        rtype, _, _, length = struct.unpack(">HHIH", reply[offset:offset + 10])
-        records.append((rtype, reply[offset + 10:offset + 10 + length]))
+        rtype, _, _, length = struct.unpack(">HHIH", reply[offset : offset + 10])
+        records.append((rtype, reply[offset + 10 : offset + 10 + length]))
         offset += 10 + length
     return records
 
@@ -81,8 +82,11 @@ def test_directory_is_served_over_tls_that_only_its_own_ca_verifies(pebble):
     assert {"newAccount", "newNonce", "newOrder"} <= set(directory.json())
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(pebble.directory_url)
-    assert x509.load_pem_x509_certificate(pebble.tls_ca_pem().encode()).extensions.get_extension_for_class(
-        x509.BasicConstraints).value.ca
+    assert (
+        x509.load_pem_x509_certificate(pebble.tls_ca_pem().encode())
+        .extensions.get_extension_for_class(x509.BasicConstraints)
+        .value.ca
+    )
 
 
 def test_pebble_listens_on_its_bind_address_only(pebble):
@@ -94,8 +98,9 @@ def test_issuing_root_is_a_self_signed_ca_generated_at_each_start(pebble, dns):
     root = x509.load_pem_x509_certificate(pebble.root_ca_pem().encode())
     assert root.subject == root.issuer and "Pebble Root CA" in root.subject.rfc4514_string()
     assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    with Pebble(LOOPBACK, dns_server=dns.server, acme_port=free_port(LOOPBACK),
-                management_port=free_port(LOOPBACK)) as another:
+    with Pebble(
+        LOOPBACK, dns_server=dns.server, acme_port=free_port(LOOPBACK), management_port=free_port(LOOPBACK)
+    ) as another:
         assert another.root_ca_pem() != pebble.root_ca_pem()
 
 
@@ -117,12 +122,15 @@ def test_tls_keys_are_private_and_the_certificate_names_the_address(tmp_path):
     assert leaf.issuer == x509.load_pem_x509_certificate(ca.read_bytes()).subject
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"bind_address": "localhost"}, ["bind_address", "'localhost'"]),
-    ({"dns_server": "127.0.0.1"}, ["dns_server", "address:port"]),
-    ({"http_port": 0}, ["http_port", "1 to 65535"]),
-    ({"acme_port": 15000, "management_port": 15000}, ["acme_port", "management_port", "15000"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"bind_address": "localhost"}, ["bind_address", "'localhost'"]),
+        ({"dns_server": "127.0.0.1"}, ["dns_server", "address:port"]),
+        ({"http_port": 0}, ["http_port", "1 to 65535"]),
+        ({"acme_port": 15000, "management_port": 15000}, ["acme_port", "management_port", "15000"]),
+    ],
+)
 def test_pebble_refuses_bad_settings_before_starting(kwargs, words):
     settings = {"bind_address": LOOPBACK, "dns_server": "127.0.0.1:53", **kwargs}
     with pytest.raises(LocalHostError) as error:

@@ -32,11 +32,15 @@ def make_wheel(directory: Path, dist: str = "demo_pkg", version: str = "1.0", me
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(f"{dist}/__init__.py", "VALUE = 42\n")
         archive.writestr(f"{info}/METADATA", metadata)
-        archive.writestr(f"{info}/WHEEL",
-                         "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        archive.writestr(f"{info}/RECORD",
-                         "".join(f"{name},,\n" for name in (f"{dist}/__init__.py", f"{info}/METADATA",
-                                                             f"{info}/WHEEL", f"{info}/RECORD")))
+        archive.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        archive.writestr(
+            f"{info}/RECORD",
+            "".join(
+                f"{name},,\n" for name in (f"{dist}/__init__.py", f"{info}/METADATA", f"{info}/WHEEL", f"{info}/RECORD")
+            ),
+        )
     return path
 
 
@@ -69,29 +73,34 @@ def anchors(page: bytes) -> dict[str, str]:
     return {m.group(2): m.group(1) for m in re.finditer(r"(<a [^>]*>)([^<]*)</a>", page.decode())}
 
 
-@pytest.mark.parametrize("name, normalized", [("Demo_Pkg", "demo-pkg"), ("demo.pkg", "demo-pkg"),
-                                              ("prefect_aws", "prefect-aws"), ("A--B__c", "a-b-c")])
+@pytest.mark.parametrize(
+    "name, normalized",
+    [("Demo_Pkg", "demo-pkg"), ("demo.pkg", "demo-pkg"), ("prefect_aws", "prefect-aws"), ("A--B__c", "a-b-c")],
+)
 def test_project_names_are_normalized_as_pep_503_says(name, normalized):
     assert normalize_project(name) == normalized
 
 
-@pytest.mark.parametrize("header, size, expected", [
-    ("bytes=0-9", 100, (0, 9)),
-    ("bytes=90-", 100, (90, 99)),
-    ("bytes=95-200", 100, (95, 99)),       # the end is clipped to the file
-    ("bytes=-10", 100, (90, 99)),           # the last 10 bytes
-    ("bytes=-500", 100, (0, 99)),
-    ("bytes=100-", 100, False),             # starts after the end: 416
-    ("bytes=-0", 100, False),
-    ("bytes=0-0", 0, False),                # nothing to give from an empty file
-    ("bytes=0-1,5-6", 100, None),           # several ranges: the whole file instead
-    ("items=0-1", 100, None),
-    ("bytes=9-1", 100, None),
-    ("bytes=abc", 100, None),
-    ("bytes=a-5", 100, None),
-    ("bytes=-", 100, None),
-    ("bytes=1-x", 100, None),
-])
+@pytest.mark.parametrize(
+    "header, size, expected",
+    [
+        ("bytes=0-9", 100, (0, 9)),
+        ("bytes=90-", 100, (90, 99)),
+        ("bytes=95-200", 100, (95, 99)),  # the end is clipped to the file
+        ("bytes=-10", 100, (90, 99)),  # the last 10 bytes
+        ("bytes=-500", 100, (0, 99)),
+        ("bytes=100-", 100, False),  # starts after the end: 416
+        ("bytes=-0", 100, False),
+        ("bytes=0-0", 0, False),  # nothing to give from an empty file
+        ("bytes=0-1,5-6", 100, None),  # several ranges: the whole file instead
+        ("items=0-1", 100, None),
+        ("bytes=9-1", 100, None),
+        ("bytes=abc", 100, None),
+        ("bytes=a-5", 100, None),
+        ("bytes=-", 100, None),
+        ("bytes=1-x", 100, None),
+    ],
+)
 def test_byte_ranges_follow_rfc_9110(header, size, expected):
     assert parse_byte_range(header, size) == expected
 
@@ -170,24 +179,48 @@ def test_a_client_hanging_up_mid_file_leaves_no_traceback(tmp_path: Path, capfd)
 def test_uv_installs_from_the_simple_index_and_from_the_find_links_page(index, tmp_path: Path):
     uv = shutil.which("uv")
     assert uv, "uv is on PATH after `make venv` (the Makefile installs it)"
-    for name, source in (("simple", ["--index-url", index.simple_url]),
-                         ("flat", ["--no-index", "--find-links", index.url])):
+    for name, source in (
+        ("simple", ["--index-url", index.simple_url]),
+        ("flat", ["--no-index", "--find-links", index.url]),
+    ):
         venv = tmp_path / name
         subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-        done = subprocess.run([uv, "pip", "install", "--no-cache", "--python", str(venv / "bin/python"), *source,
-                               "demo-pkg==1.0"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [uv, "pip", "install", "--no-cache", "--python", str(venv / "bin/python"), *source, "demo-pkg==1.0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
-        imported = subprocess.run([str(venv / "bin/python"), "-c", "import demo_pkg; print(demo_pkg.VALUE)"],
-                                  capture_output=True, text=True)
+        imported = subprocess.run(
+            [str(venv / "bin/python"), "-c", "import demo_pkg; print(demo_pkg.VALUE)"], capture_output=True, text=True
+        )
         assert imported.stdout == "42\n"
 
 
 def test_pip_resolves_from_both_pages(index, tmp_path: Path):
-    for name, source in (("simple", ["--index-url", index.simple_url]),
-                         ("flat", ["--no-index", "--find-links", index.url])):
-        done = subprocess.run(["python3", "-m", "pip", "download", "--disable-pip-version-check", "--no-cache-dir",
-                               "--no-deps", "--dest", str(tmp_path / name), *source, "demo-pkg==1.0"],
-                              capture_output=True, text=True, timeout=120)
+    for name, source in (
+        ("simple", ["--index-url", index.simple_url]),
+        ("flat", ["--no-index", "--find-links", index.url]),
+    ):
+        done = subprocess.run(
+            [
+                "python3",
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--no-cache-dir",
+                "--no-deps",
+                "--dest",
+                str(tmp_path / name),
+                *source,
+                "demo-pkg==1.0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert [p.name for p in (tmp_path / name).iterdir()] == ["demo_pkg-1.0-py3-none-any.whl"]
 
@@ -195,6 +228,5 @@ def test_pip_resolves_from_both_pages(index, tmp_path: Path):
 def test_refuses_a_bad_port(wheels):
     with pytest.raises(LocalHostError, match="port=70000"):
         PackageIndex(wheels, "127.0.0.1", 70000)
-    with PackageIndex(wheels, "127.0.0.1") as first:
-        with pytest.raises(LocalHostError, match=f"port {first.port}"):
-            PackageIndex(wheels, "127.0.0.1", first.port)
+    with PackageIndex(wheels, "127.0.0.1") as first, pytest.raises(LocalHostError, match=f"port {first.port}"):
+        PackageIndex(wheels, "127.0.0.1", first.port)

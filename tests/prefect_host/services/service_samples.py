@@ -11,13 +11,20 @@ from prefect_host.services.python_env import PREFECT_AWS_VERSION, prefect_venv
 AUTH = "admin:Sup3r'$ecret\\pw"
 PASSWORD = AUTH.split(":", 1)[1]
 UI_URL = "https://203.0.113.7"
-RESULTS = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
-           "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+RESULTS = {
+    "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "s3-bucket/team-results",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+}
 FIND_LINKS = PackageSource(find_links="http://10.77.0.1:8000/")
 
 
-def pinned_venv(prefect_version: str = "3.9.1", source: PackageSource = FIND_LINKS, *,
-                prefect_aws_version: str = PREFECT_AWS_VERSION, **changes) -> Venv:
+def pinned_venv(
+    prefect_version: str = "3.9.1",
+    source: PackageSource = FIND_LINKS,
+    *,
+    prefect_aws_version: str = PREFECT_AWS_VERSION,
+    **changes,
+) -> Venv:
     venv = prefect_venv(prefect_version, source, prefect_aws_version=prefect_aws_version)
     return dataclasses.replace(venv, **changes)
 
@@ -31,8 +38,9 @@ def worker_env(*, auth_string: str = AUTH) -> str:
 
 
 def worker_set(count: int = 1, venv: Venv | None = None, *, env: str | None = None) -> Service:
-    return workers.workers_service(count=count, pool="default", venv=venv or pinned_venv(),
-                                   env=worker_env() if env is None else env)
+    return workers.workers_service(
+        count=count, pool="default", venv=venv or pinned_venv(), env=worker_env() if env is None else env
+    )
 
 
 def env_settings(text: str) -> dict[str, str]:

@@ -57,8 +57,9 @@ MIRROR = "deb [trusted=yes] http://10.77.0.1:8123/ ./"
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBsample\n-----END CERTIFICATE-----\n"
 INTERNAL = TlsSettings(mode="internal", address=IP)
 ACME = TlsSettings(mode="acme", address=DOMAIN, acme_email="ops@example.com", acme_directory=LETS_ENCRYPT)
-PEBBLE = dataclasses.replace(ACME, acme_directory="https://10.77.0.1:14000/dir", acme_ca_root_pem=CA_PEM,
-                             apt_source=MIRROR)
+PEBBLE = dataclasses.replace(
+    ACME, acme_directory="https://10.77.0.1:14000/dir", acme_ca_root_pem=CA_PEM, apt_source=MIRROR
+)
 OFF = TlsSettings(mode="off", address=None, apt_source=MIRROR)
 
 
@@ -92,8 +93,11 @@ def test_internal_serves_our_caddyfile_in_the_sandbox_without_an_acme_root():
     assert files[ACME_CA_ROOT_PATH].text is None and files[HARDENING_DROPIN_PATH].text == HARDENING_DROPIN
     # The configuration is reloaded; the sandbox needs a restart (and systemd to read it first).
     triggers = [(f.path, f.on_change, f.systemd) for f in declared.files]
-    assert triggers == [(CADDYFILE_PATH, "reload", False), (ACME_CA_ROOT_PATH, "reload", False),
-                        (HARDENING_DROPIN_PATH, "restart", True)]
+    assert triggers == [
+        (CADDYFILE_PATH, "reload", False),
+        (ACME_CA_ROOT_PATH, "reload", False),
+        (HARDENING_DROPIN_PATH, "restart", True),
+    ]
     assert declared.packages == (AptPackage("caddy"),) and declared.units.reload
     assert declared.start_after == (prefect_server.NAME,) and not declared.absent
 
@@ -119,7 +123,7 @@ def test_plaintext_serves_no_caddy():
 
 @pytest.mark.parametrize("settings", [INTERNAL, ACME, PEBBLE])
 def test_applied_record_is_the_marker_earlier_releases_recorded(settings):
-    """"<drop-in digest> <configuration digest>": a host converged by an earlier release sees no change."""
+    """ "<drop-in digest> <configuration digest>": a host converged by an earlier release sees no change."""
     declared = front(settings)
     caddyfile = render_caddyfile(caddy.caddy_settings(settings))
     config = hashlib.sha256("\0".join((caddyfile, settings.acme_ca_root_pem or "")).encode()).hexdigest()
@@ -129,10 +133,12 @@ def test_applied_record_is_the_marker_earlier_releases_recorded(settings):
 # --- facts -----------------------------------------------------------------------------------------
 def test_parse_facts_of_a_host_with_caddy_running():
     root = base64.b64encode(CA_PEM.encode()).decode()
-    facts = parse_facts(HOST + f"apt:caddy=installed {PACKAGE_VERSION}\nfile:{CADDYFILE_PATH}={'a' * 64}\n"
-                        f"file:{HARDENING_DROPIN_PATH}={'b' * 64}\nfile:{ACME_CA_ROOT_PATH}=\n"
-                        f"applied:{caddy.APPLIED_FILE}=x y\n{caddy_line(need_reload='yes')}"
-                        f"caddy_internal_ca_root_b64={root}\n" + END)
+    facts = parse_facts(
+        HOST + f"apt:caddy=installed {PACKAGE_VERSION}\nfile:{CADDYFILE_PATH}={'a' * 64}\n"
+        f"file:{HARDENING_DROPIN_PATH}={'b' * 64}\nfile:{ACME_CA_ROOT_PATH}=\n"
+        f"applied:{caddy.APPLIED_FILE}=x y\n{caddy_line(need_reload='yes')}"
+        f"caddy_internal_ca_root_b64={root}\n" + END
+    )
     assert facts.apt_version("caddy") == PACKAGE_VERSION
     assert (facts.file_sha256(CADDYFILE_PATH), facts.file_sha256(HARDENING_DROPIN_PATH)) == ("a" * 64, "b" * 64)
     assert facts.file_sha256(ACME_CA_ROOT_PATH) is None and facts.applied(caddy.APPLIED_FILE) == "x y"
@@ -154,15 +160,16 @@ def test_caddys_facts_come_in_the_same_round_trip():
     whole_host = facts_script([server(), front(INTERNAL), worker_set()])
     assert subprocess.run([shutil.which("dash") or "sh", "-n", "-c", whole_host]).returncode == 0
     script = facts_script([front(INTERNAL)])
-    root_part = script[script.index("<<'ROOT_FACTS'"):script.rindex("ROOT_FACTS")]
+    root_part = script[script.index("<<'ROOT_FACTS'") : script.rindex("ROOT_FACTS")]
     assert front(INTERNAL).fact_script in root_part  # read as root, Caddy's data is 0700
     assert root_part.index(front(INTERNAL).fact_script) < root_part.rindex('echo "facts_end=1"')
 
 
 def test_facts_script_reads_this_machines_caddy_package(tmp_path):
     """Run for real: the dpkg-query format and the parsing agree (Debian's caddy is installed here)."""
-    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "caddy"], capture_output=True, text=True,
-                             check=True).stdout
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "caddy"], capture_output=True, text=True, check=True
+    ).stdout
     facts = run_facts_here(facts_script([front(INTERNAL)]), tmp_path / "bin")
     assert facts.apt_version("caddy") == version
     assert facts.file_sha256(CADDYFILE_PATH) == sha256_text(Path(CADDYFILE_PATH).read_text())
@@ -172,8 +179,13 @@ def test_facts_script_reads_this_machines_caddy_package(tmp_path):
 # --- the steps -------------------------------------------------------------------------------------
 def test_fresh_host_installs_writes_sandboxes_and_starts_caddy():
     steps = caddy_steps(FRESH, INTERNAL)
-    assert names(steps) == ["install caddy (apt)", f"write {CADDYFILE_PATH}", "sandbox caddy.service",
-                            "enable caddy.service", "start Caddy"]
+    assert names(steps) == [
+        "install caddy (apt)",
+        f"write {CADDYFILE_PATH}",
+        "sandbox caddy.service",
+        "enable caddy.service",
+        "start Caddy",
+    ]
     write = steps[1].commands[0]
     assert write.stdin == front(INTERNAL).files[0].text.encode() and "chmod 0644" in write.script
     assert [c.script for c in steps[2].commands][1] == "systemctl daemon-reload"
@@ -263,8 +275,12 @@ def test_tls_off_stops_and_disables_a_caddy_left_from_another_mode():
 
 
 def test_shell_of_every_step_parses():
-    assert_shell_parses(caddy_steps(FRESH, PEBBLE) + caddy_steps(converged(INTERNAL), PEBBLE)
-                        + caddy_steps(converged(PEBBLE), INTERNAL) + caddy_steps(converged(PEBBLE), OFF))
+    assert_shell_parses(
+        caddy_steps(FRESH, PEBBLE)
+        + caddy_steps(converged(INTERNAL), PEBBLE)
+        + caddy_steps(converged(PEBBLE), INTERNAL)
+        + caddy_steps(converged(PEBBLE), OFF)
+    )
 
 
 # --- the CA root Caddy creates (internal mode) -----------------------------------------------------
@@ -294,11 +310,16 @@ def test_read_internal_ca_root_gives_up_naming_the_path(tmp_path):
 # --- Caddy's journal when a step fails ---------------------------------------------------------------
 def test_a_failed_reload_prints_caddys_journal():
     """`systemctl reload caddy` fails on a Caddyfile Caddy rejects; only its journal says why."""
+
     def reject() -> None:
         raise CommandFailed("systemctl reload caddy.service", 1, "Job for caddy.service failed.")
 
-    session = RecordingSession(on_run={"systemctl reload caddy.service": reject,
-                                       "journalctl": lambda: "caddy[7]: Error: adapting config using caddyfile\n"})
+    session = RecordingSession(
+        on_run={
+            "systemctl reload caddy.service": reject,
+            "journalctl": lambda: "caddy[7]: Error: adapting config using caddyfile\n",
+        }
+    )
     lanes = plan(parse_facts(converged(INTERNAL)), [front(ACME)])
     with pytest.raises(CommandFailed):
         apply(lanes, session, Console(io.StringIO(), io.StringIO()))

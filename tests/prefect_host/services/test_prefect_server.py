@@ -83,7 +83,9 @@ def test_unit_is_sandboxed():
 def test_the_declared_files_the_user_and_the_unit():
     declared = server()
     assert [(f.path, f.mode, f.owner, f.on_change, f.systemd) for f in declared.files] == [
-        (ps.UNIT_PATH, 0o644, "root", "restart", True), (ps.ENV_FILE, 0o600, "root", "restart", False)]
+        (ps.UNIT_PATH, 0o644, "root", "restart", True),
+        (ps.ENV_FILE, 0o600, "root", "restart", False),
+    ]
     assert [(u.name, u.home) for u in declared.users] == [("prefect", "/var/lib/prefect")]
     assert declared.units.names == (ps.UNIT_NAME,) and declared.units.applied == ps.APPLIED_FILE
 
@@ -106,13 +108,23 @@ def server_steps(output: str) -> list[Step]:
 def test_fresh_host_gets_every_step_in_order():
     (lane,) = plan(parse_facts(fresh_output(server())), [server()])
     assert names(lane.steps) == [
-        "create service user prefect", "install uv 0.13.8", "create the virtualenv",
-        "install prefect 3.9.1 and prefect-aws 0.7.12", f"write {ps.ENV_FILE}", f"install {ps.UNIT_NAME}",
-        f"enable {ps.UNIT_NAME}", "start the Prefect server", "compile bytecode (in the background)"]
+        "create service user prefect",
+        "install uv 0.13.8",
+        "create the virtualenv",
+        "install prefect 3.9.1 and prefect-aws 0.7.12",
+        f"write {ps.ENV_FILE}",
+        f"install {ps.UNIT_NAME}",
+        f"enable {ps.UNIT_NAME}",
+        "start the Prefect server",
+        "compile bytecode (in the background)",
+    ]
     # Started once, by the step the bootstrap watches; Caddy may (re)start only after it.
     assert [step.starts for step in lane.steps].count(ps.NAME) == 1 and lane.steps[-2].starts == ps.NAME
-    assert names(lane.start) == [f"enable {ps.UNIT_NAME}", "start the Prefect server",
-                                 "compile bytecode (in the background)"]
+    assert names(lane.start) == [
+        f"enable {ps.UNIT_NAME}",
+        "start the Prefect server",
+        "compile bytecode (in the background)",
+    ]
     start = lane.steps[-2].commands[0].script
     assert start.startswith(f"systemctl restart {ps.UNIT_NAME} && ")
     assert start.endswith(f"{server().applied_record()} > {ps.APPLIED_FILE}")
@@ -122,14 +134,21 @@ def test_converged_host_gets_no_steps():
     assert steps_for(CONVERGED, server(), worker_set()) == []
 
 
-@pytest.mark.parametrize("changed, expected", [
-    (lambda: server(auth_string="admin:rotated"), [f"write {ps.ENV_FILE}", "restart the Prefect server"]),
-    (lambda: replace_file(server(), ps.UNIT_PATH, ps.unit_text() + "# edited\n"),
-     [f"install {ps.UNIT_NAME}", "restart the Prefect server"]),
-    (lambda: server(pinned_venv("3.9.2")),
-     ["install prefect 3.9.2", "restart the Prefect server", "compile bytecode (in the background)"]),
-    (lambda: server(pinned_venv(uv_version="0.14.0")), ["install uv 0.14.0"]),
-])
+@pytest.mark.parametrize(
+    "changed, expected",
+    [
+        (lambda: server(auth_string="admin:rotated"), [f"write {ps.ENV_FILE}", "restart the Prefect server"]),
+        (
+            lambda: replace_file(server(), ps.UNIT_PATH, ps.unit_text() + "# edited\n"),
+            [f"install {ps.UNIT_NAME}", "restart the Prefect server"],
+        ),
+        (
+            lambda: server(pinned_venv("3.9.2")),
+            ["install prefect 3.9.2", "restart the Prefect server", "compile bytecode (in the background)"],
+        ),
+        (lambda: server(pinned_venv(uv_version="0.14.0")), ["install uv 0.14.0"]),
+    ],
+)
 def test_one_change_gives_only_its_steps(changed, expected):
     assert names(steps_for(CONVERGED, changed())) == expected
 

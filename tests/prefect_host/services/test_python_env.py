@@ -36,8 +36,11 @@ def test_the_venv_pins_prefect_and_prefect_aws():
 def test_broken_venv_is_recreated_and_refilled():
     """The venv's interpreter is gone (an OS upgrade): a new venv, both pins, new bytecode."""
     broken = CONVERGED.replace(f"venv:{VENV_DIR}:python={VENV_PYTHON}\n", f"venv:{VENV_DIR}:python=\n")
-    assert names(server_steps(broken)) == ["create the virtualenv", "install prefect 3.9.1 and prefect-aws 0.7.12",
-                                           "compile bytecode (in the background)"]
+    assert names(server_steps(broken)) == [
+        "create the virtualenv",
+        "install prefect 3.9.1 and prefect-aws 0.7.12",
+        "compile bytecode (in the background)",
+    ]
 
 
 def test_bytecode_is_compiled_once_in_the_background():
@@ -74,7 +77,11 @@ def test_package_source_flags():
 def test_the_shared_venv_is_installed_by_the_server_alone():
     fresh = fresh_output(server(), worker_set())
     server_lane, worker_lane = lanes_for(fresh, server(), worker_set())
-    venv_steps = ["install uv 0.13.8", "create the virtualenv", "install prefect 3.9.1 and prefect-aws 0.7.12",
-                  "compile bytecode (in the background)"]
+    venv_steps = [
+        "install uv 0.13.8",
+        "create the virtualenv",
+        "install prefect 3.9.1 and prefect-aws 0.7.12",
+        "compile bytecode (in the background)",
+    ]
     assert set(venv_steps) <= set(names(server_lane.steps)) and set(venv_steps).isdisjoint(names(worker_lane.steps))
     assert names(steps_for(fresh, server(), worker_set())).count("compile bytecode (in the background)") == 1

@@ -46,8 +46,9 @@ def worker_steps(output: str, declared: Service | None = None, *, venv: Venv | N
 
 # --- the files -------------------------------------------------------------------------------------
 def test_worker_env_has_the_local_api_the_poll_interval_and_the_result_storage():
-    settings = env_settings(workers.env_text(auth_string="admin:it's", ui_url="https://203.0.113.7",
-                                             result_settings=RESULTS, tls=True))
+    settings = env_settings(
+        workers.env_text(auth_string="admin:it's", ui_url="https://203.0.113.7", result_settings=RESULTS, tls=True)
+    )
     assert settings == {
         "PREFECT_HOME": "'/var/lib/prefect-worker'",
         # The worker on the host keeps talking to the server over loopback, behind Caddy's back.
@@ -68,8 +69,9 @@ def test_worker_template_runs_one_named_worker_per_instance_as_the_service_user(
     unit = unit_directives(workers.unit_text(pool="default"))
     assert unit["User"] == ["prefect"] and unit["Group"] == ["prefect"]
     assert unit["EnvironmentFile"] == [workers.ENV_FILE]
-    assert unit["ExecStart"] == ["/opt/prefect-host/venv/bin/prefect worker start --pool default --type process "
-                                 "--name %H-%i"]
+    assert unit["ExecStart"] == [
+        "/opt/prefect-host/venv/bin/prefect worker start --pool default --type process --name %H-%i"
+    ]
     assert unit["Restart"] == ["always"] and unit["WantedBy"] == ["multi-user.target"]
     assert unit["After"] == [f"network-online.target {prefect_server.UNIT_NAME}"]
     # Flow runs get a writable home and state of their own, not the server's.
@@ -91,9 +93,10 @@ def test_worker_template_is_sandboxed_and_holds_no_secret():
 def test_the_declared_files_and_units():
     declared = worker_set(3)
     assert [(f.path, f.mode, f.on_change, f.systemd) for f in declared.files] == [
-        (workers.UNIT_PATH, 0o644, "restart", True), (workers.ENV_FILE, 0o600, "restart", False)]
-    assert declared.units.names == ("prefect-worker@1.service", "prefect-worker@2.service",
-                                    "prefect-worker@3.service")
+        (workers.UNIT_PATH, 0o644, "restart", True),
+        (workers.ENV_FILE, 0o600, "restart", False),
+    ]
+    assert declared.units.names == ("prefect-worker@1.service", "prefect-worker@2.service", "prefect-worker@3.service")
     assert (declared.units.template, declared.units.display) == (workers.UNIT_TEMPLATE, "prefect-worker@{1,2,3}")
     assert declared.users == () and worker_set(0).units.names == ()
 
@@ -117,7 +120,8 @@ def test_parse_worker_facts():
     assert [(u.name, u.instance, u.enabled, u.running, u.need_daemon_reload) for u in known] == [
         ("prefect-worker@1.service", "1", "enabled", True, False),
         ("prefect-worker@2.service", "2", "enabled", True, False),
-        (GPU, "gpu", "disabled", False, True)]
+        (GPU, "gpu", "disabled", False, True),
+    ]
     fresh = parse_facts(fresh_output(server(), worker_set()))
     assert fresh.unit(workers.unit_name(1)).enabled == "" and not fresh.unit(workers.unit_name(1)).running
     assert fresh.file_sha256(workers.ENV_FILE) is None and fresh.applied(workers.APPLIED_FILE) is None
@@ -126,8 +130,12 @@ def test_parse_worker_facts():
 # --- the steps -------------------------------------------------------------------------------------
 def test_fresh_host_gets_the_worker_steps_after_the_server():
     steps = worker_steps(fresh_output(server(), worker_set()))
-    assert names(steps) == [f"write {workers.ENV_FILE}", f"install {workers.UNIT_TEMPLATE}",
-                            "enable prefect-worker@1", "start prefect-worker@1"]
+    assert names(steps) == [
+        f"write {workers.ENV_FILE}",
+        f"install {workers.UNIT_TEMPLATE}",
+        "enable prefect-worker@1",
+        "start prefect-worker@1",
+    ]
     assert [step.starts for step in steps] == [None, None, None, workers.NAME]
     start = steps[-1].commands[0].script
     assert start.startswith("systemctl restart prefect-worker@1.service && ")
@@ -141,19 +149,34 @@ def test_host_from_before_the_workers_gets_prefect_aws_without_a_server_restart(
     assert names(server_lane.steps) == ["install prefect-aws 0.7.12", "compile bytecode (in the background)"]
     install = server_lane.steps[0].commands[0].script
     assert "prefect==3.9.1 prefect-aws==0.7.12" in install  # both pinned: uv keeps them consistent
-    assert names(worker_lane.steps) == [f"write {workers.ENV_FILE}", f"install {workers.UNIT_TEMPLATE}",
-                                        "enable prefect-worker@1", "start prefect-worker@1"]
+    assert names(worker_lane.steps) == [
+        f"write {workers.ENV_FILE}",
+        f"install {workers.UNIT_TEMPLATE}",
+        "enable prefect-worker@1",
+        "start prefect-worker@1",
+    ]
 
 
-@pytest.mark.parametrize("venv_changes, changed, expected", [
-    ({}, lambda venv: worker_set(1, venv, env=worker_env(auth_string="admin:rotated")),
-     [f"write {workers.ENV_FILE}", "restart prefect-worker@1"]),
-    ({}, lambda venv: replace_file(worker_set(1, venv), workers.UNIT_PATH, workers.unit_text(pool="default") + "#\n"),
-     [f"install {workers.UNIT_TEMPLATE}", "restart prefect-worker@1"]),
-    ({"prefect_version": "3.9.2"}, lambda venv: worker_set(1, venv), ["restart prefect-worker@1"]),
-    ({"prefect_aws_version": "0.7.13"}, lambda venv: worker_set(1, venv), ["restart prefect-worker@1"]),
-    ({}, lambda venv: worker_set(3, venv), ["enable prefect-worker@{2,3}", "start prefect-worker@{2,3}"]),
-])
+@pytest.mark.parametrize(
+    "venv_changes, changed, expected",
+    [
+        (
+            {},
+            lambda venv: worker_set(1, venv, env=worker_env(auth_string="admin:rotated")),
+            [f"write {workers.ENV_FILE}", "restart prefect-worker@1"],
+        ),
+        (
+            {},
+            lambda venv: replace_file(
+                worker_set(1, venv), workers.UNIT_PATH, workers.unit_text(pool="default") + "#\n"
+            ),
+            [f"install {workers.UNIT_TEMPLATE}", "restart prefect-worker@1"],
+        ),
+        ({"prefect_version": "3.9.2"}, lambda venv: worker_set(1, venv), ["restart prefect-worker@1"]),
+        ({"prefect_aws_version": "0.7.13"}, lambda venv: worker_set(1, venv), ["restart prefect-worker@1"]),
+        ({}, lambda venv: worker_set(3, venv), ["enable prefect-worker@{2,3}", "start prefect-worker@{2,3}"]),
+    ],
+)
 def test_one_worker_change_gives_only_its_steps(venv_changes, changed, expected):
     venv = pinned_venv(**venv_changes)
     assert names(worker_steps(CONVERGED, changed(venv), venv=venv)) == expected
@@ -169,8 +192,10 @@ def test_fewer_workers_stop_and_disable_the_rest_but_not_hand_made_instances():
     three = converged_output(server(), worker_set(3), extra=unit_line(GPU))
     steps = worker_steps(three, worker_set(1))
     assert names(steps) == ["stop and disable prefect-worker@{2,3}"]
-    assert steps[0].commands[0].script == \
-        "systemctl disable --quiet --now prefect-worker@2.service prefect-worker@3.service"
+    assert (
+        steps[0].commands[0].script
+        == "systemctl disable --now --quiet prefect-worker@2.service prefect-worker@3.service"
+    )
     # The bootstrap removes them from the work pool.
     assert steps[0].stops == ("prefect-worker@2.service", "prefect-worker@3.service") and steps[0].starts is None
     assert names(worker_steps(three, worker_set(0))) == ["stop and disable prefect-worker@{1,2,3}"]
@@ -182,8 +207,9 @@ def test_stopped_or_disabled_extra_instances_are_left_alone():
 
 
 def test_a_dead_worker_is_started_alone():
-    dead = converged_output(server(), worker_set(2)).replace(unit_line(workers.unit_name(2)),
-                                                             unit_line(workers.unit_name(2), state="failed"))
+    dead = converged_output(server(), worker_set(2)).replace(
+        unit_line(workers.unit_name(2)), unit_line(workers.unit_name(2), state="failed")
+    )
     steps = worker_steps(dead, worker_set(2))
     assert names(steps) == ["start prefect-worker@2"] and steps[0].starts == workers.NAME
     assert steps[0].commands[0].script == "systemctl start prefect-worker@2.service"
@@ -216,7 +242,7 @@ def test_worker_secrets_only_travel_on_stdin():
     assert_secret_only_on_stdin(steps, PASSWORD)
     env_command = steps[0].commands[0]
     assert f"PREFECT_API_AUTH_STRING={env_value(AUTH)}\n".encode() in env_command.stdin
-    assert "chmod 0600" in env_command.script and f"mv -f \"$tmp\" {workers.ENV_FILE}" in env_command.script
+    assert "chmod 0600" in env_command.script and f'mv -f "$tmp" {workers.ENV_FILE}' in env_command.script
 
 
 def test_shell_of_every_step_parses():

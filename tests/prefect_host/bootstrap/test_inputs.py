@@ -1,38 +1,24 @@
-"""Input precedence (flags > --outputs > --stack) and the profile child process."""
+"""Input precedence (flags > --outputs > --stack) and validation before anything is changed."""
 
 from __future__ import annotations
 
 import json
-import socket
-import stat
 from pathlib import Path
 
 import pytest
 
-from prefect_host.bootstrap import ProfileProcess, resolve_inputs
-from prefect_host.errors import OutputsError, ProfileError, UsageError
-
-AUTH = "admin:Precedence-Secret-42"
-
-
-def _outputs(**changes) -> dict:
-    data = {
-        "cloud": "gcp", "publicIp": "203.0.113.7", "sshUser": "admin", "hostPublicKey": "ssh-ed25519 AAAAfromoutputs",
-        "apiUrl": "http://203.0.113.7:4200/api", "uiUrl": "http://203.0.113.7:4200", "prefectVersion": "3.9.1",
-        "prefectAuthString": AUTH, "bucketName": "b", "bucketRegion": "europe-west1", "iamGroupName": "g",
-        "iamUserName": "u", "awsAccessKeyId": "AKIA", "awsSecretAccessKey": "secret-from-outputs",
-        "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nPRIVATEMATERIAL\n-----END OPENSSH PRIVATE KEY-----\n",
-    }
-    data.update(changes)
-    return {k: v for k, v in data.items() if v is not None}
+from prefect_host.bootstrap import resolve_inputs
+from prefect_host.errors import OutputsError, UsageError
+from tests.prefect_host.bootstrap.bootstrap_samples import AUTH, outputs_mapping
 
 
 @pytest.fixture
 def outputs_file(tmp_path):
     def write(**changes) -> str:
         path = tmp_path / "outputs.json"
-        path.write_text(json.dumps(_outputs(**changes)))
+        path.write_text(json.dumps(outputs_mapping(**changes)))
         return str(path)
+
     return write
 
 
@@ -45,9 +31,16 @@ def test_outputs_fill_everything(outputs_file):
     assert AUTH not in repr(inputs) and "PRIVATEMATERIAL" not in repr(inputs)
 
 
-def test_flags_win_over_outputs(outputs_file):
-    inputs = resolve_inputs(outputs_file=outputs_file(), stack=None, host="10.0.0.5", user="debian",
-                            identity="/keys/id", host_key="ssh-ed25519 AAAAfromflag", profile="mine")
+def test_flags_win_overoutputs_mapping(outputs_file):
+    inputs = resolve_inputs(
+        outputs_file=outputs_file(),
+        stack=None,
+        host="10.0.0.5",
+        user="debian",
+        identity="/keys/id",
+        host_key="ssh-ed25519 AAAAfromflag",
+        profile="mine",
+    )
     assert (inputs.host, inputs.user, inputs.host_key) == ("10.0.0.5", "debian", "ssh-ed25519 AAAAfromflag")
     assert inputs.identity_file == Path("/keys/id") and inputs.identity_text is None
     assert inputs.profile_name == "mine"
@@ -71,8 +64,9 @@ HTTPS = {"apiUrl": "https://203.0.113.7/api", "uiUrl": "https://203.0.113.7", "t
 
 
 def test_tls_settings_come_from_the_outputs_and_the_flags(outputs_file):
-    inputs = resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None,
-                            apt_source="deb [trusted=yes] http://10.77.0.1:8000/ ./")
+    inputs = resolve_inputs(
+        outputs_file=outputs_file(**HTTPS), stack=None, apt_source="deb [trusted=yes] http://10.77.0.1:8000/ ./"
+    )
     assert (inputs.tls.mode, inputs.tls.address, inputs.tls_on) == ("internal", "203.0.113.7", True)
     assert inputs.tls.apt_source == "deb [trusted=yes] http://10.77.0.1:8000/ ./" and inputs.ca is None
     plain = resolve_inputs(outputs_file=outputs_file(), stack=None)
@@ -88,11 +82,11 @@ def test_ca_file_is_checked_before_anything_happens(outputs_file, tmp_path):
     assert inputs.ca.pem == ca_path.read_text() and len(inputs.ca.fingerprint) == 95
     with pytest.raises(TlsError, match=f"--ca-file {leaf_path}: .* is not a CA certificate"):
         resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, ca_file=str(leaf_path))
-    with pytest.raises(UsageError, match="--ca-file /nonexistent.pem: cannot read the file"):
+    with pytest.raises(UsageError, match=r"--ca-file /nonexistent.pem: cannot read the file"):
         resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, ca_file="/nonexistent.pem")
-    with pytest.raises(UsageError, match="tlsMode is off .* leave --ca-file out"):
+    with pytest.raises(UsageError, match=r"tlsMode is off .* leave --ca-file out"):
         resolve_inputs(outputs_file=outputs_file(), stack=None, ca_file=str(ca_path))
-    with pytest.raises(UsageError, match="--acme-ca-root /nonexistent.pem: cannot read"):
+    with pytest.raises(UsageError, match=r"--acme-ca-root /nonexistent.pem: cannot read"):
         resolve_inputs(outputs_file=outputs_file(**HTTPS), stack=None, acme_ca_root="/nonexistent.pem")
 
 
@@ -100,48 +94,21 @@ def test_a_teammate_needs_the_ca_file_or_ssh_to_pin_an_internal_ca(outputs_file,
     from prefect_host.local.pebble import make_tls_ca_and_certificate
 
     no_key = outputs_file(**HTTPS, sshPrivateKey=None)
-    with pytest.raises(UsageError, match="tlsMode internal: .*--ca-file FILE.*--identity FILE"):
+    with pytest.raises(UsageError, match=r"tlsMode internal: .*--ca-file FILE.*--identity FILE"):
         resolve_inputs(outputs_file=no_key, stack=None, client_only=True)
     ca_path, _, _ = make_tls_ca_and_certificate(tmp_path, "10.77.0.1")
     assert resolve_inputs(outputs_file=no_key, stack=None, client_only=True, ca_file=str(ca_path)).ca is not None
     assert resolve_inputs(outputs_file=no_key, stack=None, client_only=True, identity="/keys/id").ca is None
     # A public certificate needs nothing pinned.
-    acme = outputs_file(apiUrl="https://prefect.example.com/api", uiUrl="https://prefect.example.com",
-                        tlsMode="acme", domain="prefect.example.com",
-                        acmeCa="https://acme-v02.api.letsencrypt.org/directory", sshPrivateKey=None)
+    acme = outputs_file(
+        apiUrl="https://prefect.example.com/api",
+        uiUrl="https://prefect.example.com",
+        tlsMode="acme",
+        domain="prefect.example.com",
+        acmeCa="https://acme-v02.api.letsencrypt.org/directory",
+        sshPrivateKey=None,
+    )
     assert resolve_inputs(outputs_file=acme, stack=None, client_only=True).tls.address == "prefect.example.com"
-
-
-def _dead_api() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/api"
-
-
-def test_profile_process_writes_then_reports_the_unreachable_server(tmp_path, monkeypatch):
-    for var in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY", "PREFECT_PROFILE",
-                "PREFECT_PROFILES_PATH"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
-    child = ProfileProcess()
-    with pytest.raises(ProfileError, match="'team' was written, but the server cannot be reached"):
-        child.call("profile", name="team", api_url=_dead_api(), auth_string=AUTH, activate=True,
-                   results_block="s3-bucket/team-results")
-    profiles = tmp_path / "home" / "profiles.toml"
-    assert stat.S_IMODE(profiles.stat().st_mode) == 0o600 and 'active = "team"' in profiles.read_text()
-    assert 'PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK = "s3-bucket/team-results"' in profiles.read_text()
-    # The child answers one request after another until its stdin ends.
-    with pytest.raises(ProfileError, match="cannot reach it"):
-        child.call("register_storage_blocks", api_url=_dead_api(), auth_string=AUTH, outputs=_outputs(),
-                   profile_name="team")
-    child.close()
-
-
-def test_cancelled_profile_process_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
-    child = ProfileProcess()
-    child.cancel()
-    assert not (tmp_path / "home" / "profiles.toml").exists()
 
 
 def test_storage_is_on_by_default_with_the_outputs_endpoint_or_the_flag(outputs_file):
@@ -151,22 +118,32 @@ def test_storage_is_on_by_default_with_the_outputs_endpoint_or_the_flag(outputs_
     assert "secret-from-outputs" not in repr(inputs)
     from_outputs = resolve_inputs(outputs_file=outputs_file(s3EndpointUrl="http://10.0.0.1:9000"), stack=None)
     assert from_outputs.storage.s3_endpoint_url == "http://10.0.0.1:9000"
-    flag = resolve_inputs(outputs_file=outputs_file(s3EndpointUrl="http://10.0.0.1:9000"), stack=None,
-                          s3_endpoint_url="https://minio.example:9000")
+    flag = resolve_inputs(
+        outputs_file=outputs_file(s3EndpointUrl="http://10.0.0.1:9000"),
+        stack=None,
+        s3_endpoint_url="https://minio.example:9000",
+    )
     assert flag.storage.s3_endpoint_url == "https://minio.example:9000"  # the flag wins
     off = resolve_inputs(outputs_file=outputs_file(), stack=None, no_storage=True, workers=0)
     assert off.storage is None and off.results_block is None and off.workers == 0
 
 
-@pytest.mark.parametrize("arguments, changes, message", [
-    ({"workers": 17}, {}, "--workers 17: must be a whole number from 0 to 16"),
-    ({"workers": -1}, {}, "--workers -1"),
-    ({"s3_endpoint_url": "minio:9000"}, {}, "--s3-endpoint-url 'minio:9000': must be an http:// or https:// URL"),
-    ({}, {"s3EndpointUrl": "ftp://x"}, "s3EndpointUrl 'ftp://x': must be an http:// or https:// URL"),
-    ({"no_storage": True, "s3_endpoint_url": "http://x:9000"}, {}, "--s3-endpoint-url and --no-storage"),
-    ({}, {"prefectVersion": "3.8.3"}, "prefectVersion 3.8.3: the host's workers and the storage blocks need "
-                                      "prefect-aws 0.7.12, which needs Prefect 3.8.4 or later"),
-])
+@pytest.mark.parametrize(
+    "arguments, changes, message",
+    [
+        ({"workers": 17}, {}, "--workers 17: must be a whole number from 0 to 16"),
+        ({"workers": -1}, {}, "--workers -1"),
+        ({"s3_endpoint_url": "minio:9000"}, {}, "--s3-endpoint-url 'minio:9000': must be an http:// or https:// URL"),
+        ({}, {"s3EndpointUrl": "ftp://x"}, "s3EndpointUrl 'ftp://x': must be an http:// or https:// URL"),
+        ({"no_storage": True, "s3_endpoint_url": "http://x:9000"}, {}, "--s3-endpoint-url and --no-storage"),
+        (
+            {},
+            {"prefectVersion": "3.8.3"},
+            "prefectVersion 3.8.3: the host's workers and the storage blocks need "
+            "prefect-aws 0.7.12, which needs Prefect 3.8.4 or later",
+        ),
+    ],
+)
 def test_bad_worker_and_storage_inputs_name_the_setting(outputs_file, arguments, changes, message):
     with pytest.raises(UsageError) as caught:
         resolve_inputs(outputs_file=outputs_file(**changes), stack=None, **arguments)
