@@ -16,8 +16,7 @@ from prefect_host.console import Console
 from prefect_host.profile import ProfileResult, store_ca, write_and_check
 from prefect_host.tls import CaCertificate
 
-from .checks import WORK_POOL_NAME, host_ca
-from .inputs import DEFAULT_WORKERS, MAX_WORKERS, BootstrapInputs, resolve_inputs
+from .inputs import DEFAULT_WORKERS, MAX_WORKERS, WORK_POOL_NAME, BootstrapInputs, resolve_inputs
 from .profile_process import ProfileProcess
 
 __all__ = [
@@ -120,9 +119,11 @@ def _client_only(inputs: BootstrapInputs, console: Console) -> tuple[CaCertifica
 def _host_and_laptop(
     inputs: BootstrapInputs, console: Console
 ) -> tuple[CaCertificate | None, str | None, ProfileResult]:
+    # The child first: it imports Prefect on another core while this process imports the SSH and
+    # HTTP side and works on the host (a re-run on a converged host is mostly these imports).
+    child, ca_path = ProfileProcess(), None
     from .converge import converge_host
 
-    child, ca_path = ProfileProcess(), None
     try:
         ca = converge_host(inputs, console)
         if ca is not None:
@@ -157,6 +158,7 @@ def _client_trust(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
         return inputs.ca
     from prefect_host.services.caddy import read_internal_ca_root
 
+    from .checks import host_ca
     from .converge import ssh_session
 
     with ssh_session(inputs, console) as session, console.step(f"read the CA certificate from {inputs.host}"):

@@ -32,10 +32,8 @@ from prefect_host.tls import (
 )
 from prefect_host.verify import HEALTH_TIMEOUT, HealthTimeout, basic_auth, wait_until_healthy
 
-from .inputs import BootstrapInputs
+from .inputs import WORK_POOL_NAME, BootstrapInputs
 
-WORK_POOL_NAME = "default"
-WORK_POOL_TYPE = "process"
 # Workers check in seconds after they start; the margin covers a slow host, and a server that is
 # itself still starting (after a reboot) while a worker retries.
 WORKERS_TIMEOUT = 120.0

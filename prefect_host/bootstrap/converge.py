@@ -31,8 +31,8 @@ from prefect_host.tls import CaCertificate
 from prefect_host.verify import check_server, ensure_work_pool
 
 from . import checks
-from .checks import WORK_POOL_NAME, WORK_POOL_TYPE, http
-from .inputs import BootstrapInputs
+from .checks import http
+from .inputs import WORK_POOL_NAME, WORK_POOL_TYPE, BootstrapInputs
 
 # cloud-init has nothing left to do in these states (the bootstrap reports "error" as a warning).
 _CLOUD_INIT_SETTLED = {"done", "disabled", "error", "degraded done"}

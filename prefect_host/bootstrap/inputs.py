@@ -16,6 +16,9 @@ from prefect_host.services.python_env import PREFECT_AWS_MIN_PREFECT, PREFECT_AW
 from prefect_host.storage import block_slug
 from prefect_host.tls import CaCertificate, TlsSettings, load_ca_certificate, settings_from_outputs
 
+# The work pool the host's workers poll, created by the bootstrap.
+WORK_POOL_NAME = "default"
+WORK_POOL_TYPE = "process"
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 16  # each is a Python process with Prefect loaded, its flow runs more processes
 _VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?$")
