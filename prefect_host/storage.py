@@ -3,7 +3,7 @@
 Block names come from the profile name (`slug` = lowercase, runs of other characters as one dash):
   aws-credentials/<slug>           the IAM user's key (the secret a SecretStr: Prefect shows it masked)
   s3-bucket/<slug>-results         bucket `bucketName`, folder `results/`: the results block
-  s3-bucket/<slug>-flows-<deploy>  one per deployment, folder `flows/<deploy>/` (made by deploy.py)
+  s3-bucket/<slug>-flows-<key>     one per flow and deployment, folder `flows/<key>/` (prefect_host/deploy/location.py)
 The profile points PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK at the results block; deploy.py finds the
 bucket and the credentials from there, so the profile alone is enough for a teammate.
 """

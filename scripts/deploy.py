@@ -5,7 +5,7 @@
         [--interval 300 | --cron '0 6 * * *'] [--param KEY=VALUE ...] [--run-now [--timeout 300]]
 
 Uploads the directory (minus .prefectignore and the default excludes) to
-s3://<bucket>/flows/<deployment>/ and creates or updates the deployment; see prefect_host/deploy.py.
+s3://<bucket>/flows/<flow>-<deployment>-<hash>/ and creates or updates the deployment; see prefect_host/deploy/.
 
 The same command as `prefect-host deploy` (prefect_host/cli/deploy.py).
 """

@@ -3,10 +3,10 @@ when something differs, and --run-now's one run."""
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import timedelta
 
+from prefect_host.deploy.location import code_block_name
 from prefect_host.deploy.request import DeployError, DeployRequest
 from prefect_host.deploy.server import quiet
 from prefect_host.storage import ensure_block
@@ -33,21 +33,22 @@ def describe_schedule(schedule) -> str:
     return f"cron {cron!r}" if cron else f"every {int(schedule.interval.total_seconds())} s"
 
 
-def ensure_code_block(results_block, name: str, code_prefix: str):
-    """The S3Bucket block the deployment's pull step names: same bucket and credentials as results."""
+def ensure_code_block(results_block, flow_name: str, name: str, code_prefix: str):
+    """The S3Bucket block the deployment's pull step names: same bucket and credentials as results, its
+    folder with a trailing slash (the pull lists by prefix: flows/a/ never reaches flows/a-b/)."""
     from prefect_aws import S3Bucket
 
-    credentials_name = results_block.credentials._block_document_name
-    block_name = f"{credentials_name}-flows-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
+    block_name = code_block_name(results_block.credentials._block_document_name, flow_name, name)
     block = S3Bucket(
-        bucket_name=results_block.bucket_name, bucket_folder=code_prefix, credentials=results_block.credentials
+        bucket_name=results_block.bucket_name, bucket_folder=f"{code_prefix}/", credentials=results_block.credentials
     )
     with quiet():
         return ensure_block(block, block_name)
 
 
 def apply_deployment(flow, code_block, request: DeployRequest, name: str, version: str, schedule):
-    """Creates or updates deployment flow/name; returns its id and "created", "updated" or "unchanged"."""
+    """Creates or updates deployment flow/name. Returns its id, "created", "updated" or "unchanged", and
+    where its code was before when that was another block (a deployment of the old layout), else None."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -56,11 +57,12 @@ def apply_deployment(flow, code_block, request: DeployRequest, name: str, versio
             existing = client.read_deployment_by_name(f"{flow.name}/{name}")
         except ObjectNotFound:
             existing = None
-    wanted_pull_steps = [
-        {PULL_STEP: {"block_type_slug": "s3-bucket", "block_document_name": code_block._block_document_name}}
-    ]
-    if existing is not None and _is_current(existing, request, version, wanted_pull_steps, schedule):
-        return str(existing.id), "unchanged"
+        wanted_pull_steps = [
+            {PULL_STEP: {"block_type_slug": "s3-bucket", "block_document_name": code_block._block_document_name}}
+        ]
+        if existing is not None and _is_current(existing, request, version, wanted_pull_steps, schedule):
+            return str(existing.id), "unchanged", None
+        previous = _previous_code(client, existing, code_block._block_document_name)
     from prefect import Flow
 
     try:
@@ -79,7 +81,24 @@ def apply_deployment(flow, code_block, request: DeployRequest, name: str, versio
             )
     except Exception as exc:  # noqa: BLE001  whatever Prefect raises, said as this step's error
         raise DeployError(f"deployment {flow.name}/{name}: {type(exc).__name__}: {exc}") from None
-    return str(deployment_id), "updated" if existing is not None else "created"
+    return str(deployment_id), "updated" if existing is not None else "created", previous
+
+
+def _previous_code(client, existing, block_name: str) -> str | None:
+    """The block (and its folder) the deployment's pull step named, when not block_name: left as is, since
+    under the old layout (flows/<deployment name>/) other flows' deployments of that name may use it."""
+    from prefect.exceptions import ObjectNotFound
+
+    steps = (existing.pull_steps or []) if existing is not None else []
+    names = [step[PULL_STEP].get("block_document_name") for step in steps if PULL_STEP in step]
+    if not names or names[0] == block_name:
+        return None
+    try:
+        data = client.read_block_document_by_name(names[0], "s3-bucket").data
+    except ObjectNotFound:
+        return f"s3-bucket/{names[0]} (no longer saved)"
+    folder = (data.get("bucket_folder") or "").strip("/")
+    return f"s3-bucket/{names[0]} (s3://{data.get('bucket_name')}/{folder + '/' if folder else ''})"
 
 
 def _is_current(existing, request: DeployRequest, version: str, pull_steps: list, schedule) -> bool:

@@ -6,21 +6,25 @@ import json
 import logging
 from typing import Any
 
+from prefect_host.console import shown
 from prefect_host.deploy.request import DeployError
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
-    """The --param values: JSON when they parse, else the string as given."""
+    """The --param values: JSON when they parse, else the string as given. A message names the KEY, never
+    the VALUE (which may be long, or a secret)."""
     parameters: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise DeployError(f"--param {item!r}: expected KEY=VALUE with KEY a parameter name.")
+        if not sep:
+            raise DeployError(f"--param {shown(item, 60)}: expected KEY=VALUE with KEY a parameter name.")
+        if not key.isidentifier():
+            raise DeployError(f"--param {shown(key, 60)}=...: KEY must be a parameter name (a Python identifier).")
         if key in parameters:
             raise DeployError(f"--param {key}: given twice.")
         try:
             parameters[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, or JSON Python will not hold (5000 digits, 10000 levels)
             parameters[key] = raw
     return parameters
 
@@ -46,12 +50,16 @@ def check_parameters(flow, parameters: dict[str, Any]) -> None:
     except ParameterTypeError as exc:
         problems = "; ".join(line.strip(" -") for line in str(exc).splitlines()[1:]) or str(exc)
         raise DeployError(
-            f"--param: flow {flow.name!r} refuses these parameters: {problems} (given "
-            f"{json.dumps(parameters)}; its parameters are {known}). Nothing was uploaded "
+            f"--param: flow {flow.name!r} refuses these parameters: {_clip(problems, 500)} (given "
+            f"{_clip(json.dumps(parameters), 200)}; its parameters are {known}). Nothing was uploaded "
             "or deployed."
         ) from None
     finally:
         flow_logger.disabled = False
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _annotation(parameter) -> str:

@@ -27,3 +27,5 @@ class DeployRequest:
     parameters: dict[str, Any]
     run_now: bool
     timeout: float
+    includes: tuple[str, ...] = ()  # --include: secret-looking files to upload all the same (gitignore patterns)
+    dry_run: bool = False  # --dry-run: check, list the files and what is left out, write nothing

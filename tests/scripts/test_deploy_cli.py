@@ -76,6 +76,14 @@ def test_defaults(project):
     )
 
 
+def test_include_and_dry_run_reach_the_request(project):
+    args = [ENTRYPOINT, "--include", "*.pem", "--include", ".env.example", "--dry-run"]
+    request, _ = parse_request(args, cwd=project)
+    assert (request.includes, request.dry_run) == (("*.pem", ".env.example"), True)
+    request, _ = parse_request([ENTRYPOINT], cwd=project)
+    assert (request.includes, request.dry_run) == ((), False)
+
+
 def test_param_values_are_json_when_they_parse(project):
     request, _ = parse_request(
         [
@@ -105,6 +113,9 @@ def test_param_values_are_json_when_they_parse(project):
         ([ENTRYPOINT, "--interval", "0"], "--interval 0: must be a whole number of seconds >= 1"),
         ([ENTRYPOINT, "--name", "a/b"], "--name 'a/b'"),
         ([ENTRYPOINT, "--timeout", "0"], "--timeout 0: must be > 0"),
+        ([ENTRYPOINT, "--include", "!*.pem"], "--include '!*.pem': expected a gitignore-style pattern"),
+        ([ENTRYPOINT, "--include", " "], "--include ' ': expected a gitignore-style pattern"),
+        ([ENTRYPOINT, "--dry-run", "--run-now"], "--dry-run and --run-now"),
     ],
 )
 def test_bad_arguments_are_one_paragraph(args, message, project, capsys, monkeypatch):

@@ -4,16 +4,19 @@ nothing changed, its schedule and parameters as given, and --run-now's run on a 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 import pytest
 from deploy_support import (
     ENTRYPOINT,
     FLOW,
+    MANIFEST,
+    PULL_STEP,
     assert_no_secrets,
     assert_ok,
+    code_location,
     code_objects,
-    read_block,
     read_deployment,
     run_deploy,
     snapshot,
@@ -48,20 +51,24 @@ def test_deploy_uploads_the_project_and_schedules_it_every_300_s(deployed, stack
     assert deployment.work_pool_name == "default" and deployment.entrypoint == ENTRYPOINT
     [schedule] = deployment.schedules
     assert schedule.active and schedule.schedule.interval.total_seconds() == 300
-    assert deployment.pull_steps == [
-        {
-            "prefect.deployments.steps.pull_with_block": {
-                "block_type_slug": "s3-bucket",
-                "block_document_name": f"laptop-test-flows-{FLOW}",
-            }
-        }
-    ]
-    assert read_block(stack_outputs, f"laptop-test-flows-{FLOW}").data["bucket_folder"] == f"flows/{FLOW}"
+    # One folder and one block per flow and deployment name: slugs for people, a hash of both names.
+    block_name, folder = code_location(stack_outputs, FLOW)
+    key = re.fullmatch(rf"laptop-test-flows-({FLOW}-{FLOW}-[0-9a-f]{{10}})", block_name).group(1)
+    assert folder == f"flows/{key}/"  # the slash: the pull lists by prefix
+    assert deployment.pull_steps == [{PULL_STEP: {"block_type_slug": "s3-bucket", "block_document_name": block_name}}]
+    assert f"s3://{stack_outputs.bucket_name}/{folder}: 2 uploaded" in lines[3]
 
-    objects = code_objects(s3_server, stack_outputs, FLOW)
-    assert sorted(objects) == sorted(UPLOADED)  # no .venv, __pycache__, .env, .git, nor .prefectignore'd
-    for name, (etag, _) in objects.items():
-        assert etag.strip('"') == hashlib.md5((project / name).read_bytes()).hexdigest()
+    objects = code_objects(s3_server, stack_outputs, folder)
+    assert sorted(objects) == sorted([*UPLOADED, MANIFEST])  # no .venv, __pycache__, .env, .git, nor .prefectignore'd
+    for name in UPLOADED:
+        assert objects[name][0].strip('"') == hashlib.md5((project / name).read_bytes()).hexdigest()
+    manifest = s3_server.client("s3").get_object(Bucket=stack_outputs.bucket_name, Key=f"{folder}{MANIFEST}")
+    assert json.loads(manifest["Body"].read()) == {
+        "format": 1,
+        "flow": FLOW,
+        "deployment": FLOW,
+        "files": sorted(UPLOADED),
+    }
 
 
 def test_redeploy_with_nothing_changed_changes_nothing(deployed, laptop, stack_outputs, s3_server):
@@ -69,7 +76,8 @@ def test_redeploy_with_nothing_changed_changes_nothing(deployed, laptop, stack_o
     before = snapshot(stack_outputs, s3_server, FLOW)
     lines = assert_ok(run_deploy(laptop, project))
     assert "0 uploaded, 2 unchanged, 0 removed" in lines[3]
-    assert lines[4].endswith(f"laptop-test-flows-{FLOW} unchanged ({lines[4].rsplit('(', 1)[1]}")
+    block_name, _ = code_location(stack_outputs, FLOW)
+    assert lines[4].endswith(f"s3-bucket/{block_name} unchanged ({lines[4].rsplit('(', 1)[1]}")
     assert f"{FLOW}/{FLOW} unchanged" in lines[5]
     assert snapshot(stack_outputs, s3_server, FLOW) == before
 

@@ -4,7 +4,7 @@ before anything is written."""
 from __future__ import annotations
 
 import pytest
-from deploy_support import assert_refused, code_objects, read_block, read_deployment, run_deploy
+from deploy_support import assert_refused, bucket_state, read_deployment, run_deploy, server_state
 
 
 @pytest.mark.parametrize(
@@ -17,9 +17,9 @@ from deploy_support import assert_refused, code_objects, read_block, read_deploy
 )
 def test_a_bad_parameter_is_refused_and_nothing_is_created(param, named, laptop, project, stack_outputs, s3_server):
     name = "refused-" + param.split("=")[0].replace("_", "-")
+    before = bucket_state(s3_server, stack_outputs), server_state(stack_outputs)
     message = assert_refused(run_deploy(laptop, project, "--name", name, "--param", param))
     assert named in message and "run_date: date | None = None, n_rows: int = 500" in message
     assert "Nothing was uploaded or deployed" in message
     assert read_deployment(stack_outputs, name) is None
-    assert read_block(stack_outputs, f"laptop-test-flows-{name}") is None
-    assert code_objects(s3_server, stack_outputs, name) == {}
+    assert (bucket_state(s3_server, stack_outputs), server_state(stack_outputs)) == before
