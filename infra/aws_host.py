@@ -134,6 +134,9 @@ class AwsHost(pulumi.ComponentResource):
             instance_type=args.instance_type,
             key_name=key_pair.key_name,
             vpc_security_group_ids=[group.id],
+            # IMDSv2 only, and a hop limit of 1: a token's PUT answer dies one hop away, so nothing
+            # behind a bridge or NAT on the VM (a container) gets a token. On the VM itself the bootstrap
+            # keeps Prefect, its flow runs and Caddy from it (IPv6's fd00:ec2::254 stays off, the default).
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
             root_block_device={
                 "volume_type": "gp3",

@@ -69,12 +69,18 @@ class Step:
 
 @dataclass(frozen=True)
 class User:
-    """A system user without a login, and the directory it owns (its home)."""
+    """A system user without a login, and the directory it owns (its home).
+
+    `state_directory`: the home is a unit's StateDirectory=, which systemd creates at start and
+    chowns (recursively, when its owner is another user: a home inherited from an earlier user), so
+    the user's step creates no directory (chowning only the top would stop systemd's recursive fix).
+    """
 
     name: str
     home: str
     comment: str
     home_mode: int = 0o750
+    state_directory: bool = False
 
 
 @dataclass(frozen=True)

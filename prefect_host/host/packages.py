@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from prefect_host.console import url_password
 from prefect_host.host.facts import HostFacts
 from prefect_host.host.model import BYTECODE_UNIT, AptPackage, Step, User, Venv
 
@@ -19,9 +20,10 @@ def create_user(user: User) -> Step:
     script = (
         f"(getent passwd {q(user.name)} >/dev/null || useradd --system --user-group "
         f"--home-dir {q(user.home)} --no-create-home --shell /usr/sbin/nologin "
-        f"--comment {q(user.comment)} {q(user.name)}) && "
-        f"install -d -o {q(user.name)} -g {q(user.name)} -m {user.home_mode:04o} {q(user.home)}"
+        f"--comment {q(user.comment)} {q(user.name)})"
     )
+    if not user.state_directory:
+        script += f" && install -d -o {q(user.name)} -g {q(user.name)} -m {user.home_mode:04o} {q(user.home)}"
     return Step.shell(f"create service user {user.name}", script, f"create user {user.name}")
 
 
@@ -64,17 +66,18 @@ def venv_install_steps(facts: HostFacts, venv: Venv) -> tuple[list[Step], bool]:
     q = shlex.quote
     if facts.get(f"uv:{venv.uv_path}") != venv.uv_version:
         # The fetcher runs on the host with its own python3 (its source is the stdin): it picks the
-        # wheel for the host's platform, whatever the laptop is.
+        # wheel for the host's platform, whatever the laptop is, and checks it against its pinned sha256.
+        read_url, source_args, url_line = _source(venv, get_uv=True)
         fetch = (
-            f"install -d -m 0755 {q(str(Path(venv.uv_path).parent))} && python3 - "
-            f"--version {q(venv.uv_version)} --dest {q(venv.uv_path)} {_source_args(venv, get_uv=True)}"
+            f"{read_url}install -d -m 0755 {q(str(Path(venv.uv_path).parent))} && python3 - "
+            f"--version {q(venv.uv_version)} --dest {q(venv.uv_path)} {source_args}"
         )
         steps.append(
             Step.shell(
                 f"install uv {venv.uv_version}",
                 fetch,
                 f"fetch uv {venv.uv_version} for this host",
-                stdin=_GET_UV_SOURCE.read_bytes(),
+                stdin=url_line + _GET_UV_SOURCE.read_bytes(),
                 timeout=300,
             )
         )
@@ -90,23 +93,32 @@ def venv_install_steps(facts: HostFacts, venv: Venv) -> tuple[list[Step], bool]:
         # Every pin on every install, so uv keeps the set consistent whichever of them changed. No
         # --compile-bytecode: compiling takes ~5 s, and a first start without bytecode is only ~2 s
         # slower, so the bytecode is compiled after the start, off the critical path.
+        read_url, source_args, url_line = _source(venv)
         install = (
-            f"rm -f {q(venv.bytecode_marker)} && UV_CACHE_DIR={q(venv.cache_dir)} UV_PYTHON_DOWNLOADS=never "
-            f"{q(venv.uv_path)} pip install --quiet --python {q(venv.python)} {_source_args(venv)} "
+            f"{read_url}rm -f {q(venv.bytecode_marker)} && UV_CACHE_DIR={q(venv.cache_dir)} UV_PYTHON_DOWNLOADS=never "
+            f"{q(venv.uv_path)} pip install --quiet --python {q(venv.python)} {source_args} "
             + " ".join(q(f"{name}=={version}") for name, version in venv.pins)
         )
         name = f"install {' and '.join(f'{n} {v}' for n, v in outdated)}"
-        steps.append(Step.shell(name, install, f"uv pip install {venv.pins_text}", timeout=900))
+        label = f"uv pip install {venv.pins_text}"
+        steps.append(Step.shell(name, install, label, stdin=url_line or None, timeout=900))
     return steps, bool(outdated)
 
 
-def _source_args(venv: Venv, *, get_uv: bool = False) -> str:
+def _source(venv: Venv, *, get_uv: bool = False) -> tuple[str, str, bytes]:
+    """Where uv (or get_uv) installs from: (a shell prefix, arguments, a first stdin line). A URL with
+    credentials is read from stdin into UV_FIND_LINKS / UV_INDEX_URL, which both read, instead of going on
+    the command line: `ps` shows that to every user of the host, and a failed step's message quotes it."""
     source = venv.source
     if source.find_links:
-        return ("" if get_uv else "--no-index ") + f"--find-links {shlex.quote(source.find_links)}"
-    if source.index_url:
-        return f"--index-url {shlex.quote(source.index_url)}"
-    return ""
+        url, flag, env, extra = source.find_links, "--find-links", "UV_FIND_LINKS", "" if get_uv else "--no-index"
+    elif source.index_url:
+        url, flag, env, extra = source.index_url, "--index-url", "UV_INDEX_URL", ""
+    else:
+        return "", "", b""
+    if url_password(url) is None:
+        return "", f"{extra} {flag} {shlex.quote(url)}".strip(), b""
+    return f"IFS= read -r {env} && export {env} && ", extra, f"{url}\n".encode()
 
 
 def bytecode_compile_steps(facts: HostFacts, venv: Venv, venv_changed: bool) -> list[Step]:

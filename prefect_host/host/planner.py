@@ -42,7 +42,7 @@ def plan(facts: HostFacts, services: Sequence[Service]) -> list[Lane]:
         prepare = [
             create_user(user)
             for user in service.users
-            if facts.user_home(user.name) is None or not facts.dir_exists(user.home)
+            if facts.user_home(user.name) is None or not (user.state_directory or facts.dir_exists(user.home))
         ]
         prepare += [install_apt(package) for package in service.packages if facts.apt_version(package.name) is None]
         # A venv two services share (server and workers) is planned by the first that declares it.

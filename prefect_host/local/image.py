@@ -25,7 +25,18 @@ from prefect_host.local.common import (
     run,
 )
 
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "ca-certificates", "curl")
+# iptables: Debian's cloud images have it (the bootstrap's metadata guard uses it).
+BASE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "sudo",
+    "ca-certificates",
+    "curl",
+    "iptables",
+)
 ADMIN_USER = "admin"
 IMAGE_HOSTNAME = "debian"
 SUDOERS = f"{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\n"

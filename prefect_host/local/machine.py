@@ -130,6 +130,9 @@ class LocalHost(HostLayout):
                     "--keep-unit",
                     "--console=passive",
                     f"--network-namespace-path=/run/netns/{self.netns}",
+                    # Root's on a VM: the guest's own firewall (the metadata guard's iptables rules).
+                    # nspawn grants it with --private-network, not with a namespace given by path.
+                    "--capability=CAP_NET_ADMIN",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -7,6 +7,7 @@ is the front door itself on 0.0.0.0:4200.
 from __future__ import annotations
 
 from prefect_host.host.model import File, Service, Units, User, Venv
+from prefect_host.services import metadata_guard
 from prefect_host.services.python_env import PREFECT_BIN
 from prefect_host.services.systemd import HEADER, env_file_text, sandbox_block
 from prefect_host.tls import UPSTREAM_PORT
@@ -69,6 +70,8 @@ Group={SERVICE_USER}
 EnvironmentFile={ENV_FILE}
 # Prefect reads .env from its working directory: give it one the service owns.
 WorkingDirectory={STATE_DIR}
+# As root, first: the cloud's metadata service rejects this user (and the workers', Caddy's).
+{metadata_guard.EXEC_START_PRE_OPTIONAL}
 ExecStart={PREFECT_BIN} server start
 # always, not on-failure: `systemctl kill` sends SIGTERM, on which the server shuts down cleanly,
 # and on-failure counts that as a clean exit and leaves the server down (checked on Debian 13).
@@ -83,7 +86,8 @@ UMask=0077
 # Sandbox: `systemd-analyze security {UNIT_NAME}` rates this unit about 1.x ("OK").
 {sandbox_block()}\
 # Left off on purpose: MemoryDenyWriteExecute (breaks Python C extensions that use JIT/ctypes
-# callbacks) and IPAddressDeny (the server must accept connections from anywhere allowed).
+# callbacks) and IPAddressDeny (the server must accept connections from anywhere allowed; the
+# metadata service is denied by the guard above, which can spare DNS).
 
 [Install]
 WantedBy=multi-user.target
@@ -91,14 +95,17 @@ WantedBy=multi-user.target
 
 
 def server_service(*, venv: Venv, auth_string: str, tls: bool, start_after: tuple[str, ...] = ()) -> Service:
-    """The server's declaration. Files in digest order (unit, env): the digest earlier releases recorded."""
+    """The server's declaration. Files in digest order (unit, env, then the metadata guard its start
+    runs): the digest earlier releases recorded, then what this one added."""
     return Service(
         NAME,
         users=(service_user(),),
+        packages=(metadata_guard.PACKAGE,),
         venv=venv,
         files=(
             File(UNIT_PATH, unit_text(), systemd=True, describe=f"install {UNIT_NAME}"),
             File(ENV_FILE, env_text(auth_string=auth_string, tls=tls), mode=0o600),
+            metadata_guard.script_file(),
         ),
         units=Units((UNIT_NAME,), applied=APPLIED_FILE, display="the Prefect server"),
         version=venv.pins[0][1],

@@ -32,7 +32,7 @@ def env_file_text(settings: Mapping[str, str]) -> str:
 
 def sandbox_block(
     *,
-    inaccessible: str | None = None,
+    inaccessible: tuple[str, ...] = (),
     proc_subset: bool = True,
     address_families: str = "AF_INET AF_INET6 AF_UNIX",
     remove_ipc: bool = True,
@@ -43,7 +43,7 @@ def sandbox_block(
     where the server needs less (see the worker unit)."""
     lines = ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes"]
     if inaccessible:
-        lines.append(f"InaccessiblePaths=-{inaccessible}")
+        lines.append("InaccessiblePaths=" + " ".join(f"-{path}" for path in inaccessible))
     lines += [
         "PrivateTmp=yes",
         "PrivateDevices=yes",

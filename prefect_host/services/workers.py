@@ -2,14 +2,19 @@
 
 A flow run inherits the worker's environment, so result storage settings go here too (the
 laptop profile's settings do not reach a run that a worker starts).
+
+Workers, and so the flow code they run, are a user of their own (FLOW_USER), not the server's: a
+flow can neither signal the server or Caddy nor read their files, even through /proc/<pid>/root.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prefect_host.host.model import File, Service, Units, Venv, display_units
-from prefect_host.services.prefect_server import CONFIG_DIR, SERVICE_USER, STATE_DIR, UNIT_NAME, server_port
+from prefect_host.caddy import CADDY_HOME
+from prefect_host.host.model import File, Service, Units, User, Venv, display_units
+from prefect_host.services import metadata_guard
+from prefect_host.services.prefect_server import CONFIG_DIR, STATE_DIR, UNIT_NAME, server_port
 from prefect_host.services.python_env import PREFECT_BIN, venv_version
 from prefect_host.services.systemd import HEADER, env_file_text, sandbox_block
 
@@ -21,12 +26,24 @@ ENV_FILE = f"{CONFIG_DIR}/worker.env"
 APPLIED_FILE = f"{CONFIG_DIR}/worker.applied"
 # PREFECT_HOME and HOME of the workers and their flow runs; the server's STATE_DIR is hidden from them.
 STATE_DIR_WORKERS = "/var/lib/prefect-worker"  # StateDirectory=prefect-worker
+# The user workers and flow runs are. A system user, not DynamicUser=: its files keep their owner
+# across restarts, and DynamicUser= implies RemoveIPC= (see the unit). Hosts converged before it
+# existed ran workers as the server's user: the restart that switches them has systemd chown the
+# state directory (StateDirectory=) over to this user.
+FLOW_USER = "prefect-flow"
+# What flow code must not read, even where file modes would let it: the server's database, every
+# env file (root 0600 in a root 0700 directory), Caddy's CA key.
+HIDDEN_PATHS = (STATE_DIR, CONFIG_DIR, CADDY_HOME)
 # How often a worker asks the server for runs (Prefect 3.9's default is 10 s). Measured on a local
 # host, from a `deploy --run-now` to the run's Completed state (a 4 s flow, median of 5): 11.1 s at
 # 15 s, 6.1 s at 5 s, 5.1 s at 2 s. 5 s takes most of the gain; a poll is one small request to the
 # server on loopback. Scheduled runs do not wait for it: workers fetch them 10 s ahead
 # (PREFECT_WORKER_PREFETCH_SECONDS), longer than this interval.
 QUERY_SECONDS = 5
+
+
+def flow_user() -> User:
+    return User(FLOW_USER, STATE_DIR_WORKERS, "Prefect workers and flow runs", state_directory=True)
 
 
 def unit_name(instance: int | str) -> str:
@@ -54,10 +71,10 @@ def unit_text(*, pool: str) -> str:
     The worker runs users' flow code, so its sandbox differs from the server's where code needs
     it: a writable HOME and /tmp of its own, the full /proc (psutil, numpy read /proc/meminfo),
     netlink sockets (interface lookups) and the @resources system calls (nice, CPU affinity).
-    The server's database and state are out of reach (InaccessiblePaths), though it is the same user.
+    It runs as FLOW_USER, and the server's and Caddy's state and every env file are hidden from it.
     """
     sandbox = sandbox_block(
-        inaccessible=STATE_DIR,
+        inaccessible=HIDDEN_PATHS,
         proc_subset=False,
         remove_ipc=False,
         address_families="AF_INET AF_INET6 AF_UNIX AF_NETLINK",
@@ -74,12 +91,14 @@ After=network-online.target {UNIT_NAME}
 
 [Service]
 Type=simple
-User={SERVICE_USER}
-Group={SERVICE_USER}
+User={FLOW_USER}
+Group={FLOW_USER}
 EnvironmentFile={ENV_FILE}
-# Flow code may write to ~ (caches, config): not the service user's home, which is the server's state.
+# Flow code may write to ~ (caches, config): its own state directory, the user's home.
 Environment=HOME={STATE_DIR_WORKERS}
 WorkingDirectory={STATE_DIR_WORKERS}
+# As root, first: the cloud's metadata service rejects this user (no worker, no flow run without it).
+{metadata_guard.EXEC_START_PRE}
 ExecStart={PREFECT_BIN} worker start --pool {pool} --type process --name %H-%i
 # always: back after a crash, an OOM kill or `systemctl kill` alike; `systemctl stop` stops it.
 Restart=always
@@ -106,6 +125,7 @@ def workers_service(*, count: int, pool: str, venv: Venv, env: str) -> Service:
     names = tuple(unit_name(i) for i in range(1, count + 1))
     return Service(
         NAME,
+        users=(flow_user(),),
         venv=venv,
         files=(
             File(UNIT_PATH, unit_text(pool=pool), systemd=True, describe=f"install {UNIT_TEMPLATE}"),

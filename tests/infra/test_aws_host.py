@@ -134,6 +134,21 @@ def test_instance_is_hardened_and_wired(program):
     assert run.outputs["apiUrl"] == f"https://{ip}/api" and run.outputs["uiUrl"] == f"https://{ip}"
 
 
+def test_metadata_service_answers_one_hop_only_and_only_with_a_token(program):
+    """The user data holds the host's private key: IMDSv2 (a PUT for a token first) with a hop limit
+    of 1, so the token's answer never reaches a container behind a bridge or NAT on the VM; the IPv6
+    endpoint (fd00:ec2::254) is left at AWS's default, off. The names are the installed SDK's own
+    (a misspelt key of a typed dict would be dropped, not refused)."""
+    from pulumi_aws.ec2 import InstanceMetadataOptionsArgsDict
+
+    assert {"http_tokens", "http_put_response_hop_limit", "http_protocol_ipv6"} <= set(
+        InstanceMetadataOptionsArgsDict.__annotations__
+    )
+    options = program(AWS).one("aws:ec2/instance:Instance").inputs["metadataOptions"]
+    assert options["httpPutResponseHopLimit"] == 1 and options["httpTokens"] == "required"
+    assert "httpProtocolIpv6" not in options
+
+
 def test_user_data_pins_the_host_key_and_is_secret(program):
     run = program(AWS)
     instance = run.one("aws:ec2/instance:Instance")

@@ -78,12 +78,13 @@ def test_fresh_install_is_verified_and_writes_the_profile(stack, local_host, rec
     assert untouched, "local_host was bootstrapped by an earlier test module; this one needs it fresh"
     run = stack.measured_bootstrap(record_property, "fresh_install_seconds", "fresh install to verified", "--activate")
     steps = run.changed
-    assert steps[:8] == [
+    assert steps[:9] == [
         "create service user prefect",
         "install uv 0.13.8",
         "create the virtualenv",
         "install prefect 3.9.1 and prefect-aws 0.7.12",
         "write /etc/prefect-host/server.env",
+        "install /usr/local/sbin/prefect-host-metadata-guard",
         "install prefect-server.service",
         "enable prefect-server.service",
         "start the Prefect server",

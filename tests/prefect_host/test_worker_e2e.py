@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from e2e_support import FLOW, CompletedRun, Stack, completed_run, files_state, host_outputs, s3_outputs
+from prefect_host.deploy.location import code_block_name, code_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -133,6 +134,7 @@ def test_fresh_bootstrap_probes_the_bucket_registers_the_blocks_and_starts_a_wor
     assert "install prefect 3.9.1 and prefect-aws 0.7.12" in steps
     assert steps[steps.index("process work pool 'default'") :] == [
         "process work pool 'default'",
+        "create service user prefect-flow",
         "write /etc/prefect-host/worker.env",
         "install prefect-worker@.service",
         "enable prefect-worker@1",
@@ -164,7 +166,7 @@ def test_fresh_bootstrap_probes_the_bucket_registers_the_blocks_and_starts_a_wor
 def test_the_worker_is_a_hardened_service_with_results_in_s3(stack, record_property):
     unit = WORKER
     assert stack.guest(f"systemctl is-enabled {unit}; systemctl is-active {unit}").split() == ["enabled", "active"]
-    assert stack.guest(f"ps -o user= -p {stack.main_pid(unit)}").strip() == "prefect"
+    assert stack.guest(f"ps -o user= -p {stack.main_pid(unit)}").strip() == "prefect-flow"  # not the server's
     assert stack.guest("stat -c '%a %U %G' /etc/prefect-host/worker.env").split() == ["600", "root", "root"]
     env = stack.guest("cat /etc/prefect-host/worker.env")
     assert "PREFECT_API_URL='http://127.0.0.1:4200/api'" in env
@@ -198,8 +200,8 @@ def test_a_bad_parameter_is_refused_and_nothing_is_created(stack):
     assert run.returncode == 1
     assert run.stderr.startswith("deploy failed: ") and "n_rows: Input should be a valid integer" in run.stderr
     assert deployment(stack, "refused") is None
-    assert block(stack, "s3-bucket", f"{SLUG}-flows-refused") is None
-    assert bucket_keys(stack, "flows/refused/") == []
+    assert block(stack, "s3-bucket", code_block_name(SLUG, FLOW, "refused")) is None
+    assert bucket_keys(stack, f"{code_prefix(FLOW, 'refused')}/") == []
 
 
 def test_a_wrong_secret_key_fails_the_probe_and_nothing_changes(stack):
@@ -267,7 +269,8 @@ def test_a_reboot_brings_the_worker_back_and_it_runs_flows(stack, record_propert
 def test_rerunning_bootstrap_and_deploy_changes_nothing(stack, record_property):
     before = host_snapshot(stack)
     existing = deployment(stack, FLOW)
-    code = bucket_keys(stack, f"flows/{FLOW}/")
+    code = bucket_keys(stack, f"{code_prefix(FLOW, FLOW)}/")
+    assert code, "the deployment's code is in its own folder"
     run = stack.measured_bootstrap(
         record_property,
         "rerun_with_storage_seconds",
@@ -281,7 +284,10 @@ def test_rerunning_bootstrap_and_deploy_changes_nothing(stack, record_property):
     again = stack.deploy()
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 uploaded, 2 unchanged, 0 removed" in again.stdout
-    assert f"s3-bucket/{SLUG}-flows-{FLOW} unchanged" in again.stdout and f"{FLOW}/{FLOW} unchanged" in again.stdout
+    assert (
+        f"s3-bucket/{code_block_name(SLUG, FLOW, FLOW)} unchanged" in again.stdout
+        and f"{FLOW}/{FLOW} unchanged" in again.stdout
+    )
     after = deployment(stack, FLOW)
     assert (after["id"], after["updated"], after["version"]) == (
         existing["id"],
@@ -289,7 +295,7 @@ def test_rerunning_bootstrap_and_deploy_changes_nothing(stack, record_property):
         existing["version"],
     )
     assert [s["id"] for s in after["schedules"]] == [s["id"] for s in existing["schedules"]]
-    assert bucket_keys(stack, f"flows/{FLOW}/") == code
+    assert bucket_keys(stack, f"{code_prefix(FLOW, FLOW)}/") == code
 
 
 def test_workers_scale_up_and_down(stack):

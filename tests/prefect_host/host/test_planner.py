@@ -106,6 +106,24 @@ def test_a_stopped_unit_is_started_and_a_disabled_one_enabled():
     assert names(steps_for(disabled, web_service())) == [f"enable {WEB_UNIT}"]
 
 
+def test_a_user_whose_home_is_a_state_directory_gets_no_directory_from_its_step():
+    """systemd creates and chowns a StateDirectory= home at start (recursively when it belonged to
+    another user): the user step must not chown its top, nor wait for it to exist."""
+    plain = web_service()
+    own = dataclasses.replace(plain, users=(dataclasses.replace(plain.users[0], state_directory=True),))
+    create = steps_for(fresh_output(own), own)[0]
+    assert create.name == "create service user web"
+    assert "useradd --system --user-group --home-dir /var/lib/web --no-create-home" in create.commands[0].script
+    assert "install -d" not in create.commands[0].script
+    plain_create = steps_for(fresh_output(plain), plain)[0]
+    assert "install -d -o web -g web -m 0750 /var/lib/web" in plain_create.commands[0].script
+    # The user exists, its home not (yet): nothing to do for a state directory, the user step otherwise.
+    no_home = CONVERGED.replace("dir:/var/lib/web=1\n", "")
+    assert steps_for(no_home, own) == []
+    assert names(steps_for(no_home, plain)) == ["create service user web"]
+    assert_shell_parses(steps_for(fresh_output(own), own))
+
+
 def retired(**changes) -> Service:
     return dataclasses.replace(web_service(), absent="retired", **changes)
 

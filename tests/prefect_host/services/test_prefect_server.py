@@ -10,6 +10,7 @@ import pytest
 from prefect_host.host.facts import parse_facts
 from prefect_host.host.model import Step
 from prefect_host.host.planner import plan
+from prefect_host.services import metadata_guard
 from prefect_host.services import prefect_server as ps
 from prefect_host.services.systemd import env_value
 from prefect_host.tls import UPSTREAM_PORT
@@ -85,8 +86,10 @@ def test_the_declared_files_the_user_and_the_unit():
     assert [(f.path, f.mode, f.owner, f.on_change, f.systemd) for f in declared.files] == [
         (ps.UNIT_PATH, 0o644, "root", "restart", True),
         (ps.ENV_FILE, 0o600, "root", "restart", False),
+        (metadata_guard.PATH, 0o755, "root", "restart", False),
     ]
     assert [(u.name, u.home) for u in declared.users] == [("prefect", "/var/lib/prefect")]
+    assert declared.packages == (metadata_guard.PACKAGE,)
     assert declared.units.names == (ps.UNIT_NAME,) and declared.units.applied == ps.APPLIED_FILE
 
 
@@ -95,7 +98,8 @@ def test_the_declared_files_the_user_and_the_unit():
 def test_applied_record_is_the_digest_earlier_releases_recorded(prefect_version):
     declared = server(pinned_venv(prefect_version))
     unit_text, env_text = ps.unit_text(), ps.env_text(auth_string=AUTH, tls=True)
-    earlier = hashlib.sha256("\0".join((prefect_version, unit_text, env_text)).encode()).hexdigest()
+    parts = (prefect_version, unit_text, env_text, metadata_guard.script_text())
+    earlier = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     assert declared.restart_digest() == earlier and declared.applied_record() == earlier
 
 
@@ -109,10 +113,12 @@ def test_fresh_host_gets_every_step_in_order():
     (lane,) = plan(parse_facts(fresh_output(server())), [server()])
     assert names(lane.steps) == [
         "create service user prefect",
+        "install iptables (apt)",
         "install uv 0.13.8",
         "create the virtualenv",
         "install prefect 3.9.1 and prefect-aws 0.7.12",
         f"write {ps.ENV_FILE}",
+        f"install {metadata_guard.PATH}",
         f"install {ps.UNIT_NAME}",
         f"enable {ps.UNIT_NAME}",
         "start the Prefect server",

@@ -37,14 +37,14 @@ def test_sandbox_knobs_loosen_only_what_they_name():
     assert strict["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
     loose = unit_directives(
         sandbox_block(
-            inaccessible="/var/lib/prefect",
+            inaccessible=("/var/lib/prefect", "/etc/prefect-host"),
             proc_subset=False,
             remove_ipc=False,
             address_families="AF_INET AF_NETLINK",
             denied_calls="@privileged",
         )
     )
-    assert loose["InaccessiblePaths"] == ["-/var/lib/prefect"]
+    assert loose["InaccessiblePaths"] == ["-/var/lib/prefect -/etc/prefect-host"]
     assert "ProcSubset" not in loose and "RemoveIPC" not in loose
     assert loose["RestrictAddressFamilies"] == ["AF_INET AF_NETLINK"]
     assert loose["SystemCallFilter"] == ["@system-service", "~@privileged"]

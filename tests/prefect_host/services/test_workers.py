@@ -3,12 +3,13 @@ holds, and the steps planned from the host's facts (after the server's, which ow
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
 
 from prefect_host.host.facts import parse_facts
-from prefect_host.host.model import Service, Step, Venv
+from prefect_host.host.model import Service, Step, User, Venv
 from prefect_host.services import prefect_server, workers
 from prefect_host.services.python_env import PREFECT_AWS_VERSION, VENV_DIR
 from prefect_host.services.systemd import env_value
@@ -65,9 +66,11 @@ def test_worker_env_has_the_local_api_the_poll_interval_and_the_result_storage()
     assert bare["PREFECT_API_URL"] == "'http://127.0.0.1:4200/api'"  # tls off: Prefect itself on 4200
 
 
-def test_worker_template_runs_one_named_worker_per_instance_as_the_service_user():
+def test_worker_template_runs_one_named_worker_per_instance_as_the_flow_user():
     unit = unit_directives(workers.unit_text(pool="default"))
-    assert unit["User"] == ["prefect"] and unit["Group"] == ["prefect"]
+    # Not the server's user: flow code can neither signal the server nor open its files.
+    assert unit["User"] == ["prefect-flow"] and unit["Group"] == ["prefect-flow"]
+    assert workers.FLOW_USER != prefect_server.SERVICE_USER
     assert unit["EnvironmentFile"] == [workers.ENV_FILE]
     assert unit["ExecStart"] == [
         "/opt/prefect-host/venv/bin/prefect worker start --pool default --type process --name %H-%i"
@@ -77,7 +80,8 @@ def test_worker_template_runs_one_named_worker_per_instance_as_the_service_user(
     # Flow runs get a writable home and state of their own, not the server's.
     assert unit["Environment"] == [f"HOME={workers.STATE_DIR_WORKERS}"]
     assert unit["WorkingDirectory"] == [workers.STATE_DIR_WORKERS] and unit["StateDirectory"] == ["prefect-worker"]
-    assert unit["InaccessiblePaths"] == [f"-{prefect_server.STATE_DIR}"]
+    # The server's database, every env file and Caddy's CA key, whatever their modes.
+    assert unit["InaccessiblePaths"] == ["-/var/lib/prefect -/etc/prefect-host -/var/lib/caddy"]
     assert workers.unit_name(2) == "prefect-worker@2.service"
 
 
@@ -98,7 +102,11 @@ def test_the_declared_files_and_units():
     ]
     assert declared.units.names == ("prefect-worker@1.service", "prefect-worker@2.service", "prefect-worker@3.service")
     assert (declared.units.template, declared.units.display) == (workers.UNIT_TEMPLATE, "prefect-worker@{1,2,3}")
-    assert declared.users == () and worker_set(0).units.names == ()
+    assert worker_set(0).units.names == ()
+    # Its home is the units' StateDirectory=: systemd creates it, and chowns it from an earlier owner.
+    assert declared.users == (
+        User("prefect-flow", workers.STATE_DIR_WORKERS, "Prefect workers and flow runs", state_directory=True),
+    )
 
 
 # --- the applied record: what a host converged by an earlier release holds ------------------------
@@ -131,12 +139,14 @@ def test_parse_worker_facts():
 def test_fresh_host_gets_the_worker_steps_after_the_server():
     steps = worker_steps(fresh_output(server(), worker_set()))
     assert names(steps) == [
+        "create service user prefect-flow",
         f"write {workers.ENV_FILE}",
         f"install {workers.UNIT_TEMPLATE}",
         "enable prefect-worker@1",
         "start prefect-worker@1",
     ]
-    assert [step.starts for step in steps] == [None, None, None, workers.NAME]
+    assert [step.starts for step in steps] == [None, None, None, None, workers.NAME]
+    assert "install -d" not in steps[0].commands[0].script  # systemd makes the home at the start
     start = steps[-1].commands[0].script
     assert start.startswith("systemctl restart prefect-worker@1.service && ")
     assert start.endswith(f"{worker_set().applied_record()} > {workers.APPLIED_FILE}")
@@ -150,6 +160,7 @@ def test_host_from_before_the_workers_gets_prefect_aws_without_a_server_restart(
     install = server_lane.steps[0].commands[0].script
     assert "prefect==3.9.1 prefect-aws==0.7.12" in install  # both pinned: uv keeps them consistent
     assert names(worker_lane.steps) == [
+        "create service user prefect-flow",
         f"write {workers.ENV_FILE}",
         f"install {workers.UNIT_TEMPLATE}",
         "enable prefect-worker@1",
@@ -180,6 +191,21 @@ def test_host_from_before_the_workers_gets_prefect_aws_without_a_server_restart(
 def test_one_worker_change_gives_only_its_steps(venv_changes, changed, expected):
     venv = pinned_venv(**venv_changes)
     assert names(worker_steps(CONVERGED, changed(venv), venv=venv)) == expected
+
+
+def test_workers_that_ran_as_the_servers_user_switch_to_their_own_with_one_restart():
+    """A host converged by a release whose workers ran as `prefect`: the new user, the new template,
+    one restart (at which systemd chowns the state directory over to the new user)."""
+    unit = workers.unit_text(pool="default")
+    earlier_unit = unit.replace("User=prefect-flow\nGroup=prefect-flow\n", "User=prefect\nGroup=prefect\n")
+    assert earlier_unit != unit
+    earlier = dataclasses.replace(replace_file(worker_set(), workers.UNIT_PATH, earlier_unit), users=())
+    steps = worker_steps(converged_output(server(), earlier))
+    assert names(steps) == [
+        "create service user prefect-flow",
+        f"install {workers.UNIT_TEMPLATE}",
+        "restart prefect-worker@1",
+    ]
 
 
 def test_a_new_prefect_aws_reinstalls_without_restarting_the_server():
@@ -240,7 +266,7 @@ def test_interrupted_worker_restart_is_done_again():
 def test_worker_secrets_only_travel_on_stdin():
     steps = worker_steps(fresh_output(server(), worker_set()))
     assert_secret_only_on_stdin(steps, PASSWORD)
-    env_command = steps[0].commands[0]
+    env_command = steps[1].commands[0]
     assert f"PREFECT_API_AUTH_STRING={env_value(AUTH)}\n".encode() in env_command.stdin
     assert "chmod 0600" in env_command.script and f'mv -f "$tmp" {workers.ENV_FILE}' in env_command.script
 
