@@ -5,9 +5,11 @@ Pure rendering; nothing here touches a host. Caddy 2.6.2 (Debian 12 and 13) term
 HTTP-01 challenges (Caddy's HTTP challenge handler runs before any route on its HTTP port) and
 redirects everything else to HTTPS.
 
-- internal: the site is `https://<IPv4>`; `tls internal` has Caddy's own CA issue a certificate
-  with the IP address as its subject alternative name. Clients connecting to an IP send no SNI,
-  and on a cloud VM the public IP is not on any interface, so `default_sni` names the IP for them.
+- internal: the site is `https://<IPv4>`; `tls internal` has Caddy's internal CA issue a
+  certificate with the IP address as its subject alternative name. The `pki` block gives Caddy
+  the CA prefect_host.internal_ca makes on the host, constrained to this server's names, instead of
+  the unconstrained one Caddy would make. Clients connecting to an IP send no SNI, and on a cloud
+  VM the public IP is not on any interface, so `default_sni` names the IP for them.
 - acme: the site is the domain; Caddy obtains its certificate from `acme_ca` (HTTP-01 on port
   80 or TLS-ALPN-01 on 443, whichever the CA validates first).
 """
@@ -30,7 +32,13 @@ CADDYFILE_PATH = "/etc/caddy/Caddyfile"
 # keeps its data in $XDG_DATA_HOME/caddy, by default $HOME/.local/share/caddy.
 CADDY_HOME = "/var/lib/caddy"
 CADDY_DATA_DIR = f"{CADDY_HOME}/.local/share/caddy"
-INTERNAL_CA_ROOT_PATH = f"{CADDY_DATA_DIR}/pki/authorities/local/root.crt"
+# The internal CA Caddy issues from (prefect_host.internal_ca makes it on the host): its root, what
+# clients pin, and the intermediate Caddy signs with. In Caddy's home: StateDirectory, 0700.
+INTERNAL_CA_DIR = f"{CADDY_HOME}/prefect-host-ca"
+INTERNAL_CA_ROOT_PATH = f"{INTERNAL_CA_DIR}/root.crt"
+# The CA Caddy makes itself when none is configured (earlier releases): it can vouch for any name.
+CADDY_OWN_CA_DIR = f"{CADDY_DATA_DIR}/pki/authorities/local"
+CADDY_OWN_CA_ROOT_PATH = f"{CADDY_OWN_CA_DIR}/root.crt"
 # Where the bootstrap puts a PEM the ACME client must trust to reach a private directory (Pebble).
 ACME_CA_ROOT_PATH = "/etc/caddy/acme-ca-root.pem"
 # The admin API on a socket only the caddy user can reach: on TCP (Caddy's default localhost:2019)
@@ -45,6 +53,8 @@ HARDENING_DROPIN = """\
 # prefect-host: sandbox Debian's caddy.service. Caddy only needs to bind 80/443/4200, write its
 # certificates under /var/lib/caddy and talk TCP to Prefect on loopback and to the ACME CA.
 [Service]
+# As root, first: the cloud's metadata service rejects the caddy user (prefect_host.services.metadata_guard).
+ExecStartPre=-+/usr/local/sbin/prefect-host-metadata-guard
 StateDirectory=caddy
 StateDirectoryMode=0700
 LogsDirectory=caddy
@@ -115,7 +125,8 @@ class CaddySettings:
     """What the Caddyfile serves. `address` is the host's public IPv4 address (internal mode)
     or its domain name (acme mode); Prefect listens on 127.0.0.1:`upstream_port`.
     `bind_address` (tests) restricts every listener to one address; on a host Caddy listens on
-    all interfaces, because a cloud VM's public IP is not on any of them."""
+    all interfaces, because a cloud VM's public IP is not on any of them. `internal_ca_dir` (tests)
+    is where the internal CA's files are."""
 
     mode: str
     address: str
@@ -127,6 +138,7 @@ class CaddySettings:
     http_port: int = HTTP_PORT
     bind_address: str | None = None
     admin_socket: str = ADMIN_SOCKET
+    internal_ca_dir: str = INTERNAL_CA_DIR
 
     def __post_init__(self) -> None:
         if self.mode not in TLS_MODES:
@@ -161,7 +173,8 @@ class CaddySettings:
                     f"acmeCa={self.acme_directory!r} must be the https:// URL of an ACME "
                     f"(RFC 8555) directory, e.g. {LETS_ENCRYPT_DIRECTORY}."
                 )
-        for path, setting in ((self.acme_ca_root, "acme_ca_root"), (self.admin_socket, "admin_socket")):
+        for setting in ("acme_ca_root", "admin_socket", "internal_ca_dir"):
+            path = getattr(self, setting)
             if path is not None and (not isinstance(path, str) or not path.startswith("/") or not _TOKEN.match(path)):
                 raise TlsConfigError(f"{setting}={path!r} must be an absolute path without spaces or quotes.")
         if self.acme_ca_root is not None and self.mode != "acme":
@@ -211,7 +224,7 @@ def render_caddyfile(settings: CaddySettings) -> str:
         "}",
     ]
     if s.mode == "internal":
-        global_options += ["skip_install_trust", f"default_sni {s.address}"]
+        global_options += ["skip_install_trust", f"default_sni {s.address}", *_internal_ca(s.internal_ca_dir)]
     else:
         # Global options, not `tls <email>` in the site: that form adds a ZeroSSL fallback issuer,
         # and the certificate must come from exactly the configured directory.
@@ -234,6 +247,29 @@ def render_caddyfile(settings: CaddySettings) -> str:
         _block(f"http://:{s.http_port}", redirect),
     ]
     return "\n".join(blocks)
+
+
+def _internal_ca(directory: str) -> list[str]:
+    """The `pki` option: Caddy's default CA `local` (what `tls internal` issues from) is the constrained
+    CA in `directory`. With the intermediate given, Caddy signs with it and never makes or renews one
+    (Caddy 2.6.2 would renew with a root of its own making: caddyserver/caddy#5181). Caddy 2.6.2
+    reads a key for the root too, yet uses it only to sign with the root (off) or to renew the
+    intermediate (not done when given): the root's own key exists nowhere, the intermediate's
+    stands in for it."""
+    return [
+        "pki {",
+        "\tca local {",
+        "\t\troot {",
+        f"\t\t\tcert {directory}/root.crt",
+        f"\t\t\tkey {directory}/intermediate.key",
+        "\t\t}",
+        "\t\tintermediate {",
+        f"\t\t\tcert {directory}/intermediate.crt",
+        f"\t\t\tkey {directory}/intermediate.key",
+        "\t\t}",
+        "\t}",
+        "}",
+    ]
 
 
 def _block(label: str, lines: list[str]) -> str:

@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -195,16 +196,26 @@ def certificate_timeout_error(settings: TlsSettings, *, public_ip: str, waited: 
     )
 
 
-def browser_trust_hint(ca_path: str, fingerprint: str) -> list[str]:
-    """How to make a browser trust the pinned CA (the CLI trusts it through the profile already)."""
+def browser_trust_hint(ca_path: str, fingerprint: str, scope: list[str] | None = None) -> list[str]:
+    """How to make a browser trust the pinned CA (the CLI trusts it through the profile already),
+    for this user only: a CA whose key is on a server has no place in a system-wide store. `scope`:
+    the names the CA can vouch for (its name constraints), None when it can vouch for any."""
+    nickname = Path(ca_path).stem
+    if scope:
+        reach = f"  It can vouch only for {', '.join(scope)} (X.509 name constraints), not for other sites."
+    else:
+        reach = "  It carries no name constraints: it can vouch for any site; trust it only if you run it."
     return [
         f"CA certificate: {ca_path}",
         f"  SHA-256 fingerprint: {fingerprint}",
+        reach,
         "  Compare it with the fingerprint a teammate's bootstrap prints before trusting a copy.",
-        "  To open the UI without a warning, trust this CA in your browser:",
+        "  To open the UI without a warning, trust it for your user only (not system-wide):",
         "    Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > "
-        "Import, tick 'Trust this CA to identify websites'",
-        "    Chrome/Edge on Linux: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i " + ca_path,
-        "    macOS: sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain " + ca_path,
-        "    Windows: certutil -addstore -user Root " + ca_path,
+        "Import, tick only 'Trust this CA to identify websites'",
+        f"    Chrome/Edge on Linux (your NSS database): certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n {nickname} "
+        f"-i {ca_path}",
+        "    macOS (your login keychain, for TLS only): security add-trusted-cert -r trustRoot -p ssl "
+        f"-k ~/Library/Keychains/login.keychain-db {ca_path}",
+        f"    Windows (your user's store): certutil -user -addstore Root {ca_path}",
     ]

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect_host.console import Console
+from prefect_host.internal_ca import constrained_to
 from prefect_host.profile import ProfileResult, store_ca, write_and_check
-from prefect_host.tls import CaCertificate
+from prefect_host.tls import CaCertificate, TlsError
 
 from .inputs import DEFAULT_WORKERS, MAX_WORKERS, WORK_POOL_NAME, BootstrapInputs, resolve_inputs
 from .profile_process import ProfileProcess
@@ -153,15 +154,31 @@ def _host_and_laptop(
 
 def _client_trust(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
     """The CA to pin on a teammate's laptop: --ca-file when given; in internal mode otherwise the
-    CA read from the host over the pinned SSH session (read only, nothing changes)."""
-    if inputs.ca is not None or inputs.tls.mode != "internal":
+    CA read from the host over the pinned SSH session (read only, nothing changes). In internal
+    mode it must be the host's constrained CA, not a CA that can vouch for any name."""
+    if inputs.tls.mode != "internal":
         return inputs.ca
-    from prefect_host.services.caddy import read_internal_ca_root
+    if inputs.ca is not None:
+        ca, source = inputs.ca, "--ca-file"
+    else:
+        from prefect_host.services.caddy import read_internal_ca_root
 
-    from .checks import host_ca
-    from .converge import ssh_session
+        from . import checks
+        from .converge import ssh_session
 
-    with ssh_session(inputs, console) as session, console.step(f"read the CA certificate from {inputs.host}"):
-        command = read_internal_ca_root(timeout=5)
-        encoded = session.run(command.script, sudo=True, timeout=command.timeout, label=command.label).stdout
-    return host_ca(encoded, inputs.host)
+        with ssh_session(inputs, console) as session, console.step(f"read the CA certificate from {inputs.host}"):
+            command = read_internal_ca_root(timeout=5)
+            result = session.run(command.script, sudo=True, timeout=command.timeout, label=command.label, check=False)
+            if result.exit_status != 0:
+                raise TlsError(
+                    f"{inputs.host} has no internal CA constrained to its IP yet: run the bootstrap on the host "
+                    "first (without --client-only; it replaces Caddy's own CA), then again here."
+                )
+            ca, source = checks.host_ca(result.stdout, inputs.host), f"the CA read from {inputs.host}"
+    if not constrained_to(ca.pem, inputs.tls.address):
+        raise TlsError(
+            f"{source} ({ca.fingerprint}) is not the internal CA constrained to {inputs.tls.address} "
+            "(from a host bootstrapped by an earlier release, whose CA could vouch for any name?). Run the "
+            "bootstrap on the host first (without --client-only), then share the CA file it writes."
+        )
+    return ca

@@ -18,6 +18,7 @@ from prefect_host.console import Console
 from prefect_host.errors import VerifyError
 from prefect_host.host.apply import journal_on_failure
 from prefect_host.host.facts import HostFacts, unit_states
+from prefect_host.internal_ca import constrained_to, permitted_names
 from prefect_host.services import caddy, prefect_server
 from prefect_host.ssh import HostSession
 from prefect_host.tls import (
@@ -120,20 +121,28 @@ def host_ca(encoded: str, host: str) -> CaCertificate:
 def server_ca(
     inputs: BootstrapInputs, facts: HostFacts, session: HostSession, console: Console
 ) -> CaCertificate | None:
-    """internal: the CA of the host's Caddy, read over the pinned SSH session (in the facts on a
-    re-run; created by Caddy's first start otherwise); --ca-file must be that same CA. acme: None
-    (the system trust store), or --ca-file (a private ACME CA's root, as in the tests)."""
+    """internal: the host's internal CA, constrained to its IP, read over the pinned SSH session (in
+    the facts on a re-run; made before Caddy's start or reload otherwise); --ca-file must be that
+    same CA. acme: None (the system trust store), or --ca-file (a private ACME CA's root, as in the
+    tests)."""
     if inputs.tls.mode != "internal":
         return None
     pem = caddy.internal_ca_root_pem(facts)
-    if pem is None:
+    if pem is not None and constrained_to(pem, inputs.tls.address):
+        ca = load_ca_certificate(pem, source=f"Caddy's CA on {inputs.host}")
+    else:
         with journal_on_failure(True, session, console, [caddy.UNIT]), console.step("read Caddy's CA certificate"):
             command = caddy.read_internal_ca_root()
             ca = host_ca(
                 session.run(command.script, sudo=True, timeout=command.timeout, label=command.label).stdout, inputs.host
             )
-    else:
-        ca = load_ca_certificate(pem, source=f"Caddy's CA on {inputs.host}")
+            if not constrained_to(ca.pem, inputs.tls.address):
+                raise TlsError(
+                    f"The internal CA on {inputs.host} ({ca.fingerprint}) is not the one for "
+                    f"{inputs.tls.address}: Caddy has not made it again. Restart Caddy there "
+                    "(sudo systemctl restart caddy) and run the bootstrap again."
+                )
+        _say_replaced(inputs, facts, ca, console)
     if inputs.ca is not None and inputs.ca.fingerprint != ca.fingerprint:
         raise TlsError(
             f"--ca-file holds the CA {inputs.ca.fingerprint}, but the host's Caddy certifies with "
@@ -141,6 +150,30 @@ def server_ca(
             "--ca-file out: the bootstrap reads the CA from the host."
         )
     return ca
+
+
+def _say_replaced(inputs: BootstrapInputs, facts: HostFacts, ca: CaCertificate, console: Console) -> None:
+    """A CA the host had before this run, now replaced: say which, and that trust in it must go."""
+    earlier = []
+    caddys_own = caddy.caddy_own_ca_root_pem(facts)
+    if caddys_own is not None:
+        what = "Caddy's own CA, which could vouch for any HTTPS site (its key is now deleted from the host)"
+        earlier.append((caddys_own, what))
+    previous = caddy.internal_ca_root_pem(facts)
+    if previous is not None:
+        earlier.append((previous, f"the internal CA made for {', '.join(permitted_names(previous) or ['any name'])}"))
+    for pem, what in earlier:
+        try:
+            old = load_ca_certificate(pem, source="the host's earlier CA")
+        except TlsError:
+            continue
+        if old.fingerprint != ca.fingerprint:
+            console.warn(
+                f"The CA on {inputs.host} changed: {what} ({old.fingerprint}) is replaced by one that can "
+                f"vouch only for {inputs.tls.address} ({ca.fingerprint}); the profile now pins the new one. "
+                "If you trusted the old one in a browser, a keychain or a system store, remove it there "
+                "(find it by that fingerprint), and trust the new one as shown below, for your user only."
+            )
 
 
 def verify_context(

@@ -4,27 +4,41 @@ before the first connection, so bad input changes nothing."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import os
 import re
+import shlex
+import stat
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect_host.errors import UsageError
+from prefect_host.console import clip_values, mention, redact_url, shown, url_password
+from prefect_host.errors import PrefectHostError, UsageError
 from prefect_host.outputs import StackOutputs
 from prefect_host.services.python_env import PREFECT_AWS_MIN_PREFECT, PREFECT_AWS_VERSION
 from prefect_host.storage import block_slug
-from prefect_host.tls import CaCertificate, TlsSettings, load_ca_certificate, settings_from_outputs
+from prefect_host.tls import CaCertificate, TlsSettings, check_apt_source, load_ca_certificate, settings_from_outputs
 
 # The work pool the host's workers poll, created by the bootstrap.
 WORK_POOL_NAME = "default"
 WORK_POOL_TYPE = "process"
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 16  # each is a Python process with Prefect loaded, its flow runs more processes
-_VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?$")
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+# Matched whole (fullmatch): `$` alone would let a trailing newline through.
+_VERSION = re.compile(r"\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")  # useradd's limit: 32 characters
 PLAINTEXT = TlsSettings(mode="off", address=None)  # frozen: one shared default is safe
-_PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_HOST_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*\.?")  # and 253 characters at most
+_MAX_URL = 2048
+# Control characters (line breaks, tabs, NUL, ...) and lone surrogates: nothing a one-line setting may hold;
+# a URL holds no whitespace either.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_A_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,8 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
     profile_name = given.profile or f"prefect-host-{given.stack or host}"
     if not _PROFILE.fullmatch(profile_name):
         raise UsageError(
-            f"--profile {profile_name!r}: use letters, digits, '.', '_' and '-' only, starting with a letter or digit."
+            f"--profile {shown(profile_name)}: use 1-128 letters, digits, '.', '_' and '-', starting with a "
+            "letter or digit."
         )
     if not given.client_only:
         _check_prefect_aws_fits(outputs.prefect_version)
@@ -133,27 +148,38 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
 def _target(given: BootstrapFlags, outputs: StackOutputs) -> tuple[str, str]:
     """The host and the SSH user."""
     host = given.host or outputs.public_ip
-    if not host or any(c.isspace() for c in host):
-        raise UsageError(f"--host {host!r}: must be a host name or IP address.")
+    if not _is_host(host):
+        raise UsageError(f"{'--host' if given.host else 'publicIp'} {shown(host)}: must be a host name or IP address.")
     user = given.user or outputs.ssh_user
     if not _USER.fullmatch(user):
-        raise UsageError(f"--user {user!r}: not a valid Unix user name.")
+        raise UsageError(f"{'--user' if given.user else 'sshUser'} {shown(user)}: not a valid Unix user name.")
     return host, user
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return len(host) <= 253 and _HOST_NAME.fullmatch(host) is not None
 
 
 def _trust(given: BootstrapFlags, outputs: StackOutputs, *, user: str) -> tuple[TlsSettings, CaCertificate | None]:
     """The TLS settings, and the CA this machine pins (--ca-file), checked against each other."""
     acme_ca_root = None if given.acme_ca_root is None else _read_text("--acme-ca-root", given.acme_ca_root)
-    tls = settings_from_outputs(outputs, apt_source=given.apt_source, acme_ca_root_pem=acme_ca_root)
+    try:
+        tls = settings_from_outputs(outputs, apt_source=given.apt_source, acme_ca_root_pem=acme_ca_root)
+    except PrefectHostError as exc:  # its messages quote the outputs whole: show long ones cut
+        raise type(exc)(clip_values(str(exc), outputs.to_mapping().values())) from None
     ca_file = given.ca_file
     ca = (
         None
         if ca_file is None
-        else load_ca_certificate(_read_text("--ca-file", ca_file), source=f"--ca-file {ca_file}")
+        else load_ca_certificate(_read_text("--ca-file", ca_file), source=f"--ca-file {mention(ca_file)}")
     )
     if ca is not None and tls.mode == "off":
         raise UsageError(
-            f"--ca-file {ca_file}: this stack's tlsMode is off (plain HTTP), so there is no "
+            f"--ca-file {mention(ca_file)}: this stack's tlsMode is off (plain HTTP), so there is no "
             "certificate to verify; leave --ca-file out."
         )
     has_identity = bool(given.identity or outputs.ssh_private_key)
@@ -188,8 +214,8 @@ def _load_outputs(outputs_file: str | None, stack: str | None) -> StackOutputs:
 def _check_flags(given: BootstrapFlags, outputs: StackOutputs) -> None:
     connect_timeout, index_url, find_links = given.connect_timeout, given.index_url, given.find_links
     workers, s3_endpoint_url = given.workers, given.s3_endpoint_url
-    if connect_timeout is None or not connect_timeout > 0:
-        raise UsageError(f"--connect-timeout {connect_timeout}: must be a number of seconds > 0.")
+    if connect_timeout is None or not (math.isfinite(connect_timeout) and connect_timeout > 0):
+        raise UsageError(f"--connect-timeout {connect_timeout}: must be a number of seconds > 0, and finite.")
     for flag, url in (("--index-url", index_url), ("--find-links", find_links)):
         if url is not None:
             _check_url(flag, url)
@@ -200,7 +226,7 @@ def _check_flags(given: BootstrapFlags, outputs: StackOutputs) -> None:
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
         raise UsageError(
-            f"--workers {workers!r}: must be a whole number from 0 to {MAX_WORKERS} (0: no "
+            f"--workers {shown(workers)}: must be a whole number from 0 to {MAX_WORKERS} (0: no "
             "worker on the host; each one runs its own flow runs)."
         )
     if s3_endpoint_url is not None:
@@ -212,15 +238,30 @@ def _check_flags(given: BootstrapFlags, outputs: StackOutputs) -> None:
         _check_url("--s3-endpoint-url", s3_endpoint_url)
     elif outputs.s3_endpoint_url is not None:
         _check_url("s3EndpointUrl", outputs.s3_endpoint_url)
+    if given.apt_source is not None:
+        _check_apt_source(given.apt_source)
+
+
+def _check_apt_source(line: str) -> None:
+    if _CONTROL.search(line):  # tls's pattern ends in `$`, which a trailing newline passes
+        raise UsageError(
+            f"--apt-source {shown(line)}: one apt source line, its words separated by spaces "
+            "(no line break, tab or other control character)."
+        )
+    try:
+        check_apt_source(line)
+    except PrefectHostError as exc:
+        raise type(exc)(clip_values(str(exc), [line])) from None
 
 
 def _check_server_outputs(outputs: StackOutputs) -> None:
     if not _VERSION.fullmatch(outputs.prefect_version):
-        raise UsageError(f"prefectVersion {outputs.prefect_version!r}: must be a release number such as 3.9.1.")
+        raise UsageError(f"prefectVersion {shown(outputs.prefect_version)}: must be a release number such as 3.9.1.")
     _check_url("apiUrl", outputs.api_url)
+    _check_url("uiUrl", outputs.ui_url)
     if not outputs.api_url.rstrip("/").endswith("/api"):
         raise UsageError(
-            f"apiUrl {outputs.api_url!r}: must be the server's API URL, ending in /api "
+            f"apiUrl {shown(outputs.api_url)}: must be the server's API URL, ending in /api "
             "(for example http://203.0.113.7:4200/api)."
         )
     if any(c in outputs.prefect_auth_string for c in "\r\n\0"):
@@ -229,9 +270,10 @@ def _check_server_outputs(outputs: StackOutputs) -> None:
 
 def _read_text(flag: str, path: str) -> str:
     try:
-        return Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{flag} {path}: cannot read the file ({getattr(exc, 'strerror', None) or exc}).") from None
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise UsageError(f"{flag} {mention(path)}: cannot read the file ({reason}).") from None
 
 
 def _check_prefect_aws_fits(prefect_version: str) -> None:
@@ -249,6 +291,44 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def _check_url(setting: str, url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
-        raise UsageError(f"{setting} {url!r}: must be an http:// or https:// URL.")
+    """An http(s) URL of a host name or IP address (and a valid port), one line, at most _MAX_URL long;
+    credentials in it never reach the message."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and _is_host(parts.hostname or "") and parts.port != 0
+    except ValueError:  # "http://[::1/", "http://h:99999/"
+        valid = False
+    if not valid or len(url) > _MAX_URL or _NOT_IN_A_URL.search(url):
+        raise UsageError(
+            f"{setting} {shown(redact_url(url))}: must be an http:// or https:// URL of a host name or IP address, "
+            f"at most {_MAX_URL} characters."
+        )
+
+
+def outputs_file_warnings(outputs_file: str | None) -> list[str]:
+    """An outputs file holds the stack's secrets (auth string, keys): like ssh with a private key,
+    say so when others than its owner may read it."""
+    if not outputs_file:
+        return []
+    try:
+        mode = os.stat(outputs_file).st_mode
+    except OSError:
+        return []  # resolve_inputs has read it; a file gone since is not this check's business
+    if not mode & 0o077:
+        return []
+    return [
+        f"--outputs {shown(outputs_file)} is readable by others than you (mode {stat.S_IMODE(mode):04o}); it holds "
+        f"the stack's secrets: chmod 600 {shlex.quote(outputs_file)} (and write it with `umask 077` next time)."
+    ]
+
+
+def package_source_warnings(index_url: str | None, find_links: str | None) -> list[str]:
+    """What to tell the operator about --index-url / --find-links (checked by resolve_inputs)."""
+    warnings = []
+    for flag, url in (("--index-url", index_url), ("--find-links", find_links)):
+        if url and urllib.parse.urlsplit(url).scheme == "http":
+            warnings.append(
+                f"{flag} {shown(redact_url(url))} is plain http://: the host installs uv and Prefect from it "
+                "unencrypted" + (", and its credentials cross the network in clear text." if url_password(url) else ".")
+            )
+    return warnings

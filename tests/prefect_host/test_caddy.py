@@ -1,10 +1,11 @@
-"""The Caddy front door: the rendered Caddyfile, checked by Debian's caddy 2.6.2 itself, and two
-real Caddy processes on loopback: one with its internal CA, one getting its certificate from
-Pebble over ACME."""
+"""The Caddy front door: the rendered Caddyfile, checked by Debian's caddy 2.6.2 itself, and real
+Caddy processes on loopback: issuing from the constrained internal CA (also after moving to it from
+a CA of its own making, on a reload), and getting its certificate from Pebble over ACME."""
 
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import json
 import os
 import shutil
@@ -18,19 +19,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store
 
 from prefect_host.caddy import (
     ACME_CA_ROOT_PATH,
+    CADDY_DATA_DIR,
     CADDY_HOME,
+    CADDY_OWN_CA_ROOT_PATH,
     HARDENING_DROPIN,
     HARDENING_DROPIN_PATH,
-    INTERNAL_CA_ROOT_PATH,
+    INTERNAL_CA_DIR,
     LETS_ENCRYPT_DIRECTORY,
     CaddySettings,
     TlsConfigError,
     render_caddyfile,
 )
+from prefect_host.internal_ca import constrained_to
 from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port, make_tls_ca_and_certificate
+from tests.prefect_host.internal_ca_support import MadeCa, load, make_ca, without_pki
 
 LOOPBACK = "127.0.0.1"
 # A public address that is on no interface here, like a cloud VM's NATed public IP.
@@ -71,12 +78,22 @@ def acme(**overrides) -> CaddySettings:
 # --- rendering -------------------------------------------------------------------------------
 
 
-def test_internal_mode_serves_the_ip_on_443_and_4200_from_caddys_own_ca():
+def test_internal_mode_serves_the_ip_on_443_and_4200_from_the_constrained_ca():
     text = render_caddyfile(internal())
     assert "https://203.0.113.10:443, https://203.0.113.10:4200 {\n\ttls internal\n" in text
     assert "\treverse_proxy 127.0.0.1:4201\n" in text
     assert "\tskip_install_trust\n" in text and "\tdefault_sni 203.0.113.10\n" in text
     assert "acme_ca" not in text and "email" not in text
+    # Caddy's default CA is the one prefect_host.internal_ca makes: root and intermediate given, so
+    # Caddy makes no CA of its own and never renews the intermediate (the root's key exists nowhere).
+    assert (
+        "\tpki {\n\t\tca local {\n"
+        f"\t\t\troot {{\n\t\t\t\tcert {INTERNAL_CA_DIR}/root.crt\n"
+        f"\t\t\t\tkey {INTERNAL_CA_DIR}/intermediate.key\n\t\t\t}}\n"
+        f"\t\t\tintermediate {{\n\t\t\t\tcert {INTERNAL_CA_DIR}/intermediate.crt\n"
+        f"\t\t\t\tkey {INTERNAL_CA_DIR}/intermediate.key\n\t\t\t}}\n\t\t}}\n\t}}\n"
+    ) in text
+    assert "pki" not in render_caddyfile(acme())
 
 
 def test_acme_mode_uses_exactly_the_configured_directory_and_email():
@@ -143,6 +160,7 @@ def test_base_url_names_the_port_only_when_it_is_not_443():
         (internal, {"upstream_port": "4201"}, ["upstream_port", "'4201'"]),
         (internal, {"bind_address": "eth0"}, ["bind_address", "eth0"]),
         (internal, {"admin_socket": "/run/caddy/admin sock"}, ["admin_socket"]),
+        (internal, {"internal_ca_dir": "ca"}, ["internal_ca_dir", "absolute"]),
     ],
     ids=lambda value: None if not isinstance(value, dict) else "-".join(f"{k}" for k in value),
 )
@@ -168,9 +186,14 @@ def acme_with_private_ca(tmp_path: Path) -> CaddySettings:
     return acme(acme_directory="https://10.77.0.1:14000/dir", acme_ca_root=str(ca_path))
 
 
+def internal_with_its_ca(tmp_path: Path) -> CaddySettings:
+    """Caddy's validation loads the internal CA's files: the script makes them first."""
+    return internal(internal_ca_dir=str(make_ca(tmp_path, "203.0.113.10").ca))
+
+
 @pytest.mark.parametrize(
     "make_settings",
-    [lambda _: internal(), lambda _: acme(), lambda _: acme(acme_email=None), acme_with_private_ca],
+    [internal_with_its_ca, lambda _: acme(), lambda _: acme(acme_email=None), acme_with_private_ca],
     ids=["internal", "acme", "acme-no-email", "acme-private-ca"],
 )
 def test_caddy_formats_adapts_and_validates_the_rendered_file(tmp_path, caddy_binary, make_settings):
@@ -207,7 +230,12 @@ def test_caddy_formats_adapts_and_validates_the_rendered_file(tmp_path, caddy_bi
     assert policy["subjects"] == [settings.address]
     if settings.mode == "internal":
         assert policy["issuers"] == [{"module": "internal"}]
-        assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False
+        ca_dir = settings.internal_ca_dir
+        assert config["apps"]["pki"]["certificate_authorities"]["local"] == {
+            "install_trust": False,
+            "root": {"certificate": f"{ca_dir}/root.crt", "private_key": f"{ca_dir}/intermediate.key"},
+            "intermediate": {"certificate": f"{ca_dir}/intermediate.crt", "private_key": f"{ca_dir}/intermediate.key"},
+        }
     else:  # one ACME issuer: no ZeroSSL fallback to a CA nobody configured
         (issuer,) = policy["issuers"]
         assert issuer["module"] == "acme" and issuer["ca"] == settings.acme_directory
@@ -284,11 +312,11 @@ def upstream() -> Iterator[Upstream]:
 class CaddyProcess:
     """`caddy run` on a rendered Caddyfile, with its own HOME and admin socket under tmp_path."""
 
-    def __init__(self, caddy: str, tmp_path: Path, settings: CaddySettings):
+    def __init__(self, caddy: str, tmp_path: Path, settings: CaddySettings, caddyfile: str | None = None):
         self.caddy = caddy
         self.home = tmp_path / "home"
         self.caddyfile = tmp_path / "Caddyfile"
-        self.caddyfile.write_text(render_caddyfile(settings))
+        self.caddyfile.write_text(caddyfile or render_caddyfile(settings))
         self.log = tmp_path / "caddy.log"
         with open(self.log, "w") as sink:
             self.process = subprocess.Popen(
@@ -369,25 +397,58 @@ def get(port: int, name: str, path: str, cafile: Path | None = None, scheme: str
         return client.send(request)
 
 
-def test_internal_ca_certificate_for_the_public_ip_verifies_on_both_ports(tmp_path, caddy_binary, upstream):
-    https_port, alt_port, http_port = free_port(LOOPBACK), free_port(LOOPBACK), free_port(LOOPBACK)
-    settings = CaddySettings(
+def caddy_data(tmp_path: Path) -> Path:
+    """Where a CaddyProcess keeps its data: as on a host, relative to the caddy user's HOME."""
+    return tmp_path / "home" / CADDY_DATA_DIR.removeprefix(CADDY_HOME + "/")
+
+
+def own_ca_root(tmp_path: Path) -> Path:
+    """Where Caddy keeps the root of a CA of its own making."""
+    return tmp_path / "home" / CADDY_OWN_CA_ROOT_PATH.removeprefix(CADDY_HOME + "/")
+
+
+def internal_on_loopback(tmp_path: Path, upstream_port: int, ports: tuple[int, int, int], ca: Path) -> CaddySettings:
+    https_port, alt_port, http_port = ports
+    return CaddySettings(
         "internal",
         PUBLIC_IP,
-        upstream.port,
+        upstream_port,
         https_ports=(https_port, alt_port),
         http_port=http_port,
         bind_address=LOOPBACK,
         admin_socket=str(tmp_path / "admin.sock"),
+        internal_ca_dir=str(ca),
     )
+
+
+def issued_by(port: int, made: MadeCa) -> bool:
+    """The certificate served on `port` is signed by the constrained CA's intermediate, and a strict
+    (CA/Browser Forum profile) verifier accepts the chain for the public IP too."""
+    served = x509.load_der_x509_certificate(peer_certificate(port, PUBLIC_IP, made.root))
+    verifier = (
+        PolicyBuilder()
+        .store(Store([load(made.root)]))
+        .build_server_verifier(x509.IPAddress(ipaddress.ip_address(PUBLIC_IP)))
+    )
+    verifier.verify(served, [load(made.intermediate)])
+    return served.issuer == load(made.intermediate).subject
+
+
+def test_internal_ca_certificate_for_the_public_ip_verifies_on_both_ports(tmp_path, caddy_binary, upstream):
+    ports = (free_port(LOOPBACK), free_port(LOOPBACK), free_port(LOOPBACK))
+    https_port, alt_port, http_port = ports
+    # What caddy.service runs before Caddy starts: the CA constrained to the public IP.
+    made = make_ca(tmp_path / "internal-ca", PUBLIC_IP, caddy_data=caddy_data(tmp_path))
+    root = made.root
+    settings = internal_on_loopback(tmp_path, upstream.port, ports, made.ca)
     caddy = CaddyProcess(caddy_binary, tmp_path, settings)
     try:
-        # Where the bootstrap reads the root on a host, relative to the caddy user's HOME.
-        root = caddy.home / INTERNAL_CA_ROOT_PATH.removeprefix(CADDY_HOME + "/")
-        caddy.wait_for(root.is_file, "holding its CA root")
         # An IP in the URL means no SNI: default_sni must pick the certificate (the IP is on no interface).
         caddy.wait_for(lambda: chains_to(https_port, PUBLIC_IP, root), "serving the certificate")
         assert peer_certificate(https_port, PUBLIC_IP, root) == peer_certificate(alt_port, PUBLIC_IP, root)
+        # Caddy signs with the constrained intermediate, sends it along, and makes no CA of its own.
+        assert issued_by(https_port, made) and constrained_to(root.read_text(), PUBLIC_IP)
+        assert not own_ca_root(tmp_path).parent.exists()
 
         for port in (https_port, alt_port):
             response = get(port, PUBLIC_IP, "/api/health?x=1", cafile=root)
@@ -408,26 +469,49 @@ def test_internal_ca_certificate_for_the_public_ip_verifies_on_both_ports(tmp_pa
         elsewhere = get(http_port, "other.example", "/", scheme="http")
         assert (elsewhere.status_code, elsewhere.headers["location"]) == (308, f"https://other.example:{https_port}/")
 
-        # A reload (the unit's ExecReload) goes through the admin socket and takes effect.
+        # A reload (the unit's ExecReload: the script, with nothing to do, then `caddy reload`) goes
+        # through the admin socket and takes effect; the CA stays.
         root_before = root.read_bytes()
         other = Upstream()
         try:
-            caddy.reload(
-                CaddySettings(
-                    "internal",
-                    PUBLIC_IP,
-                    other.port,
-                    https_ports=(https_port, alt_port),
-                    http_port=http_port,
-                    bind_address=LOOPBACK,
-                    admin_socket=str(tmp_path / "admin.sock"),
-                )
-            )
+            assert made.run().stdout == ""
+            caddy.reload(internal_on_loopback(tmp_path, other.port, ports, made.ca))
             response = get(https_port, PUBLIC_IP, "/after-reload", cafile=root)
             assert response.status_code == 200 and response.text == f"{Upstream.MARKER} /after-reload"
             assert other.requests == ["/after-reload"] and root.read_bytes() == root_before
+            assert not own_ca_root(tmp_path).parent.exists()
         finally:
             other.close()
+    finally:
+        caddy.stop()
+
+
+def test_a_caddy_issuing_from_its_own_ca_moves_to_the_constrained_one_on_a_reload(tmp_path, caddy_binary, upstream):
+    """A host an earlier release set up: Caddy serves from a CA of its own making, which can vouch
+    for any name. The bootstrap writes the new Caddyfile (with the `pki` block) and the CA's
+    configuration, then reloads Caddy: ExecReload runs the script (it makes the CA, removes Caddy's
+    own, its key included, and what it issued), then `caddy reload`. No restart."""
+    ports = (free_port(LOOPBACK), free_port(LOOPBACK), free_port(LOOPBACK))
+    https_port = ports[0]
+    settings = internal_on_loopback(tmp_path, upstream.port, ports, tmp_path / "internal-ca" / "ca")
+    earlier = without_pki(render_caddyfile(settings))
+    assert "pki" not in earlier and "tls internal" in earlier
+    caddy = CaddyProcess(caddy_binary, tmp_path, settings, caddyfile=earlier)
+    try:
+        own_root = own_ca_root(tmp_path)
+        caddy.wait_for(lambda: own_root.is_file() and chains_to(https_port, PUBLIC_IP, own_root), "serving")
+        own = tmp_path / "caddys-own-root.pem"
+        own.write_bytes(own_root.read_bytes())
+        assert not constrained_to(own.read_text(), PUBLIC_IP)
+
+        made = make_ca(tmp_path / "internal-ca", PUBLIC_IP, caddy_data=caddy_data(tmp_path))
+        assert not own_root.parent.exists()  # Caddy's own CA is gone, its root key with it
+        caddy.reload(settings)
+        caddy.wait_for(lambda: chains_to(https_port, PUBLIC_IP, made.root), "serving from the constrained CA")
+        assert issued_by(https_port, made) and not chains_to(https_port, PUBLIC_IP, own)
+        assert caddy.process.poll() is None and not own_root.parent.exists()
+        response = get(https_port, PUBLIC_IP, "/api/health", cafile=made.root)
+        assert response.status_code == 200 and response.text == f"{Upstream.MARKER} /api/health"
     finally:
         caddy.stop()
 

@@ -228,11 +228,17 @@ def test_acme_timeout_names_the_likely_causes_with_what_dns_says():
     assert "CA read from the host" in str(certificate_timeout_error(internal, public_ip=IP, waited=5, last="x"))
 
 
-def test_browser_hint_names_the_file_and_fingerprint(ca_pem):
+def test_browser_hint_names_the_file_and_fingerprint_and_trusts_for_this_user_only(ca_pem):
     ca = load_ca_certificate(ca_pem, source="test")
-    lines = browser_trust_hint("/home/me/.prefect/p-ca.pem", ca.fingerprint)
-    assert lines[0] == "CA certificate: /home/me/.prefect/p-ca.pem" and ca.fingerprint in lines[1]
-    assert any(
-        "certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i /home/me/.prefect/p-ca.pem" in line
-        for line in lines
-    )
+    path = "/home/me/.prefect/p-ca.pem"
+    lines = browser_trust_hint(path, ca.fingerprint, ["203.0.113.7"])
+    assert lines[0] == f"CA certificate: {path}" and ca.fingerprint in lines[1]
+    assert "vouch only for 203.0.113.7" in lines[2]
+    text = "\n".join(lines)
+    # The user's NSS database, login keychain (TLS only) and certificate store; nothing system-wide.
+    assert f"certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n p-ca -i {path}" in text
+    assert f"security add-trusted-cert -r trustRoot -p ssl -k ~/Library/Keychains/login.keychain-db {path}" in text
+    assert f"certutil -user -addstore Root {path}" in text and "Firefox" in text
+    assert "sudo" not in text and "System.keychain" not in text and " -d " not in text.replace("certutil -d", "")
+    # A CA without name constraints (a private ACME CA given with --ca-file) is said to be one.
+    assert "no name constraints" in browser_trust_hint(path, ca.fingerprint)[2]

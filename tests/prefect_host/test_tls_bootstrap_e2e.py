@@ -5,7 +5,9 @@ moto on the gateway, ACME certificates from Pebble on the gateway.
 In this order, with every frame on the guest's veth captured meanwhile: fresh install in internal
 mode (Caddy on 443/4200/80, Prefect on loopback, the CA pinned in the profile) -> a deployment
 runs on the host's worker and a flow runs on the laptop, both through the profile -> a client
-without the CA is refused -> a re-run changes and reloads nothing -> a teammate pins the CA from a
+without the CA is refused -> a host with Caddy's own (unconstrained) CA, as an earlier release left
+it, gets the constrained one with one reload and the profile pins it -> a re-run changes and
+reloads nothing -> a teammate pins the CA from a
 file or over SSH -> request latency through TLS vs loopback -> the switch to acme reloads Caddy
 and leaves the Prefect server running -> the worker runs deployments after the switch and after a
 reboot -> no request carrying the auth string crossed the veth in clear text -> no secret printed.
@@ -44,9 +46,19 @@ from e2e_support import (
     s3_outputs,
 )
 from packet_capture import PacketCapture
-from prefect_host.caddy import INTERNAL_CA_ROOT_PATH
+from prefect_host.caddy import (
+    CADDY_DATA_DIR,
+    CADDY_OWN_CA_DIR,
+    CADDY_OWN_CA_ROOT_PATH,
+    CADDYFILE_PATH,
+    INTERNAL_CA_DIR,
+    INTERNAL_CA_ROOT_PATH,
+)
+from prefect_host.internal_ca import CONFIG_PATH, DROPIN_PATH, SCRIPT_PATH, constrained_to
 from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
-from prefect_host.tls import load_ca_certificate
+from prefect_host.services.caddy import APPLIED_FILE, caddy_service
+from prefect_host.tls import TlsSettings, load_ca_certificate
+from tests.prefect_host.internal_ca_support import earlier_release
 
 pytestmark = pytest.mark.e2e
 
@@ -156,6 +168,18 @@ def assert_ran_on_the_host(stack: TlsStack, flow_run_name: str, cafile: Path) ->
 # --- internal mode ------------------------------------------------------------------------------
 
 
+def assert_the_profile_pins_the_hosts_constrained_ca(stack: TlsStack, run) -> None:
+    """The CA the profile pins is the host's, constrained to its IP, and the summary shows its
+    fingerprint, what it can vouch for and how to trust it for this user only."""
+    host_ca = load_ca_certificate(stack.guest(f"cat {INTERNAL_CA_ROOT_PATH}"), source="the guest")
+    assert constrained_to(host_ca.pem, stack.ip)
+    assert stack.ca_file.read_text() == host_ca.pem and stat.S_IMODE(stack.ca_file.stat().st_mode) == 0o644
+    assert f"SHA-256 fingerprint: {host_ca.fingerprint}" in run.stdout
+    assert f"It can vouch only for {stack.ip} (X.509 name constraints)" in run.stdout
+    assert f"certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n {PROFILE}-ca -i {stack.ca_file}" in run.stdout
+    assert "login.keychain-db" in run.stdout and "System.keychain" not in run.stdout
+
+
 def test_fresh_install_serves_https_only_with_the_ca_pinned_in_the_profile(stack, record_property):
     run = stack.measured_bootstrap(
         record_property,
@@ -170,7 +194,10 @@ def test_fresh_install_serves_https_only_with_the_ca_pinned_in_the_profile(stack
     assert caddy == [
         "install caddy (apt)",
         "write /etc/caddy/Caddyfile",
+        "write /etc/caddy/internal-ca.cnf",
+        "write /etc/caddy/internal-ca.sh",
         "sandbox caddy.service",
+        "internal CA for caddy.service",
         "enable caddy.service",
         "start Caddy",
     ]
@@ -184,11 +211,7 @@ def test_fresh_install_serves_https_only_with_the_ca_pinned_in_the_profile(stack
         f"profile {PROFILE}: write it, reach the server through it",
     ]
 
-    # The CA the profile pins is the host's, and the summary shows its fingerprint and how to trust it.
-    host_ca = load_ca_certificate(stack.guest(f"cat {INTERNAL_CA_ROOT_PATH}"), source="the guest")
-    assert stack.ca_file.read_text() == host_ca.pem and stat.S_IMODE(stack.ca_file.stat().st_mode) == 0o644
-    assert f"SHA-256 fingerprint: {host_ca.fingerprint}" in run.stdout
-    assert f"certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n prefect-host -i {stack.ca_file}" in run.stdout
+    assert_the_profile_pins_the_hosts_constrained_ca(stack, run)
     profile = stack.profile_settings()
     assert profile["PREFECT_API_URL"] == f"https://{stack.ip}/api"
     assert profile["PREFECT_API_SSL_CERT_FILE"] == str(stack.ca_file)
@@ -253,6 +276,8 @@ def snapshot(stack: TlsStack) -> dict:
         "/etc/caddy/Caddyfile",
         "/etc/prefect-host/caddy.applied",
         "/etc/systemd/system/caddy.service.d/10-prefect-host-hardening.conf",
+        CONFIG_PATH,
+        INTERNAL_CA_ROOT_PATH,  # the CA is not made again
     ]
     return {
         "files": files_state(stack, files, stat_format="%n %Y"),
@@ -263,6 +288,57 @@ def snapshot(stack: TlsStack) -> dict:
         # systemd logs each `systemctl reload caddy` as Reloading/Reloaded.
         "caddy_reloads": stack.guest("journalctl -u caddy.service -o cat --no-pager | grep -c Reload || true"),
     }
+
+
+def test_a_host_with_caddys_own_ca_gets_the_constrained_one_and_the_profile_follows(stack, tmp_path):
+    """A host an earlier release set up: Caddy issues from a CA of its own making (it can vouch for
+    any name) and the profile pins it. The next bootstrap: one Caddy reload, nothing restarted,
+    Caddy's own CA deleted, the new CA pinned, and the output says so."""
+    earlier = earlier_release(caddy_service(TlsSettings(mode="internal", address=stack.ip)))
+    caddyfile = next(file.text for file in earlier.files if file.path == CADDYFILE_PATH)
+    stack.host.guest_exec(["sh", "-c", f"cat > {CADDYFILE_PATH}"], input=caddyfile)
+    stack.host.guest_exec(["sh", "-c", f"cat > {APPLIED_FILE}"], input=earlier.applied_record() + "\n")
+    stack.guest(
+        f"rm -rf {CONFIG_PATH} {SCRIPT_PATH} {DROPIN_PATH} {INTERNAL_CA_DIR} {CADDY_DATA_DIR}/certificates/local && "
+        "systemctl daemon-reload && systemctl reload caddy.service"
+    )
+    own = load_ca_certificate(stack.guest(f"cat {CADDY_OWN_CA_ROOT_PATH}"), source="Caddy's own CA")
+    assert not constrained_to(own.pem, stack.ip)
+    stack.ca_file.write_text(own.pem)  # what an earlier bootstrap pinned
+    own_file = tmp_path / "caddys-own-ca.pem"
+    own_file.write_text(own.pem)
+    deadline = time.monotonic() + 30
+    while not served_by(stack, own_file):
+        assert time.monotonic() < deadline, "Caddy does not serve a certificate from its own CA"
+        time.sleep(0.5)
+    pids = {unit: stack.main_pid(unit) for unit in ("caddy.service", "prefect-server.service")}
+
+    run = stack.bootstrap("--activate")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [step for step in run.changed if "caddy" in step.lower()] == [
+        "write /etc/caddy/Caddyfile",
+        "write /etc/caddy/internal-ca.cnf",
+        "write /etc/caddy/internal-ca.sh",
+        "internal CA for caddy.service",
+        "reload Caddy",
+    ]
+    assert f"CA certificate for profile {PROFILE}" in run.changed
+    assert {unit: stack.main_pid(unit) for unit in pids} == pids  # reloaded, not restarted
+    new = load_ca_certificate(stack.guest(f"cat {INTERNAL_CA_ROOT_PATH}"), source="the guest")
+    assert constrained_to(new.pem, stack.ip) and stack.ca_file.read_text() == new.pem
+    assert "Caddy's own CA, which could vouch for any HTTPS site" in run.stderr
+    assert own.fingerprint in run.stderr and new.fingerprint in run.stderr and "remove it there" in run.stderr
+    assert stack.guest(f"test -e {CADDY_OWN_CA_DIR} && echo kept || echo deleted").strip() == "deleted"
+    assert https(stack, f"https://{stack.ip}/api/health", stack.ca_file).json() is True
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        https(stack, f"https://{stack.ip}/api/health", own_file)
+
+
+def served_by(stack: TlsStack, cafile: Path) -> bool:
+    try:
+        return https(stack, f"https://{stack.ip}/api/health", cafile).json() is True
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_rerun_changes_nothing_and_reloads_nothing(stack, record_property):

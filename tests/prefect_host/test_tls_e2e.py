@@ -1,7 +1,8 @@
 """Caddy's service declaration (prefect_host.services.caddy) through the planner and the apply loop
 on a real booted Debian 13 guest of their own, nothing mocked: Caddy installed with apt from the
 local repository (the guest has no internet), restarted once onto its sandbox and Caddyfile,
-internal TLS verified with the CA read over SSH, a re-run with no steps, a
+internal TLS from the CA made on the host, constrained to its IP, verified with its root read over
+SSH, a re-run with no steps, a
 switch to ACME (Pebble on the gateway) applied by a reload, a reboot, and tls off.
 
 A stand-in for Prefect (python3's http.server on 127.0.0.1:4201) is the upstream: these tests are
@@ -19,13 +20,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from e2e_support import acme_tls, build_outputs, caddy_apt_repo, https_request, internal_tls
-from prefect_host.caddy import HARDENING_DROPIN_PATH
+from prefect_host.caddy import CADDY_OWN_CA_DIR, HARDENING_DROPIN_PATH, INTERNAL_CA_DIR
 from prefect_host.console import Console
 from prefect_host.host.apply import apply
 from prefect_host.host.facts import gather_facts
 from prefect_host.host.planner import all_steps, plan
+from prefect_host.internal_ca import constrained_to
 from prefect_host.local import LocalHost, build_image
 from prefect_host.local.pebble import FixedAnswerDns, Pebble, free_port
 from prefect_host.outputs import StackOutputs
@@ -124,6 +127,29 @@ def wait_for(condition, what: str, timeout: float = 60) -> float:
     return time.monotonic() - started
 
 
+def assert_made_on_the_host_for(guest: Guest, root: str) -> None:
+    """The internal CA was made in Caddy's sandbox before it started: constrained to the IP, the
+    intermediate's key only for caddy, no root key and no CA of Caddy's own anywhere; Caddy serves a
+    certificate its intermediate signed."""
+    assert constrained_to(root, guest.ip)
+    listing = guest.session.run(f"stat -c '%n %U %a' {INTERNAL_CA_DIR} {INTERNAL_CA_DIR}/*", sudo=True).stdout
+    assert listing.splitlines() == [
+        f"{INTERNAL_CA_DIR} caddy 700",
+        f"{INTERNAL_CA_DIR}/intermediate.crt caddy 600",
+        f"{INTERNAL_CA_DIR}/intermediate.key caddy 600",
+        f"{INTERNAL_CA_DIR}/made-from.cnf caddy 600",
+        f"{INTERNAL_CA_DIR}/root.crt caddy 600",
+    ]
+    assert guest.session.run(f"test -e {CADDY_OWN_CA_DIR}", sudo=True, check=False).exit_status == 1
+    journal = guest.session.run("journalctl -u caddy.service -o cat --no-pager", sudo=True).stdout
+    assert "internal CA: made a new one" in journal and "PRIVATE KEY" not in journal
+    intermediate = x509.load_pem_x509_certificate(
+        guest.session.run(f"cat {INTERNAL_CA_DIR}/intermediate.crt", sudo=True).stdout.encode()
+    )
+    served = ssl.get_server_certificate((guest.ip, 443))
+    assert x509.load_pem_x509_certificate(served.encode()).issuer == intermediate.subject
+
+
 def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     settings = settings_from_outputs(guest.outputs(), apt_source=guest.apt_source)
     started = time.monotonic()
@@ -132,7 +158,10 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     assert steps == [
         "install caddy (apt)",
         "write /etc/caddy/Caddyfile",
+        "write /etc/caddy/internal-ca.cnf",
+        "write /etc/caddy/internal-ca.sh",
         "sandbox caddy.service",
+        "internal CA for caddy.service",
         "enable caddy.service",
         "start Caddy",
     ]
@@ -144,6 +173,8 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     ca = load_ca_certificate(base64.b64decode(root).decode(), source="the guest")
     cafile = tmp_path / "ca.pem"
     cafile.write_text(ca.pem)
+    wait_for(lambda: served_chain_verifies(guest.ip, 443, guest.ip, cafile), "serving from the internal CA", 30)
+    assert_made_on_the_host_for(guest, ca.pem)
     for url in (f"https://{guest.ip}/api/health", f"https://{guest.ip}:4200/api/health"):
         response = httpx.get(url, verify=ssl.create_default_context(cafile=str(cafile)), timeout=10)
         assert (response.status_code, response.text) == (200, HEALTH)

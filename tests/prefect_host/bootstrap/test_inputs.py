@@ -161,3 +161,16 @@ def test_results_block_is_the_one_register_blocks_saves(outputs_file, laptop):
 
     inputs = resolve_inputs(outputs_file=outputs_file(), stack=None, profile=PROFILE)
     assert inputs.results_block == laptop.blocks.results_slug
+
+
+def test_an_outputs_file_others_may_read_gets_a_warning_as_ssh_gives_for_keys(outputs_file):
+    from prefect_host.bootstrap.inputs import outputs_file_warnings
+
+    path = outputs_file()
+    Path(path).chmod(0o600)
+    assert outputs_file_warnings(path) == []
+    for mode in (0o640, 0o604, 0o644):
+        Path(path).chmod(mode)
+        [warning] = outputs_file_warnings(path)
+        assert f"mode {mode:04o}" in warning and f"chmod 600 {path}" in warning and "umask 077" in warning
+    assert outputs_file_warnings(None) == []

@@ -1,5 +1,6 @@
 """Caddy as the host declares it (Debian's package, our Caddyfile, a sandboxing drop-in, reloads for
-configuration changes), the steps planned from the host's facts, and the CA root read from the host."""
+configuration changes; with tls internal, the constrained CA's configuration, script and drop-in),
+the steps planned from the host's facts, and the CA root read from the host."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from prefect_host import internal_ca
 from prefect_host.caddy import (
     ACME_CA_ROOT_PATH,
+    CADDY_OWN_CA_ROOT_PATH,
     CADDYFILE_PATH,
     HARDENING_DROPIN,
     HARDENING_DROPIN_PATH,
@@ -46,6 +49,7 @@ from tests.prefect_host.host.host_samples import (
     steps_for,
     unit_line,
 )
+from tests.prefect_host.internal_ca_support import earlier_release
 from tests.prefect_host.services.service_samples import server, worker_set
 
 IP = "203.0.113.7"
@@ -84,22 +88,37 @@ def converged(settings: TlsSettings) -> str:
 
 
 # --- the declaration -------------------------------------------------------------------------------
-def test_internal_serves_our_caddyfile_in_the_sandbox_without_an_acme_root():
+def test_internal_serves_our_caddyfile_in_the_sandbox_from_the_constrained_ca():
     declared = front(INTERNAL)
     files = {file.path: file for file in declared.files}
     assert files[CADDYFILE_PATH].text == render_caddyfile(CaddySettings("internal", IP, UPSTREAM_PORT))
-    assert "tls internal" in files[CADDYFILE_PATH].text
+    assert "tls internal" in files[CADDYFILE_PATH].text and "\tpki {\n" in files[CADDYFILE_PATH].text
     assert f"reverse_proxy 127.0.0.1:{UPSTREAM_PORT}" in files[CADDYFILE_PATH].text
     assert files[ACME_CA_ROOT_PATH].text is None and files[HARDENING_DROPIN_PATH].text == HARDENING_DROPIN
-    # The configuration is reloaded; the sandbox needs a restart (and systemd to read it first).
+    assert files[internal_ca.CONFIG_PATH].text == internal_ca.ca_config(IP)
+    assert files[internal_ca.SCRIPT_PATH].text == internal_ca.generator_script()
+    assert files[internal_ca.DROPIN_PATH].text == internal_ca.DROPIN
+    # The configuration and the CA's are reloaded (ExecReload makes the CA first); the sandbox needs a
+    # restart (and systemd to read it first); the script and its drop-in change nothing by themselves.
     triggers = [(f.path, f.on_change, f.systemd) for f in declared.files]
     assert triggers == [
         (CADDYFILE_PATH, "reload", False),
         (ACME_CA_ROOT_PATH, "reload", False),
+        (internal_ca.CONFIG_PATH, "reload", False),
+        (internal_ca.SCRIPT_PATH, "none", False),
         (HARDENING_DROPIN_PATH, "restart", True),
+        (internal_ca.DROPIN_PATH, "none", True),
     ]
-    assert declared.packages == (AptPackage("caddy"),) and declared.units.reload
+    assert declared.packages == (AptPackage("caddy"), AptPackage("openssl")) and declared.units.reload
     assert declared.start_after == (prefect_server.NAME,) and not declared.absent
+
+
+def test_acme_declares_nothing_of_the_internal_ca():
+    """So a switch between the modes is the reload it was; files left from tls internal stay, unused."""
+    for settings in (ACME, PEBBLE):
+        declared = front(settings)
+        assert {f.path for f in declared.files} == {CADDYFILE_PATH, ACME_CA_ROOT_PATH, HARDENING_DROPIN_PATH}
+        assert [p.name for p in declared.packages] == ["caddy"]
 
 
 def test_a_private_acme_directory_adds_its_root_and_the_mirror_installs_caddy():
@@ -121,12 +140,21 @@ def test_plaintext_serves_no_caddy():
     assert declared.units.names == (caddy.UNIT,)
 
 
-@pytest.mark.parametrize("settings", [INTERNAL, ACME, PEBBLE])
+@pytest.mark.parametrize("settings", [ACME, PEBBLE])
 def test_applied_record_is_the_marker_earlier_releases_recorded(settings):
-    """ "<drop-in digest> <configuration digest>": a host converged by an earlier release sees no change."""
+    """ "<drop-in digest> <configuration digest>": a tls acme host converged by an earlier release sees no change."""
     declared = front(settings)
     caddyfile = render_caddyfile(caddy.caddy_settings(settings))
     config = hashlib.sha256("\0".join((caddyfile, settings.acme_ca_root_pem or "")).encode()).hexdigest()
+    assert declared.applied_record() == f"{sha256_text(HARDENING_DROPIN)} {config}"
+
+
+def test_internal_reloads_with_the_ca_configuration_and_restarts_for_nothing_new():
+    """The CA's configuration is part of what a reload applies; the restart digest is the sandbox's
+    alone, as for earlier releases: a host they converged is reloaded once (onto the new CA), not restarted."""
+    declared = front(INTERNAL)
+    caddyfile = render_caddyfile(caddy.caddy_settings(INTERNAL))
+    config = hashlib.sha256("\0".join((caddyfile, "", internal_ca.ca_config(IP))).encode()).hexdigest()
     assert declared.applied_record() == f"{sha256_text(HARDENING_DROPIN)} {config}"
 
 
@@ -137,20 +165,21 @@ def test_parse_facts_of_a_host_with_caddy_running():
         HOST + f"apt:caddy=installed {PACKAGE_VERSION}\nfile:{CADDYFILE_PATH}={'a' * 64}\n"
         f"file:{HARDENING_DROPIN_PATH}={'b' * 64}\nfile:{ACME_CA_ROOT_PATH}=\n"
         f"applied:{caddy.APPLIED_FILE}=x y\n{caddy_line(need_reload='yes')}"
-        f"caddy_internal_ca_root_b64={root}\n" + END
+        f"caddy_internal_ca_root_b64={root}\ncaddy_own_ca_root_b64={root}\n" + END
     )
     assert facts.apt_version("caddy") == PACKAGE_VERSION
     assert (facts.file_sha256(CADDYFILE_PATH), facts.file_sha256(HARDENING_DROPIN_PATH)) == ("a" * 64, "b" * 64)
     assert facts.file_sha256(ACME_CA_ROOT_PATH) is None and facts.applied(caddy.APPLIED_FILE) == "x y"
     unit = facts.unit(caddy.UNIT)
     assert (unit.enabled, unit.active_state, unit.need_daemon_reload) == ("enabled", "active", True)
-    assert caddy.internal_ca_root_pem(facts) == CA_PEM
+    assert caddy.internal_ca_root_pem(facts) == CA_PEM and caddy.caddy_own_ca_root_pem(facts) == CA_PEM
 
 
 def test_parse_facts_of_a_fresh_host_and_of_a_removed_package():
     fresh = parse_facts(FRESH)
     assert fresh.apt_version("caddy") is None and fresh.unit(caddy.UNIT).enabled == ""
     assert fresh.unit(caddy.UNIT).active_state == "inactive" and caddy.internal_ca_root_pem(fresh) is None
+    assert caddy.caddy_own_ca_root_pem(fresh) is None
     # `apt remove` leaves the conffiles: dpkg says config-files, which is not installed.
     assert parse_facts(HOST + "apt:caddy=config-files 2.6.2-13+b1\n" + END).apt_version("caddy") is None
     assert caddy.internal_ca_root_pem(parse_facts(HOST + "caddy_internal_ca_root_b64=!!not base64\n" + END)) is None
@@ -162,6 +191,7 @@ def test_caddys_facts_come_in_the_same_round_trip():
     script = facts_script([front(INTERNAL)])
     root_part = script[script.index("<<'ROOT_FACTS'") : script.rindex("ROOT_FACTS")]
     assert front(INTERNAL).fact_script in root_part  # read as root, Caddy's data is 0700
+    assert INTERNAL_CA_ROOT_PATH in front(INTERNAL).fact_script and CADDY_OWN_CA_ROOT_PATH in front(ACME).fact_script
     assert root_part.index(front(INTERNAL).fact_script) < root_part.rindex('echo "facts_end=1"')
 
 
@@ -181,15 +211,21 @@ def test_fresh_host_installs_writes_sandboxes_and_starts_caddy():
     steps = caddy_steps(FRESH, INTERNAL)
     assert names(steps) == [
         "install caddy (apt)",
+        "install openssl (apt)",
         f"write {CADDYFILE_PATH}",
+        f"write {internal_ca.CONFIG_PATH}",
+        f"write {internal_ca.SCRIPT_PATH}",
         "sandbox caddy.service",
+        "internal CA for caddy.service",
         "enable caddy.service",
         "start Caddy",
     ]
-    write = steps[1].commands[0]
+    write = steps[2].commands[0]
     assert write.stdin == front(INTERNAL).files[0].text.encode() and "chmod 0644" in write.script
-    assert [c.script for c in steps[2].commands][1] == "systemctl daemon-reload"
-    assert steps[2].commands[0].stdin == HARDENING_DROPIN.encode()
+    assert [c.script for c in steps[5].commands][1] == "systemctl daemon-reload"
+    assert steps[5].commands[0].stdin == HARDENING_DROPIN.encode()
+    assert steps[6].commands[0].stdin == internal_ca.DROPIN.encode()
+    assert [c.script for c in steps[6].commands][1] == "systemctl daemon-reload"
     # The marker is written only once systemd has accepted the restart.
     start = steps[-1].commands[0].script
     assert start.startswith("systemctl restart caddy.service && ")
@@ -208,8 +244,47 @@ def test_install_is_non_interactive_waits_for_the_lock_and_uses_the_hosts_source
 
 def test_debians_default_caddy_is_restarted_once_onto_the_sandbox_and_our_caddyfile():
     """What the postinst leaves: caddy installed, enabled and running Debian's Caddyfile."""
-    debian = HOST + f"apt:caddy=installed {PACKAGE_VERSION}\nfile:{CADDYFILE_PATH}={'d' * 64}\n{caddy_line()}" + END
-    assert names(caddy_steps(debian, INTERNAL)) == [f"write {CADDYFILE_PATH}", "sandbox caddy.service", "restart Caddy"]
+    debian = (
+        HOST
+        + f"apt:caddy=installed {PACKAGE_VERSION}\napt:openssl=installed 3.5.1-1\n"
+        + f"file:{CADDYFILE_PATH}={'d' * 64}\n{caddy_line()}"
+        + END
+    )
+    assert names(caddy_steps(debian, INTERNAL)) == [
+        f"write {CADDYFILE_PATH}",
+        f"write {internal_ca.CONFIG_PATH}",
+        f"write {internal_ca.SCRIPT_PATH}",
+        "sandbox caddy.service",
+        "internal CA for caddy.service",
+        "restart Caddy",
+    ]
+    assert names(caddy_steps(debian, ACME)) == [f"write {CADDYFILE_PATH}", "sandbox caddy.service", "restart Caddy"]
+
+
+def test_a_host_with_caddys_own_ca_gets_the_constrained_one_with_one_reload():
+    """The reload runs the script first (the drop-in, read by systemd before it): the CA is made,
+    Caddy's own is removed; the sandbox is unchanged, so nothing restarts."""
+    earlier = converged_output(earlier_release(front(INTERNAL))).replace(END, f"apt:openssl=installed 3.5.1-1\n{END}")
+    steps = caddy_steps(earlier, INTERNAL)
+    assert names(steps) == [
+        f"write {CADDYFILE_PATH}",
+        f"write {internal_ca.CONFIG_PATH}",
+        f"write {internal_ca.SCRIPT_PATH}",
+        "internal CA for caddy.service",
+        "reload Caddy",
+    ]
+    assert steps[-1].commands[0].script.startswith("systemctl reload caddy.service && ")
+    assert "restart" not in scripts(steps)
+    # A tls acme host of an earlier release: nothing to do.
+    assert caddy_steps(converged_output(earlier_release(front(ACME))), ACME) == []
+
+
+def test_a_new_address_rewrites_the_ca_configuration_and_reloads():
+    """The reload makes the CA for the new address before Caddy reloads onto it."""
+    other = dataclasses.replace(INTERNAL, address="203.0.113.8")
+    steps = caddy_steps(converged(INTERNAL), other)
+    assert names(steps) == [f"write {CADDYFILE_PATH}", f"write {internal_ca.CONFIG_PATH}", "reload Caddy"]
+    assert steps[1].commands[0].stdin == internal_ca.ca_config("203.0.113.8").encode()
 
 
 def test_converged_host_has_no_steps():
@@ -304,7 +379,7 @@ def test_read_internal_ca_root_gives_up_naming_the_path(tmp_path):
     missing = start_with_root_at(tmp_path / "none", timeout=0.4)
     out, err = missing.communicate(timeout=10)
     assert missing.returncode == 1 and out == ""
-    assert f"Caddy created no CA root at {tmp_path / 'none'} within 0.4 s" in err
+    assert f"No internal CA root at {tmp_path / 'none'} within 0.4 s" in err
 
 
 # --- Caddy's journal when a step fails ---------------------------------------------------------------
