@@ -31,6 +31,9 @@ DEFAULT_PREFECT_VERSION = "3.9.1"
 MIN_PREFECT_VERSION = (3, 8, 3)
 DISK_SIZE_RANGE = (10, 2000)
 DEFAULT_ALLOWED_CIDRS = ("0.0.0.0/0",)
+# Without allowPublicSsh, sshAllowedCidrs may cover at most a /8 of IPv4 and a /32 of IPv6 (addresses summed
+# over the list, overlaps merged): ["0.0.0.0/1", "128.0.0.0/1"] is the whole internet too.
+SSH_MAX_ADDRESSES = {4: 2**24, 6: 2**96}
 DEFAULT_IAM_GROUP = "S3-FullAccess"
 # AWS key pairs import only these two types, so they are the ones both clouds accept.
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
@@ -204,14 +207,34 @@ def parse_ssh_cidrs(key: str, raw: str | None, *, allow_public: bool) -> tuple[s
             f"the list of CIDRs that may reach SSH (port 22), e.g. pulumi config set --path '{key}[0]' 203.0.113.7/32",
         )
     cidrs = parse_cidr_list(key, raw)
+    if allow_public:
+        return cidrs
     world = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
-    if world and not allow_public:
+    if world:
         raise StackConfigError(
             f"Config {key} contains {world[0]}, which opens SSH to the whole internet; allowed: "
             f"your own address ranges (e.g. 203.0.113.7/32), or set {NAMESPACE}:allowPublicSsh true "
             "to accept SSH from anywhere."
         )
+    for version, covered in address_counts(cidrs).items():
+        if covered > SSH_MAX_ADDRESSES[version]:
+            shown = json.dumps(list(cidrs))
+            shown = shown if len(shown) <= 200 else shown[:197] + "..."
+            raise StackConfigError(
+                f"Config {key} = {shown} opens SSH to {covered} IPv{version} addresses; allowed: ranges covering "
+                f"at most a /8 of IPv4 ({SSH_MAX_ADDRESSES[4]} addresses) and a /32 of IPv6 in all (e.g. "
+                f"203.0.113.7/32), or set {NAMESPACE}:allowPublicSsh true to accept SSH from that many."
+            )
     return cidrs
+
+
+def address_counts(cidrs: tuple[str, ...]) -> dict[int, int]:
+    """IP version -> how many addresses the CIDRs cover together (overlaps merged)."""
+    networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    return {
+        version: sum(n.num_addresses for n in ipaddress.collapse_addresses(n for n in networks if n.version == version))
+        for version in (4, 6)
+    }
 
 
 def parse_prefect_version(key: str, raw: str) -> str:

@@ -59,6 +59,10 @@ GCP_INSTANCE = "gcp:compute/instance:Instance"
 # What may be reachable from anywhere: the Prefect UI/API (4200, also UDP as the issue asks) and 80/443.
 PUBLIC_PORTS = {"tcp": frozenset({80, 443, 4200}), "udp": frozenset({4200})}
 SSH_PORT = 22
+# The most SSH may be open to, summed over a resource's source ranges (overlaps merged): a /8 of IPv4, a /32 of
+# IPv6. ["0.0.0.0/1", "128.0.0.0/1"] is the world as surely as 0.0.0.0/0 (infra/ refuses both in sshAllowedCidrs
+# unless allowPublicSsh is set).
+SSH_MAX_ADDRESSES = {4: 2**24, 6: 2**96}
 ENCRYPTION_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 
 
@@ -160,16 +164,32 @@ def _aws_ports(protocol: str, from_port: Any, to_port: Any) -> tuple[int, int]:
     return 0, 65535
 
 
+def _coverage(cidrs: Iterable[str]) -> dict[int, tuple[int, list[str]]]:
+    """IP version -> how many addresses the CIDRs cover together (overlaps merged), and those CIDRs;
+    unparsable ones are left out."""
+    networks: dict[int, dict[str, Any]] = {4: {}, 6: {}}
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            continue
+        networks[network.version][cidr] = network
+    return {
+        version: (sum(n.num_addresses for n in ipaddress.collapse_addresses(found.values())), sorted(found))
+        for version, found in networks.items()
+    }
+
+
 def _aws_openings(protocol_value: Any, from_port: Any, to_port: Any, cidrs: Iterable[Any]) -> list[_Opening]:
     protocol = _protocol(protocol_value)
     first, last = _aws_ports(protocol, from_port, to_port)
-    return [_Opening(protocol, first, last, cidr) for cidr in cidrs if _is_world(cidr)]
+    return [_Opening(protocol, first, last, cidr) for cidr in cidrs if isinstance(cidr, str)]
 
 
 def _gcp_openings(props: Mapping) -> list[_Opening]:
     if str(props.get("direction") or "INGRESS").upper() != "INGRESS" or props.get("disabled") is True:
         return []
-    world = [cidr for cidr in _items(props.get("sourceRanges")) if _is_world(cidr)]
+    sources = [cidr for cidr in _items(props.get("sourceRanges")) if isinstance(cidr, str)]
     openings = []
     for allow in _items(props.get("allows")):
         allow = _mapping(allow)
@@ -180,12 +200,17 @@ def _gcp_openings(props: Mapping) -> list[_Opening]:
             first, _, last = str(spec).partition("-")
             ranges.append((_port(first), _port(last or first)))
         for first, last in ranges or [(0, 65535)]:  # no ports listed: every port
-            openings.extend(_Opening(protocol, first, last, cidr) for cidr in world)
+            openings.extend(_Opening(protocol, first, last, cidr) for cidr in sources)
     return openings
 
 
 def _world_openings(resource_type: str, props: Mapping) -> list[_Opening]:
-    """Ingress a resource opens to 0.0.0.0/0 or ::/0: inline security group ingress, a SecurityGroupRule of
+    """Ingress a resource opens to 0.0.0.0/0 or ::/0."""
+    return [opening for opening in _ingress_openings(resource_type, props) if _is_world(opening.source)]
+
+
+def _ingress_openings(resource_type: str, props: Mapping) -> list[_Opening]:
+    """Ingress a resource opens, from any source: inline security group ingress, a SecurityGroupRule of
     type ingress, a vpc.SecurityGroupIngressRule, or a GCP ingress firewall rule."""
     if resource_type in (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP):
         openings = []
@@ -215,10 +240,21 @@ def _ssh_not_public(resource_types: tuple[str, ...]) -> Callable[[ResourceValida
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type not in resource_types:
             return
-        for opening in _world_openings(args.resource_type, args.props):
-            if opening.covers("tcp", SSH_PORT):
+        ssh = [o for o in _ingress_openings(args.resource_type, args.props) if o.covers("tcp", SSH_PORT)]
+        world = [o for o in ssh if _is_world(o.source)]
+        for opening in world:
+            report_violation(
+                f"SSH (tcp 22) is open to the world: {opening.describe()}. Allow port 22 only from sshAllowedCidrs."
+            )
+        if world:
+            return
+        # Judged by what the ranges cover together: two /1s are the world as well.
+        for version, (covered, sources) in _coverage(o.source for o in ssh).items():
+            if covered > SSH_MAX_ADDRESSES[version]:
+                listed = ", ".join(sources[:8]) + (", ..." if len(sources) > 8 else "")
                 report_violation(
-                    f"SSH (tcp 22) is open to the world: {opening.describe()}. Allow port 22 only from sshAllowedCidrs."
+                    f"SSH (tcp 22) is open to {covered} IPv{version} addresses (from {listed}), more than a "
+                    f"/{8 if version == 4 else 32}. Allow port 22 only from sshAllowedCidrs."
                 )
 
     return validate
@@ -465,14 +501,16 @@ def _stack_rule(name: str, description: str, validate) -> StackValidationPolicy:
 ALL: list[Policy] = [
     _resource_rule(
         "CKV_AWS_24",
-        "No security group allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
+        "No security group allows ingress to port 22 from 0.0.0.0/0 or ::/0, or from ranges covering more than a "
+        "/8 of IPv4 or a /32 of IPv6.",
         _ssh_not_public(
             (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP, AWS_SECURITY_GROUP_RULE, AWS_VPC_INGRESS_RULE)
         ),
     ),
     _resource_rule(
         "CKV_GCP_2",
-        "No GCP firewall rule allows ingress from 0.0.0.0/0 or ::/0 to port 22.",
+        "No GCP firewall rule allows ingress to port 22 from 0.0.0.0/0 or ::/0, or from ranges covering more than a "
+        "/8 of IPv4 or a /32 of IPv6.",
         _ssh_not_public((GCP_FIREWALL,)),
     ),
     _resource_rule(

@@ -10,7 +10,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
@@ -21,6 +22,54 @@ _STEP_LINE = re.compile(r"^(?:\r\x1b\[K)?\s+\[(?P<tag>ok|changed|failed)\]\s+(?P
 # Shorter fragments would mask ordinary words; real secrets here are far longer.
 _MIN_SECRET_LEN = 6
 _SPINNER = "|/-\\"
+# The most of a value an error message shows: a 5 MB value must not be echoed whole.
+SHOWN_LIMIT = 200
+
+
+def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
+    """`value` as an error message quotes it: its repr (so line breaks and control characters show as
+    escapes), cut to `limit` characters with an ellipsis (...)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def clip_values(message: str, values: Iterable[object], limit: int = SHOWN_LIMIT) -> str:
+    """`message` (written by code that quotes values whole) with each of `values` that is longer than
+    `limit` or not printable, where it appears as is or as its repr, as `shown` quotes it."""
+    texts = {v for v in values if isinstance(v, str) and v and (len(v) > limit or not v.isprintable())}
+    for value in sorted(texts, key=len, reverse=True):
+        message = message.replace(repr(value), shown(value, limit)).replace(value, shown(value, limit))
+    return message
+
+
+def mention(text: str, limit: int = SHOWN_LIMIT) -> str:
+    """A user-given name (a path, a stack name) in a message: as is when it is short, printable text,
+    else as `shown` quotes it."""
+    return text if len(text) <= limit and text.isprintable() else shown(text, limit)
+
+
+def url_password(url: str | None) -> str | None:
+    """The secret part of a URL's userinfo (`https://user:token@host/`: "token"; a lone user name is
+    the token), None without one or when the URL does not parse."""
+    try:
+        parts = urllib.parse.urlsplit(url or "")
+    except ValueError:
+        return None
+    if "@" not in parts.netloc:
+        return None
+    userinfo = parts.netloc.rpartition("@")[0]
+    return userinfo.partition(":")[2] or userinfo or None
+
+
+def redact_url(url: str) -> str:
+    """`url` with its userinfo (credentials) replaced by MASK, for messages and command lines."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}"))
 
 
 class Console:

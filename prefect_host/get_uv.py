@@ -8,13 +8,21 @@ platform (`uname -m`, glibc or musl and their versions) from the configured inde
   --index-url URL    a PEP 503 (HTML) or PEP 691 (JSON) simple index, default https://pypi.org/simple
   --find-links URL   a flat HTML page of links to wheels (what `pip download` + an http server give)
 
-It checks the wheel's sha256 when the index gives one and extracts `uv-<v>.data/scripts/uv` to
---dest atomically. It must stay importable on the laptop too: the tests call its pure functions.
+Without either, it reads UV_INDEX_URL or UV_FIND_LINKS from the environment, as uv does: a URL with
+credentials (https://user:token@host/simple) comes that way, never on a command line (which `ps` shows to
+every user of the host); the credentials are sent as HTTP basic auth, to that host only, and no message
+shows them.
+
+The wheel's sha256 must match the one pinned below for each wheel of a pinned uv release (PyPI's, whatever
+the index says), and the index's when it gives one; a wheel of another release needs the index's hash.
+It extracts `uv-<v>.data/scripts/uv` to --dest atomically. It must stay importable on the laptop too: the
+tests call its pure functions.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import io
 import json
@@ -35,6 +43,44 @@ _JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 # manylinux1 = glibc 2.5, manylinux2010 = 2.12, manylinux2014 = 2.17 (PEP 600's legacy aliases).
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _ATTEMPTS = 3
+# PyPI's sha256 of every wheel of the uv releases the bootstrap installs (prefect_host.services.python_env's
+# UV_VERSION), from https://pypi.org/pypi/uv/json. A new UV_VERSION needs its wheels' hashes here.
+UV_WHEEL_SHA256 = {
+    "uv-0.13.8-py3-none-linux_armv6l.whl": "0ec33661a14e38dea8dfb18167d2a4a5c7fe3d476c62dd8eb6acf5f378727201",
+    "uv-0.13.8-py3-none-macosx_10_12_x86_64.whl": "b7124ca1956ec2e476a1003ea5715a15f0266afaec37f4dc9c6972ba8183e6d1",
+    "uv-0.13.8-py3-none-macosx_11_0_arm64.whl": "62b6943c7fd64fac6854f780bea6e0359e5a5bc3241f83ee357bb38276afac49",
+    "uv-0.13.8-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.musllinux_1_1_aarch64.whl": (
+        "0b3e8b1a4f5e405e31e2ff33de8af4744831e9f7338539671efbd8c3c94e791d"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_17_armv7l.manylinux2014_armv7l.musllinux_1_1_armv7l.whl": (
+        "9cf0b7b12f13da6ab1c85694ab618d97a2bbd0c904cdea7f0172fb1dd768b9d5"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_17_armv7l.manylinux2014_armv7l.whl": (
+        "86f1319f851e645bc295bb921e6be19beae7e69216c75ae809010ca7817393aa"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_17_i686.manylinux2014_i686.whl": (
+        "5ace7ec339798aca31be51a75fa7c1544fe84e02fadd17a9fa3324813bbaf237"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_17_ppc64le.manylinux2014_ppc64le.whl": (
+        "6999618363d03a0a085a9491db319e00b461dbda205db06ef1fd55dfcbf6472b"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_17_s390x.manylinux2014_s390x.whl": (
+        "13050c64530a1ccfc223af0306a8152d41c0d36ea63bc19161221ca65dfe480a"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": (
+        "e18a57b8b352eb7c8feb317b9f6f533c8f0ad9673fd6cf34bbe3cf1a9f6a8984"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_28_aarch64.whl": "5337c30bb893b4f9ce0ceb921ba2da0d13f649da644f40ad3bef84083bef0203",
+    "uv-0.13.8-py3-none-manylinux_2_31_riscv64.musllinux_1_1_riscv64.whl": (
+        "bfcaada3989c7716ad4b58673cd1413fad4fdc6b2e446f9553db0ef18da20850"
+    ),
+    "uv-0.13.8-py3-none-manylinux_2_31_riscv64.whl": "b26fe533dc6153787e40443b7d9428ed41349127bff36a954ec82c48be01ded9",
+    "uv-0.13.8-py3-none-musllinux_1_1_i686.whl": "63d807451e63c8d21b1b33c945af16438ac9d8ffddc59b31ce69c692135891f5",
+    "uv-0.13.8-py3-none-musllinux_1_1_x86_64.whl": "29451c60f5e8b07403e0a175d5229efc36b0289b34143ff4aaa499a5dd52553a",
+    "uv-0.13.8-py3-none-win32.whl": "87614f62b09e3571593ffe01bf2e1dccb8df928a8423324dba80c6d0e33060eb",
+    "uv-0.13.8-py3-none-win_amd64.whl": "cfbc13020a64cdf2f116d2936824c38edbf41e5c07f1ea291baf02e31ebf3ed0",
+    "uv-0.13.8-py3-none-win_arm64.whl": "b4184029b1b7c54409b9cd4372c73a36ef9c2d1d7cf3b0aca59c8b1932f041dc",
+}
 
 
 class FetchError(Exception):
@@ -121,18 +167,55 @@ def choose_wheel(
     return best[1]
 
 
+def expected_sha256(filename: str, version: str, index_sha: str | None) -> str:
+    """The sha256 the downloaded wheel must have: the pinned one for a pinned release (which the index's,
+    when given, must agree with), else the index's; a wheel with neither is refused."""
+    pinned = UV_WHEEL_SHA256.get(filename)
+    if pinned is None and any(name.startswith(f"uv-{version}-") for name in UV_WHEEL_SHA256):
+        raise FetchError(f"{filename} is not one of the uv {version} wheels whose sha256 is pinned here")
+    if pinned is not None and index_sha and index_sha.lower() != pinned:
+        raise FetchError(f"{filename}: the index gives another sha256 than the pinned one; refusing to install it")
+    if pinned is None and not index_sha:
+        raise FetchError(
+            f"{filename}: no sha256 to check it against (uv {version} is not pinned here and the index page "
+            "gives no hash); refusing to install it"
+        )
+    return pinned or index_sha.lower()
+
+
+def redact(url: str) -> str:
+    """`url` without its credentials, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="********@" + parts.netloc.rpartition("@")[2]))
+
+
+def _request(url: str, accept: str | None) -> urllib.request.Request:
+    """urllib sends no userinfo: the URL's credentials become a basic auth header, for that URL's host."""
+    headers = {"Accept": accept} if accept else {}
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return urllib.request.Request(url, headers=headers)
+
+
 def _get(url: str, accept: str | None = None) -> tuple[bytes, str]:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    request = _request(url, accept)
     for attempt in range(_ATTEMPTS):
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.read(), response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
             if exc.code < 500 or attempt == _ATTEMPTS - 1:
-                raise FetchError(f"GET {url}: HTTP {exc.code}") from None
+                raise FetchError(f"GET {redact(url)}: HTTP {exc.code}") from None
         except OSError as exc:
             if attempt == _ATTEMPTS - 1:
-                raise FetchError(f"GET {url}: {exc}") from None
+                raise FetchError(f"GET {redact(url)}: {exc}") from None
         time.sleep(1 + attempt)
     raise AssertionError("unreachable")
 
@@ -149,9 +232,11 @@ def install_uv(version: str, dest: str, *, index_url: str | None, find_links: st
     filename, url, sha = choose_wheel(
         parse_links(body.decode("utf-8", "replace"), content_type, page_url), version, tags
     )
+    expected = expected_sha256(filename, version, sha)
     wheel, _ = _get(url)
-    if sha and hashlib.sha256(wheel).hexdigest() != sha.lower():
-        raise FetchError(f"{filename}: sha256 does not match the index's hash; refusing to install it")
+    if hashlib.sha256(wheel).hexdigest() != expected:
+        whose = "pinned" if filename in UV_WHEEL_SHA256 else "index's"
+        raise FetchError(f"{filename}: sha256 does not match the {whose} hash; refusing to install it")
     member = f"uv-{version}.data/scripts/uv"
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         try:
@@ -174,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--index-url")
     source.add_argument("--find-links")
     args = parser.parse_args(argv)
+    if not args.index_url and not args.find_links:  # credentials come this way, off the command line
+        args.find_links = os.environ.get("UV_FIND_LINKS") or None
+        args.index_url = None if args.find_links else os.environ.get("UV_INDEX_URL") or None
     try:
         filename = install_uv(args.version, args.dest, index_url=args.index_url, find_links=args.find_links)
     except (FetchError, zipfile.BadZipFile) as exc:

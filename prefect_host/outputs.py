@@ -8,6 +8,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.parse
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prefect_host.console import mention, shown
 from prefect_host.errors import OutputsError
 
 # acme: a public certificate for `domain`; internal: Caddy's own CA certifies the public IP;
@@ -22,6 +24,11 @@ from prefect_host.errors import OutputsError
 TLS_MODES = ("acme", "internal", "off")
 # Exported by infra/ only when they apply: a domain when one is set, the ACME settings in acme mode.
 CONDITIONAL_OUTPUTS = frozenset({"domain", "acmeCa", "acmeEmail"})
+# Outputs are one line of text; only sshPrivateKey (a PEM/OpenSSH key) has line breaks. Control characters and
+# lone surrogates (JSON's "\ud800") reach no file, command line or message.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_MULTI_LINE_OUTPUTS = frozenset({"sshPrivateKey"})
 
 
 def _output(name: str, *, secret: bool = False, required: bool = True, default: Any = None):
@@ -76,26 +83,11 @@ class StackOutputs:
             )
         values: dict[str, Any] = {}
         for f in fields(cls):
-            name = f.metadata["output"]
-            value = data.get(name)
-            if value is None:
-                if f.metadata["required"]:
-                    raise OutputsError(f"{source}: output {name} is null; it must be a non-empty string.")
-                continue
-            if not isinstance(value, str) or not value.strip():
-                raise OutputsError(
-                    f"{source}: output {name} must be a non-empty string, got {value!r}"
-                    if not f.metadata["secret"]
-                    else f"{source}: output {name} must be a non-empty string."
-                )
-            if f.metadata["secret"] and value == "[secret]":
-                raise OutputsError(
-                    f"{source}: output {name} is masked as [secret]; export the outputs with "
-                    "`pulumi stack output --json --show-secrets`."
-                )
-            values[f.name] = value
+            value = _checked_value(f.metadata, data.get(f.metadata["output"]), source)
+            if value is not None:
+                values[f.name] = value
         if values["cloud"] not in ("aws", "gcp", "local"):
-            raise OutputsError(f"{source}: output cloud is {values['cloud']!r}; allowed: aws, gcp, local.")
+            raise OutputsError(f"{source}: output cloud is {shown(values['cloud'])}; allowed: aws, gcp, local.")
         if ":" not in values["prefect_auth_string"]:
             raise OutputsError(f"{source}: output prefectAuthString must have the form user:password.")
         values["tls_mode"] = _check_tls(values, source)
@@ -103,37 +95,47 @@ class StackOutputs:
 
     @classmethod
     def from_file(cls, path: str | Path) -> StackOutputs:
-        path = Path(path)
+        source = f"--outputs {mention(str(path))}"
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise OutputsError(f"--outputs {path}: cannot read the file ({exc.strerror}).") from None
+            raw = Path(path).read_bytes()
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise OutputsError(f"{source}: cannot read the file ({getattr(exc, 'strerror', None) or exc}).") from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OutputsError(f"--outputs {path}: not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-        return cls.from_mapping(data, source=f"--outputs {path}")
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise OutputsError(
+                f"{source}: not UTF-8 text (byte {exc.start}); expected the JSON of "
+                "`pulumi stack output --json --show-secrets`."
+            ) from None
+        return cls.from_mapping(_json(text, source), source=source)
 
     @classmethod
     def from_stack(cls, stack: str, *, cwd: str | Path | None = None) -> StackOutputs:
         if shutil.which("pulumi") is None:
             raise OutputsError(
-                f"--stack {stack}: the pulumi CLI is not on PATH. Install it, or pass "
+                f"--stack {mention(stack)}: the pulumi CLI is not on PATH. Install it, or pass "
                 "--outputs FILE with the JSON of `pulumi stack output --json --show-secrets`."
             )
-        proc = subprocess.run(
-            ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-        )
+        source = f"--stack {mention(stack)}"
+        try:
+            proc = subprocess.run(
+                ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                errors="replace",
+            )
+        except (OSError, ValueError) as exc:  # a NUL in the name, or a name longer than a command line takes
+            raise OutputsError(f"{source}: cannot run `pulumi stack output` ({exc}).") from None
         if proc.returncode != 0:
-            raise OutputsError(f"--stack {stack}: `pulumi stack output` failed: {proc.stderr.strip()}")
+            failure = " ".join(proc.stderr.split())
+            failure = failure if len(failure) <= 500 else f"...{failure[-497:]}"
+            raise OutputsError(f"{source}: `pulumi stack output` failed: {failure}")
         try:
             data = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            raise OutputsError(f"--stack {stack}: `pulumi stack output --json` did not print JSON.") from None
-        return cls.from_mapping(data, source=f"--stack {stack}")
+        except (ValueError, RecursionError):
+            raise OutputsError(f"{source}: `pulumi stack output --json` did not print JSON.") from None
+        return cls.from_mapping(data, source=source)
 
     def to_mapping(self) -> dict[str, str]:
         """The camelCase JSON shape (what `pulumi stack output --json --show-secrets` prints)."""
@@ -144,24 +146,65 @@ class StackOutputs:
         return self.prefect_auth_string.split(":", 1)[0]
 
 
+def _json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OutputsError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    except (ValueError, RecursionError) as exc:  # a number of 5000 digits, or lists nested 100000 deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise OutputsError(f"{source}: not usable JSON ({reason}).") from None
+
+
+def _checked_value(meta: dict[str, Any], value: Any, source: str) -> str | None:
+    """One output's value, a non-empty string of text (None: an optional output left out)."""
+    name, secret = meta["output"], meta["secret"]
+    if value is None:
+        if meta["required"]:
+            raise OutputsError(f"{source}: output {name} is null; it must be a non-empty string.")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        detail = "" if secret else f", got {shown(value)}"
+        raise OutputsError(f"{source}: output {name} must be a non-empty string{detail}.")
+    if secret and value == "[secret]":
+        raise OutputsError(
+            f"{source}: output {name} is masked as [secret]; export the outputs with "
+            "`pulumi stack output --json --show-secrets`."
+        )
+    if (_NOT_TEXT if name in _MULTI_LINE_OUTPUTS else _NOT_ONE_LINE).search(value):
+        detail = "" if secret else f" ({shown(value)})"
+        raise OutputsError(
+            f"{source}: output {name}{detail} contains a line break or another control character; "
+            "take the outputs unchanged from `pulumi stack output --json --show-secrets`."
+        )
+    return value
+
+
+def _scheme(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).scheme
+    except ValueError:  # "http://[::1/api": not a URL at all
+        return None
+
+
 def _check_tls(values: dict[str, Any], source: str) -> str:
     """The TLS outputs agree with each other and with the URLs' scheme; returns the TLS mode."""
     mode = values.get("tls_mode")
-    api_scheme = urllib.parse.urlsplit(values["api_url"]).scheme
+    api_scheme = _scheme(values["api_url"])
     if mode is None:
         if api_scheme != "http":
             raise OutputsError(
-                f"{source}: missing output tlsMode; it is required with an {api_scheme}:// "
-                "apiUrl (one of: " + ", ".join(TLS_MODES) + ")."
+                f"{source}: missing output tlsMode; it is required with an apiUrl that is not http:// "
+                "(one of: " + ", ".join(TLS_MODES) + ")."
             )
         mode = "off"
     if mode not in TLS_MODES:
-        raise OutputsError(f"{source}: output tlsMode is {mode!r}; allowed: {', '.join(TLS_MODES)}.")
+        raise OutputsError(f"{source}: output tlsMode is {shown(mode)}; allowed: {', '.join(TLS_MODES)}.")
     scheme = "http" if mode == "off" else "https"
     for name, key in (("apiUrl", "api_url"), ("uiUrl", "ui_url")):
-        if urllib.parse.urlsplit(values[key]).scheme != scheme:
+        if _scheme(values[key]) != scheme:
             raise OutputsError(
-                f"{source}: output {name} is {values[key]!r}, but tlsMode {mode} serves "
+                f"{source}: output {name} is {shown(values[key])}, but tlsMode {mode} serves "
                 f"{scheme}:// URLs; take all outputs from the same `pulumi stack output`."
             )
     if mode == "acme":
@@ -180,7 +223,7 @@ def _check_tls(values: dict[str, Any], source: str) -> str:
     if mode == "internal" and "domain" in values:
         raise OutputsError(
             f"{source}: tlsMode internal certifies the public IP, but output domain is "
-            f"{values['domain']!r}; a stack with a domain uses tlsMode acme."
+            f"{shown(values['domain'])}; a stack with a domain uses tlsMode acme."
         )
     return mode
 

@@ -12,7 +12,8 @@ The first word names the command; everything after it goes to that command's own
 module is imported only when it runs: deploy must set PREFECT_PROFILE before anything imports
 Prefect, and `prefect-host --help` need not load every command.
 
-A new command: a module here with `main(argv, prog) -> int`, and a line in COMMANDS.
+A new command: a module here with `main(argv, prog) -> int`, and a line in COMMANDS. Every parser is a
+`prefect_host.cli._parser.ArgumentParser` (no command): its errors quote no overlong value.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from prefect_host.cli._parser import ArgumentParser
 
 PROG = "prefect-host"
 
@@ -33,11 +36,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The parser of the command name alone: it lists the commands and refuses unknown ones."""
     width = max(map(len, COMMANDS))
     listing = "\n".join(f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Your own Prefect server in the cloud: `pulumi up`, then `prefect-host bootstrap`.",

@@ -14,13 +14,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prefect_host.cli._parser import ArgumentParser
 from prefect_host.errors import PrefectHostError
 
 SCRIPT_PROG = "bench_bootstrap.py"
 
 
 def parse_args(argv: list[str] | None, prog: str, *, default_output: Path, repo: Path) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Time our bootstrap against the tutorial's path on fresh local hosts (run as root); prints "
         "a markdown table and writes it to --output.",

@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 
 from prefect_host.bootstrap import DEFAULT_WORKERS, WORK_POOL_NAME, resolve_inputs, run
-from prefect_host.console import Console
+from prefect_host.bootstrap.inputs import outputs_file_warnings, package_source_warnings
+from prefect_host.cli._parser import ArgumentParser
+from prefect_host.console import Console, url_password
 from prefect_host.errors import PrefectHostError
+from prefect_host.internal_ca import permitted_names
+from prefect_host.profile.write import check_profiles_file
 from prefect_host.tls import browser_trust_hint
 
 
 def parse_args(argv: list[str] | None, prog: str = "bootstrap.py") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Install Prefect on the stack's VM as a hardened systemd service, verify it, and "
         "write a Prefect profile on this machine. Flags win over --outputs, which wins over "
@@ -117,6 +121,8 @@ def _add_laptop_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
     args = parse_args(argv, prog)
     console = Console()
+    for url in (args.index_url, args.find_links):  # the index's token never shows, not even in an error
+        console.add_secret(url_password(url))
     try:
         inputs = resolve_inputs(
             outputs_file=args.outputs,
@@ -138,8 +144,13 @@ def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
             acme_ca_root=args.acme_ca_root,
             ca_file=args.ca_file,
         )
+        check_profiles_file()  # the profile is written last: a file it cannot go into is bad input too
         target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"
         console.line(f"prefect-host bootstrap: Prefect {inputs.prefect_version} for {target}")
+        for warning in outputs_file_warnings(args.outputs):
+            console.warn(warning)
+        for warning in [] if inputs.client_only else package_source_warnings(inputs.index_url, inputs.find_links):
+            console.warn(warning)
         summary = run(inputs, console)
     except PrefectHostError as exc:
         console.error(str(exc))
@@ -162,7 +173,8 @@ def print_summary(summary, console: Console) -> None:
         console.line(
             f"  TLS:     {summary.tls_mode}, verified against the CA pinned in the profile (PREFECT_API_SSL_CERT_FILE)"
         )
-        for line in browser_trust_hint(str(summary.ca_path), summary.ca.fingerprint):
+        scope = permitted_names(summary.ca.pem)
+        for line in browser_trust_hint(str(summary.ca_path), summary.ca.fingerprint, scope):
             console.line(f"    {line}")
     elif summary.tls_mode == "acme":
         console.line("  TLS:     acme, a public certificate verified with the system trust store")

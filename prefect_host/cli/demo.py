@@ -11,11 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from prefect_host.cli._parser import ArgumentParser
 from prefect_host.errors import PrefectHostError
 
 
 def parse_args(argv: list[str] | None, prog: str, *, default_state_dir: Path) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="A Prefect host on this machine, no cloud: `up` (make demo) starts it or "
         "converges it, `down` (make demo-down) removes it.",

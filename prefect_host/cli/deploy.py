@@ -2,17 +2,21 @@
 create or update its deployment; see prefect_host/deploy/. Here: the options, their checks, and the
 exit status.
 
-Exit status: 0 = deployed (and, with --run-now, the run completed); 1 = an error (one paragraph on
-stderr); 2 = invalid command line; 130 = interrupted.
+Exit status: 0 = deployed (and, with --run-now, the run completed; with --dry-run, the checks passed);
+1 = an error (one paragraph on stderr); 2 = invalid command line; 130 = interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+from prefect_host.cli._parser import ArgumentParser
+from prefect_host.console import mention, shown
 from prefect_host.deploy import DEPLOYMENT_NAME, DeployError, DeployRequest, deploy
 from prefect_host.deploy.parameters import parse_params
 from prefect_host.errors import PrefectHostError
@@ -20,10 +24,12 @@ from prefect_host.errors import PrefectHostError
 DEFAULT_POOL = "default"
 DEFAULT_INTERVAL_S = 300
 DEFAULT_TIMEOUT_S = 300.0
+# The longest interval a schedule can hold (Python's timedelta); beyond it the deployment would fail.
+_MAX_INTERVAL_S = int(timedelta.max.total_seconds())
 
 
 def build_parser(prog: str = "deploy.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Upload a flow's project directory to the stack's bucket and create or update its "
         "deployment (run it in the project directory).",
@@ -45,6 +51,19 @@ def build_parser(prog: str = "deploy.py") -> argparse.ArgumentParser:
         help="a default parameter; VALUE is parsed as JSON when it parses, else taken "
         "as a string (quote JSON strings: KEY='\"123\"'); repeatable",
     )
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="upload the secret-looking files this gitignore-style pattern matches all the same (they are left "
+        "out by default: outputs.json, *.pem, .env*, id_rsa*, ...; see README); repeatable",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run the checks, list the files that would be uploaded and those left out (and why); write nothing",
+    )
     parser.add_argument("--run-now", action="store_true", help="trigger one run and wait for its final state")
     parser.add_argument(
         "--timeout",
@@ -63,29 +82,26 @@ def parse_request(
     argparse refuses exits with status 2 and a usage line naming `prog`."""
     args = build_parser(prog).parse_args(argv)
     project_dir = (cwd or Path.cwd()).resolve()
-    file_part, sep, function = args.entrypoint.rpartition(":")
-    if not sep or not file_part.endswith(".py") or not function.isidentifier():
+    flow_file, function = _flow_file(args.entrypoint, project_dir)
+    # fullmatch: DEPLOYMENT_NAME ends in `$`, which a trailing newline would pass.
+    if args.name is not None and not DEPLOYMENT_NAME.fullmatch(args.name):
         raise DeployError(
-            f"entrypoint {args.entrypoint!r}: expected FILE.py:flow_function, e.g. "
-            "duration_model.py:train_duration_model."
-        )
-    flow_file = (project_dir / file_part).resolve()
-    if not flow_file.is_file():
-        raise DeployError(f"entrypoint {args.entrypoint!r}: {flow_file} is not a file.")
-    if not flow_file.is_relative_to(project_dir):
-        raise DeployError(
-            f"entrypoint {args.entrypoint!r}: {flow_file} is outside the current directory "
-            f"{project_dir}; run deploy.py in the flow's project directory."
-        )
-    if args.name is not None and not DEPLOYMENT_NAME.match(args.name):
-        raise DeployError(
-            f"--name {args.name!r}: use 1-63 letters, digits, '.', '_' or '-', starting "
+            f"--name {shown(args.name)}: use 1-63 letters, digits, '.', '_' or '-', starting "
             "with a letter or digit (it is part of the S3 path and a block name)."
         )
-    if args.interval is not None and args.interval < 1:
-        raise DeployError(f"--interval {args.interval}: must be a whole number of seconds >= 1.")
-    if args.timeout <= 0:
-        raise DeployError(f"--timeout {args.timeout:g}: must be > 0 seconds.")
+    if args.interval is not None and not 1 <= args.interval <= _MAX_INTERVAL_S:
+        raise DeployError(
+            f"--interval {shown(args.interval, 40)}: must be a whole number of seconds >= 1 (and <= {_MAX_INTERVAL_S})."
+        )
+    for pattern in args.include:
+        if not pattern.strip() or pattern.startswith(("!", "#")):
+            raise DeployError(
+                f"--include {shown(pattern, 60)}: expected a gitignore-style pattern naming files, e.g. '*.pem'."
+            )
+    if args.dry_run and args.run_now:
+        raise DeployError("--dry-run and --run-now: a dry run deploys nothing to run; pass one of them.")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):  # nan and inf would wait forever
+        raise DeployError(f"--timeout {args.timeout:g}: must be > 0 seconds, and finite.")
     parameters = parse_params(args.param)
     request = DeployRequest(
         entrypoint=f"{flow_file.relative_to(project_dir).as_posix()}:{function}",
@@ -97,8 +113,33 @@ def parse_request(
         parameters=parameters,
         run_now=args.run_now,
         timeout=args.timeout,
+        includes=tuple(args.include),
+        dry_run=args.dry_run,
     )
     return request, args.profile
+
+
+def _flow_file(entrypoint: str, project_dir: Path) -> tuple[Path, str]:
+    """The flow's file (inside `project_dir`) and function that FILE.py:flow_function names."""
+    file_part, sep, function = entrypoint.rpartition(":")
+    if not sep or not file_part.endswith(".py") or not function.isidentifier() or not file_part.isprintable():
+        raise DeployError(
+            f"entrypoint {shown(entrypoint)}: expected FILE.py:flow_function, e.g. "
+            "duration_model.py:train_duration_model."
+        )
+    try:
+        flow_file = (project_dir / file_part).resolve()
+        is_file = flow_file.is_file()
+    except (OSError, ValueError):  # a name longer than the system takes, for one
+        flow_file, is_file = project_dir / file_part, False
+    if not is_file:
+        raise DeployError(f"entrypoint {shown(entrypoint)}: {mention(str(flow_file))} is not a file.")
+    if not flow_file.is_relative_to(project_dir):
+        raise DeployError(
+            f"entrypoint {shown(entrypoint)}: {mention(str(flow_file))} is outside the current directory "
+            f"{project_dir}; run deploy.py in the flow's project directory."
+        )
+    return flow_file, function
 
 
 def main(argv: list[str] | None = None, prog: str = "deploy.py") -> int:

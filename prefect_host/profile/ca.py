@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prefect_host.errors import ProfileError
-from prefect_host.profile.write import profiles_path
+from prefect_host.profile.write import profiles_path, reading_profiles
 
 
 def store_ca(name: str, pem: str) -> dict[str, Any]:
@@ -17,7 +17,8 @@ def store_ca(name: str, pem: str) -> dict[str, Any]:
     profile's PREFECT_API_SSL_CERT_FILE. Mode 0644: a CA certificate is public (it holds no key);
     what matters is that only this user can replace it, and the directory is theirs.
     {"path": ..., "changed": bool}."""
-    path = profiles_path("store the server's CA").parent / f"{name}-ca.pem"
+    with reading_profiles():
+        path = profiles_path("store the server's CA").parent / f"{name}-ca.pem"
     try:
         if path.is_file() and path.read_text() == pem:
             return {"path": str(path), "changed": False}

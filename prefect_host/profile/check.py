@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect_host.errors import PrefectHostError, ProfileError
-from prefect_host.profile.write import write_profile
+from prefect_host.profile.write import reading_profiles, write_profile
 from prefect_host.storage import RESULTS_FOLDER
 
 
@@ -133,6 +133,7 @@ class ProfileResult:
     results_block: str | None = None
 
 
+@reading_profiles()
 def write_and_check(
     name: str,
     *,
@@ -147,7 +148,7 @@ def write_and_check(
 
     With `find_results_in_bucket` (a teammate's --client-only run), the results block is looked up
     on the server first (`results_block` is the preferred name); none there is an error and
-    nothing is written."""
+    nothing is written. An unreadable or invalid profiles file is a ProfileError before anything is done."""
     unreachable: ServerUnreachable | None = None
     if find_results_in_bucket and results_block:
         try:

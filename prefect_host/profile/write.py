@@ -3,12 +3,17 @@ merged into the profiles file with Prefect's own API."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tomllib
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect_host.errors import ProfileError
+from prefect_host.console import mention
+from prefect_host.errors import PrefectHostError, ProfileError
 
 # Set in the environment, these win over any profile (Prefect's precedence).
 _OVERRIDING_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")
@@ -106,6 +111,85 @@ def profiles_path(purpose: str) -> Path:
     if path is None:
         raise ProfileError(f"Prefect has no profiles path (PREFECT_PROFILES_PATH); cannot {purpose}.")
     return Path(path)
+
+
+def check_profiles_file() -> None:
+    """Raises ProfileError when the profiles file Prefect would read is unreadable or invalid. Prefect's
+    import (and every use of its settings) fails on such a file with a traceback, and writing a profile
+    there would fail after the host work; so this reads the file itself, without importing Prefect."""
+    path = _profiles_path_unimported()
+    problem = _profiles_file_problem(path)
+    if problem is not None:
+        raise ProfileError(
+            f"The Prefect profiles file {mention(str(path))} cannot be read ({problem}); fix or move it, "
+            "then run the bootstrap again."
+        )
+
+
+@contextlib.contextmanager
+def reading_profiles() -> Iterator[None]:
+    """Around Prefect's use of the profiles file: a failure that file explains becomes its ProfileError
+    (check_profiles_file), as does a setting Prefect refuses (in the active profile or the environment);
+    anything else goes on as raised."""
+    check_profiles_file()
+    try:
+        yield
+    except PrefectHostError:
+        raise
+    except Exception as exc:
+        check_profiles_file()  # the file changed meanwhile: say so, not Prefect's traceback
+        frames = traceback.extract_tb(exc.__traceback__)
+        if not any(f"{os.sep}prefect{os.sep}settings{os.sep}" in frame.filename for frame in frames):
+            raise
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ProfileError(
+            f"Prefect cannot load its settings ({reason if len(reason) <= 300 else reason[:297] + '...'}); fix "
+            f"the active profile in {mention(str(_profiles_path_unimported()))} or the PREFECT_ variables in this "
+            "shell's environment, then run the bootstrap again."
+        ) from None
+
+
+def _profiles_path_unimported() -> Path:
+    """Where Prefect 3 reads its profiles (prefect.settings.sources._get_profiles_path), found without
+    importing Prefect, whose import reads the file: PREFECT_PROFILES_PATH from the environment, .env,
+    prefect.toml or pyproject.toml in this directory, else PREFECT_HOME/profiles.toml, else ~/.prefect."""
+    if os.environ.get("PREFECT_PROFILES_PATH"):
+        return Path(os.environ["PREFECT_PROFILES_PATH"])
+    with contextlib.suppress(Exception):  # an unreadable .env or TOML file: Prefect's to report
+        from dotenv import dotenv_values
+
+        if Path(".env").is_file() and (value := dotenv_values(".env").get("PREFECT_PROFILES_PATH")):
+            return Path(value)
+    for name, keys in (("prefect.toml", ("profiles_path",)), ("pyproject.toml", ("tool", "prefect", "profiles_path"))):
+        with contextlib.suppress(Exception):
+            value = tomllib.loads(Path(name).read_text(encoding="utf-8"))
+            for key in keys:
+                value = value.get(key)
+            if isinstance(value, str) and value:
+                return Path(value)
+    home = os.environ.get("PREFECT_HOME")
+    return (Path(home) if home else Path.home() / ".prefect") / "profiles.toml"
+
+
+def _profiles_file_problem(path: Path) -> str | None:
+    """Why Prefect cannot read the profiles file at `path` (None: it can, or there is none)."""
+    try:
+        if not path.exists():
+            return None
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text, byte {exc.start}"
+    except tomllib.TOMLDecodeError as exc:
+        return f"invalid TOML: {exc}"
+    profiles = data.get("profiles", {})
+    if not isinstance(data.get("active", ""), str):
+        return "`active` must be the name of a profile"
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        return "each profile must be a table of settings, [profiles.NAME]"
+    return None
 
 
 def _save_profile(path: Path, name: str, updates: dict, *, activate: bool):

@@ -362,6 +362,45 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
         "bad",
     ),
     "gcp-firewall-icmp": (gcp_plus(gcp_firewall("bad", [{"protocol": "icmp"}], ["0.0.0.0/0"])), {PORTS}, "bad"),
+    # --- SSH open to more than a /8 of IPv4 or a /32 of IPv6, in ranges none of which is the world.
+    "vpc-rule-ssh-ipv4-half-the-internet": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="128.0.0.0/1")), {SSH}, "bad"),
+    "vpc-rule-ssh-ipv6-wider-than-32": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv6="2001:db8::/31")), {SSH}, "bad"),
+    "inline-ingress-ssh-two-halves": (
+        set_inputs(
+            aws_graph(),
+            "host-sg",
+            {"ingress": [{"protocol": "tcp", **WORLD_22, "cidrBlocks": ["0.0.0.0/1", "128.0.0.0/1"]}]},
+        ),
+        {SSH},
+        "host-sg",
+    ),
+    "sg-rule-ssh-three-slash-9s": (
+        aws_plus(
+            Res(
+                rules.AWS_SECURITY_GROUP_RULE,
+                "bad",
+                {
+                    "type": "ingress",
+                    "protocol": "tcp",
+                    **WORLD_22,
+                    "cidrBlocks": ["10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/9"],
+                    "securityGroupId": "sg-0123",
+                },
+            )
+        ),
+        {SSH},
+        "bad",
+    ),
+    "gcp-firewall-ssh-two-halves": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/1", "128.0.0.0/1"])),
+        {GCP_SSH},
+        "bad",
+    ),
+    "gcp-firewall-all-from-a-slash-7": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "all"}], ["10.0.0.0/7"])),
+        {GCP_SSH},
+        "bad",
+    ),
     # --- SSH on GCP.
     "gcp-firewall-ssh-world": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"])),
@@ -542,6 +581,16 @@ COMPLIANT: dict[str, list[Res]] = {
             ]
         },
     ),
+    # At most a /8 of IPv4 and a /32 of IPv6 in all (overlaps merged): not the world.
+    "ssh-from-a-slash-8-and-a-slash-32": aws_plus(
+        vpc_rule("ok-v4", "tcp", 22, cidrIpv4="10.0.0.0/8"), vpc_rule("ok-v6", "tcp", 22, cidrIpv6="2001:db8::/32")
+    ),
+    "gcp-firewall-ssh-two-slash-9s-and-an-overlap": gcp_plus(
+        gcp_firewall("ok", [{"protocol": "tcp", "ports": ["22"]}], ["10.0.0.0/9", "10.128.0.0/9", "10.1.0.0/16"])
+    ),
+    "gcp-firewall-wide-ranges-on-other-ports": gcp_plus(
+        gcp_firewall("ok", [{"protocol": "tcp", "ports": ["4200"]}], ["0.0.0.0/1", "128.0.0.0/1"])
+    ),
     "gcp-firewall-disabled-ssh": gcp_plus(
         gcp_firewall("ok", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"], disabled=True)
     ),
@@ -606,6 +655,13 @@ def test_rules_are_mandatory_with_unique_names():
     names = [policy.name for policy in rules.ALL]
     assert len(names) == len(set(names)) == 17
     assert all(policy.enforcement_level is rules.EnforcementLevel.MANDATORY for policy in rules.ALL)
+
+
+def test_ssh_coverage_violation_names_the_ranges_and_the_count():
+    graph = gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/1", "128.0.0.0/1"]))
+    [violation] = evaluate(graph)
+    assert violation.policy == GCP_SSH and "4294967296 IPv4 addresses" in violation.message
+    assert "0.0.0.0/1, 128.0.0.0/1" in violation.message and "more than a /8" in violation.message
 
 
 def test_violation_names_rule_resource_and_cause():

@@ -180,3 +180,17 @@ def test_client_only_writes_the_profile_then_reports_an_unreachable_server(tmp_p
     profiles = tmp_path / "laptop-prefect" / "profiles.toml"
     assert stat.S_IMODE(profiles.stat().st_mode) == 0o600
     assert data["apiUrl"] in profiles.read_text()
+
+
+def test_an_outputs_file_others_may_read_is_warned_about(tmp_path, outputs_file):
+    """The bootstrap goes on (the operator may be on a one-user laptop) but says what to do."""
+    path = outputs_file(outputs())
+    Path(path).chmod(0o644)
+    result = run_cli("--outputs", path, "--client-only", "--no-storage", tmp_path=tmp_path)
+    assert f"warning: --outputs '{path}' is readable by others than you (mode 0644)" in result.stderr
+    assert f"chmod 600 {path}" in result.stderr
+    Path(path).chmod(0o600)
+    assert (
+        "readable by others"
+        not in run_cli("--outputs", path, "--client-only", "--no-storage", tmp_path=tmp_path).stderr
+    )
