@@ -152,7 +152,7 @@ class CaddySettings:
         else:
             if (
                 not isinstance(self.address, str)
-                or not _DOMAIN.match(self.address)
+                or not _DOMAIN.fullmatch(self.address)
                 or len(self.address) > 253
                 or _is_ip(self.address)
             ):
@@ -161,13 +161,13 @@ class CaddySettings:
                     "letters, digits and hyphens separated by dots, e.g. prefect.example.com."
                 )
             if self.acme_email is not None and (
-                not isinstance(self.acme_email, str) or not _EMAIL.match(self.acme_email)
+                not isinstance(self.acme_email, str) or not _EMAIL.fullmatch(self.acme_email)
             ):
                 raise TlsConfigError(f"acmeEmail={self.acme_email!r} is not an e-mail address such as ops@example.com.")
             if (
                 not isinstance(self.acme_directory, str)
                 or not self.acme_directory.startswith("https://")
-                or not _TOKEN.match(self.acme_directory)
+                or not _TOKEN.fullmatch(self.acme_directory)
             ):
                 raise TlsConfigError(
                     f"acmeCa={self.acme_directory!r} must be the https:// URL of an ACME "
@@ -175,7 +175,9 @@ class CaddySettings:
                 )
         for setting in ("acme_ca_root", "admin_socket", "internal_ca_dir"):
             path = getattr(self, setting)
-            if path is not None and (not isinstance(path, str) or not path.startswith("/") or not _TOKEN.match(path)):
+            if path is not None and (
+                not isinstance(path, str) or not path.startswith("/") or not _TOKEN.fullmatch(path)
+            ):
                 raise TlsConfigError(f"{setting}={path!r} must be an absolute path without spaces or quotes.")
         if self.acme_ca_root is not None and self.mode != "acme":
             raise TlsConfigError("acme_ca_root only applies to tls=acme; leave it unset for tls=internal.")

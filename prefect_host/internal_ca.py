@@ -65,7 +65,7 @@ def _checked(ip: str, domain: str | None) -> tuple[ipaddress.IPv4Address, str | 
         address = ipaddress.IPv4Address(ip)
     except (ipaddress.AddressValueError, TypeError):
         raise TlsConfigError(f"The internal CA certifies the host's public IPv4 address; got {ip!r}.") from None
-    if domain is not None and (not isinstance(domain, str) or not _DOMAIN.match(domain) or len(domain) > 253):
+    if domain is not None and (not isinstance(domain, str) or not _DOMAIN.fullmatch(domain) or len(domain) > 253):
         raise TlsConfigError(f"domain={domain!r} cannot be a name constraint of the internal CA: not a DNS name.")
     return address, domain
 

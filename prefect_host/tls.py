@@ -91,7 +91,7 @@ def settings_from_outputs(
 
 
 def check_apt_source(line: str) -> str:
-    if not isinstance(line, str) or not _APT_SOURCE.match(line):
+    if not isinstance(line, str) or not _APT_SOURCE.fullmatch(line):
         raise TlsConfigError(
             f"--apt-source {line!r}: expected one apt source line such as "
             '"deb http://deb.debian.org/debian trixie main" or '

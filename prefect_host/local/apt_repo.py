@@ -51,12 +51,12 @@ def _validate(packages: Sequence[str], suite: str) -> list[str]:
         raise LocalHostError(
             f"packages={packages!r} must be a non-empty list of Debian package names such as ['caddy']."
         )
-    bad = [p for p in packages if not isinstance(p, str) or not _PACKAGE.match(p)]
+    bad = [p for p in packages if not isinstance(p, str) or not _PACKAGE.fullmatch(p)]
     if bad:
         raise LocalHostError(
             f"packages: {bad!r} are not Debian package names (lower case letters, digits, '+', '-', '.')."
         )
-    if not isinstance(suite, str) or not _SUITE.match(suite):
+    if not isinstance(suite, str) or not _SUITE.fullmatch(suite):
         raise LocalHostError(f"suite={suite!r} is not a Debian suite name; use a code name such as 'trixie'.")
     return sorted(set(packages))
 

@@ -52,12 +52,12 @@ _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 def image_recipe(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> dict:
     """What an image is built from; its hash names the cache entry. Validates the input."""
-    if not isinstance(suite, str) or not _SUITE.match(suite):
+    if not isinstance(suite, str) or not _SUITE.fullmatch(suite):
         raise LocalHostError(f"suite={suite!r} is not a Debian suite name; use a code name such as 'trixie'.")
     if isinstance(extra_packages, str):
         raise LocalHostError(f"extra_packages={extra_packages!r} must be a list of package names, not a string.")
     extras = sorted(set(extra_packages))
-    bad = [p for p in extras if not isinstance(p, str) or not _PACKAGE.match(p)]
+    bad = [p for p in extras if not isinstance(p, str) or not _PACKAGE.fullmatch(p)]
     if bad:
         raise LocalHostError(
             f"extra_packages: {bad!r} are not Debian package names (lower case letters, digits, '+', '-', '.')."

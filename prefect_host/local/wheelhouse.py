@@ -65,7 +65,7 @@ def _validate(requirements: Sequence[str], python_version: str) -> list[str]:
         raise LocalHostError(
             f"requirements: {bad!r} are not requirement strings; use 'name==version' (no pip options, no spaces)."
         )
-    if not isinstance(python_version, str) or not _PYTHON_VERSION.match(python_version):
+    if not isinstance(python_version, str) or not _PYTHON_VERSION.fullmatch(python_version):
         raise LocalHostError(f"python_version={python_version!r} must look like '3.13' (the guest's CPython).")
     return sorted({r.strip() for r in requirements})
 

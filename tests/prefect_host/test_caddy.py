@@ -146,6 +146,11 @@ def test_base_url_names_the_port_only_when_it_is_not_443():
         (acme, {"address": "Prefect.Example.com"}, ["domain", "Prefect.Example.com"]),
         (acme, {"address": "localhost"}, ["domain", "localhost"]),
         (acme, {"address": "a.example.com {\n\trespond hi\n}\nb.example.com"}, ["domain"]),
+        # A trailing newline passes `re.match(...$)`: every check is a full match.
+        (acme, {"address": "prefect.example.com\n"}, ["domain"]),
+        (acme, {"acme_email": "ops@example.com\n"}, ["acmeEmail"]),
+        (acme, {"acme_directory": "https://acme.example.com/dir\n"}, ["acmeCa"]),
+        (acme, {"acme_ca_root": "/etc/caddy/ca.pem\n"}, ["acme_ca_root"]),
         (acme, {"acme_email": "not-an-email"}, ["acmeEmail", "not-an-email"]),
         (acme, {"acme_email": "ops@example.com {"}, ["acmeEmail"]),
         (acme, {"acme_directory": "http://acme.example.com/dir"}, ["acmeCa", "https://"]),

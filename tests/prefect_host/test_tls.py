@@ -242,3 +242,11 @@ def test_browser_hint_names_the_file_and_fingerprint_and_trusts_for_this_user_on
     assert "sudo" not in text and "System.keychain" not in text and " -d " not in text.replace("certutil -d", "")
     # A CA without name constraints (a private ACME CA given with --ca-file) is said to be one.
     assert "no name constraints" in browser_trust_hint(path, ca.fingerprint)[2]
+
+
+def test_an_apt_source_with_a_trailing_newline_is_refused():
+    from prefect_host.tls import check_apt_source
+
+    check_apt_source("deb http://deb.debian.org/debian trixie main")
+    with pytest.raises(TlsConfigError, match="--apt-source"):
+        check_apt_source("deb http://deb.debian.org/debian trixie main\n")

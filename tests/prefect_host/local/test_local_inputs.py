@@ -90,3 +90,11 @@ def test_from_state_explains_a_missing_or_foreign_state_file(tmp_path: Path):
     (tmp_path / "other.json").write_text('{"version": 1, "slot": 999}')
     with pytest.raises(LocalHostError, match="not a local host state file"):
         LocalHost.from_state(tmp_path / "other.json")
+
+
+def test_suites_packages_and_versions_are_matched_whole():
+    for bad in ({"suite": "trixie\n"}, {"extra_packages": ["caddy\n"]}):
+        with pytest.raises(LocalHostError):
+            image_recipe(**bad)
+    with pytest.raises(LocalHostError, match="python_version"):
+        ensure_wheelhouse(["uv==0.13.8"], python_version="3.13\n")
