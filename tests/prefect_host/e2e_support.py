@@ -36,6 +36,17 @@ PREFECT_VERSION = "3.9.1"
 # examples/flows' flow, which the modules deploy and run on the host's worker.
 FLOW = "train-duration-model"
 ENTRYPOINT = "duration_model.py:train_duration_model"
+# Caddy's steps on a fresh host in internal mode, in order.
+CADDY_FRESH_INTERNAL = [
+    "install caddy (apt)",
+    "write /etc/caddy/Caddyfile",
+    "write /etc/caddy/internal-ca.cnf",
+    "write /etc/caddy/internal-ca.sh",
+    "sandbox caddy.service",
+    "internal CA for caddy.service",
+    "enable caddy.service",
+    "start Caddy",
+]
 # Settings of this machine that would reach the laptop's commands around the profile under test.
 NOT_FOR_THE_LAPTOP = ("PREFECT_", "AWS_", "SSL_CERT")
 # deploy.py --run-now's last line: "run:  flow run 'NAME' Completed after S s; RESULT (T s)".

@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from e2e_support import (
+    CADDY_FRESH_INTERNAL,
     Stack,
     acme_tls,
     basic_credentials,
@@ -191,16 +192,7 @@ def test_fresh_install_serves_https_only_with_the_ca_pinned_in_the_profile(stack
     # and 4200, only once the Prefect server has started (on loopback).
     changed = run.changed
     caddy = [name for name in changed if "caddy" in name.lower()]
-    assert caddy == [
-        "install caddy (apt)",
-        "write /etc/caddy/Caddyfile",
-        "write /etc/caddy/internal-ca.cnf",
-        "write /etc/caddy/internal-ca.sh",
-        "sandbox caddy.service",
-        "internal CA for caddy.service",
-        "enable caddy.service",
-        "start Caddy",
-    ]
+    assert caddy == CADDY_FRESH_INTERNAL
     assert changed.index("start the Prefect server") < changed.index("start Caddy")
     assert changed.index("start Caddy") < changed.index("process work pool 'default'")
     assert run.step("read Caddy's CA certificate") == "ok"

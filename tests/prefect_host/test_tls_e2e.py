@@ -22,7 +22,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from e2e_support import acme_tls, build_outputs, caddy_apt_repo, https_request, internal_tls
+from e2e_support import CADDY_FRESH_INTERNAL, acme_tls, build_outputs, caddy_apt_repo, https_request, internal_tls
 from prefect_host.caddy import CADDY_OWN_CA_DIR, HARDENING_DROPIN_PATH, INTERNAL_CA_DIR
 from prefect_host.console import Console
 from prefect_host.host.apply import apply
@@ -155,16 +155,7 @@ def test_internal_tls_from_a_fresh_host(guest, tmp_path):
     started = time.monotonic()
     steps = guest.converge(settings)
     print(f"fresh Caddy (apt install, files, restart): {time.monotonic() - started:.1f} s")
-    assert steps == [
-        "install caddy (apt)",
-        "write /etc/caddy/Caddyfile",
-        "write /etc/caddy/internal-ca.cnf",
-        "write /etc/caddy/internal-ca.sh",
-        "sandbox caddy.service",
-        "internal CA for caddy.service",
-        "enable caddy.service",
-        "start Caddy",
-    ]
+    assert steps == CADDY_FRESH_INTERNAL
     # apt read only the given source, in lists of its own: the guest's apt state holds nothing of it.
     lists = guest.session.run("ls /var/lib/apt/lists").stdout
     assert guest.host.gateway not in lists
