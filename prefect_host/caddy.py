@@ -238,6 +238,7 @@ def render_caddyfile(settings: CaddySettings) -> str:
     site = [f"bind {s.bind_address}"] if s.bind_address else []
     if s.mode == "internal":
         site.append("tls internal")
+    site += _security_headers()
     site.append(f"reverse_proxy 127.0.0.1:{s.upstream_port}")
     https_port = s.https_ports[0]
     target = "https://{host}{uri}" if https_port == 443 else f"https://{{host}}:{https_port}{{uri}}"
@@ -249,6 +250,39 @@ def render_caddyfile(settings: CaddySettings) -> str:
         _block(f"http://:{s.http_port}", redirect),
     ]
     return "\n".join(blocks)
+
+
+# The browser's side of the UI: it may load and call nothing but the server's own origin (Prefect's UI
+# would otherwise fetch a third-party analytics configuration even with analytics off on the server), and
+# no other site may frame it. What the UI needs beyond 'self', found in Chromium
+# (tests/prefect_host/test_ui_browser.py): inline styles (without 'unsafe-inline' Chromium refuses the
+# UI's own). data: images only in case a page draws one (none of the tested pages does; it reaches no
+# other origin).
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "connect-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _security_headers() -> list[str]:
+    """The `header` directive: set on every response of the HTTPS sites, Prefect's own replaced."""
+    return ["header {", *(f'\t{name} "{value}"' for name, value in SECURITY_HEADERS.items()), "}"]
 
 
 def _internal_ca(directory: str) -> list[str]:

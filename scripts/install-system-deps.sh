@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the local demo host need, only when one is missing.
 set -euo pipefail
-packages=(debootstrap systemd-container openssh-client iproute2 curl ca-certificates python3-pip caddy pebble dpkg-dev)
+packages=(debootstrap systemd-container openssh-client iproute2 curl ca-certificates python3-pip caddy pebble dpkg-dev chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

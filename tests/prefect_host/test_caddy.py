@@ -27,6 +27,7 @@ from prefect_host.caddy import (
     CADDY_DATA_DIR,
     CADDY_HOME,
     CADDY_OWN_CA_ROOT_PATH,
+    CONTENT_SECURITY_POLICY,
     HARDENING_DROPIN,
     HARDENING_DROPIN_PATH,
     INTERNAL_CA_DIR,
@@ -80,7 +81,7 @@ def acme(**overrides) -> CaddySettings:
 
 def test_internal_mode_serves_the_ip_on_443_and_4200_from_the_constrained_ca():
     text = render_caddyfile(internal())
-    assert "https://203.0.113.10:443, https://203.0.113.10:4200 {\n\ttls internal\n" in text
+    assert "https://203.0.113.10:443, https://203.0.113.10:4200 {\n\ttls internal\n\theader {\n" in text
     assert "\treverse_proxy 127.0.0.1:4201\n" in text
     assert "\tskip_install_trust\n" in text and "\tdefault_sni 203.0.113.10\n" in text
     assert "acme_ca" not in text and "email" not in text
@@ -100,7 +101,7 @@ def test_acme_mode_uses_exactly_the_configured_directory_and_email():
     text = render_caddyfile(acme(acme_directory="https://10.77.0.1:14000/dir", acme_ca_root=ACME_CA_ROOT_PATH))
     assert "\temail ops@example.com\n\tacme_ca https://10.77.0.1:14000/dir\n" in text
     assert f"\tacme_ca_root {ACME_CA_ROOT_PATH}\n" in text
-    site = "https://prefect.example.com:443, https://prefect.example.com:4200 {\n\treverse_proxy 127.0.0.1:4201\n"
+    site = "https://prefect.example.com:443, https://prefect.example.com:4200 {\n\theader {\n"
     assert site in text
     assert "tls " not in text and "default_sni" not in text and "skip_install_trust" not in text
 
@@ -120,6 +121,26 @@ def test_port_80_redirects_everything_to_https_and_admin_is_a_socket(settings):
     )
     assert "\tservers {\n\t\tprotocols h1 h2\n\t}\n" in text
     assert "bind" not in text  # every interface: a cloud VM's public IP is not on one
+
+
+@pytest.mark.parametrize("settings", [internal(), acme()], ids=["internal", "acme"])
+def test_https_sites_send_the_security_headers_and_a_same_origin_csp(settings):
+    text = render_caddyfile(settings)
+    headers = (
+        "\theader {\n"
+        "\t\tContent-Security-Policy \"default-src 'self'; connect-src 'self'; script-src 'self'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; object-src 'none'; "
+        "base-uri 'self'; form-action 'self'; frame-ancestors 'none'\"\n"
+        '\t\tStrict-Transport-Security "max-age=31536000"\n'
+        '\t\tX-Content-Type-Options "nosniff"\n'
+        '\t\tReferrer-Policy "no-referrer"\n'
+        "\t}\n"
+    )
+    site = text[text.index(", ".join(settings.site_addresses)) :]
+    assert headers + "\treverse_proxy 127.0.0.1:4201\n}\n" in site
+    assert text.count("\theader {") == 1  # the HTTPS sites only: port 80 only redirects
+    csp = CONTENT_SECURITY_POLICY
+    assert "https:" not in csp and "http:" not in csp and "*" not in csp and "unsafe-eval" not in csp
 
 
 def test_test_ports_and_bind_address_reach_every_listener():
