@@ -9,3 +9,25 @@ GCP = {
     "gcp:zone": "europe-west1-b",
     "prefect-host:sshAllowedCidrs": [SSH_FROM],
 }
+
+
+# The resources both clouds create besides the host: the S3 bucket and its locks, the IAM group and user, the
+# auth string.
+STORAGE_ACCESS_AND_CREDENTIALS = {
+    "prefect-host:bucket_storage:BucketStorage": 1,
+    "random:index/randomId:RandomId": 1,
+    "aws:s3/bucket:Bucket": 1,
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
+    "aws:s3/bucketVersioning:BucketVersioning": 1,
+    "aws:s3/bucketPolicy:BucketPolicy": 1,
+    "prefect-host:bucket_access:BucketAccess": 1,
+    "aws:iam/group:Group": 1,
+    "aws:iam/groupPolicy:GroupPolicy": 1,
+    "aws:iam/user:User": 1,
+    "aws:iam/userGroupMembership:UserGroupMembership": 1,
+    "aws:iam/accessKey:AccessKey": 1,
+    "prefect-host:server_credentials:ServerCredentials": 1,
+    "random:index/randomPassword:RandomPassword": 1,
+}

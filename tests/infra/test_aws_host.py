@@ -6,7 +6,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from infra_test_configs import AWS, SSH_FROM
+from infra_test_configs import AWS, SSH_FROM, STORAGE_ACCESS_AND_CREDENTIALS
 
 PREFECT_PORTS = [("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200)]
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -56,22 +56,7 @@ def test_default_graph_has_exactly_these_resources(program):
             "aws:ec2/keyPair:KeyPair": 1,
             "aws:ec2/instance:Instance": 1,
             "aws:ec2/eip:Eip": 1,
-            "prefect-host:bucket_storage:BucketStorage": 1,
-            "random:index/randomId:RandomId": 1,
-            "aws:s3/bucket:Bucket": 1,
-            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-            "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
-            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-            "aws:s3/bucketVersioning:BucketVersioning": 1,
-            "aws:s3/bucketPolicy:BucketPolicy": 1,
-            "prefect-host:bucket_access:BucketAccess": 1,
-            "aws:iam/group:Group": 1,
-            "aws:iam/groupPolicy:GroupPolicy": 1,
-            "aws:iam/user:User": 1,
-            "aws:iam/userGroupMembership:UserGroupMembership": 1,
-            "aws:iam/accessKey:AccessKey": 1,
-            "prefect-host:server_credentials:ServerCredentials": 1,
-            "random:index/randomPassword:RandomPassword": 1,
+            **STORAGE_ACCESS_AND_CREDENTIALS,
         }
     )
 

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from infra_test_configs import GCP, SSH_FROM
+from infra_test_configs import GCP, SSH_FROM, STORAGE_ACCESS_AND_CREDENTIALS
 
 FIREWALL = "gcp:compute/firewall:Firewall"
 PREFECT_PORTS = [("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200)]
@@ -45,22 +45,7 @@ def test_default_graph_has_exactly_these_resources(program):
             FIREWALL: 5,
             "gcp:compute/address:Address": 1,
             "gcp:compute/instance:Instance": 1,
-            "prefect-host:bucket_storage:BucketStorage": 1,
-            "random:index/randomId:RandomId": 1,
-            "aws:s3/bucket:Bucket": 1,
-            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-            "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
-            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-            "aws:s3/bucketVersioning:BucketVersioning": 1,
-            "aws:s3/bucketPolicy:BucketPolicy": 1,
-            "prefect-host:bucket_access:BucketAccess": 1,
-            "aws:iam/group:Group": 1,
-            "aws:iam/groupPolicy:GroupPolicy": 1,
-            "aws:iam/user:User": 1,
-            "aws:iam/userGroupMembership:UserGroupMembership": 1,
-            "aws:iam/accessKey:AccessKey": 1,
-            "prefect-host:server_credentials:ServerCredentials": 1,
-            "random:index/randomPassword:RandomPassword": 1,
+            **STORAGE_ACCESS_AND_CREDENTIALS,
         }
     )
     # No AWS lookups on GCP: the image is a debian-cloud family.

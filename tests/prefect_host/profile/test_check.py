@@ -47,23 +47,19 @@ def test_find_results_block_tells_an_unreachable_server_apart(stack_outputs):
 def test_client_only_profile_gets_the_servers_results_block(stack_outputs, laptop, profiles_path):
     from prefect_host.profile import write_and_check
 
-    result = write_and_check(
-        "teammate",
-        api_url=stack_outputs.api_url,
-        auth_string=stack_outputs.prefect_auth_string,
-        activate=False,
-        results_block="s3-bucket/teammate-results",
-        find_results_in_bucket=stack_outputs.bucket_name,
-    )
+    def write_teammates_profile():
+        return write_and_check(
+            "teammate",
+            api_url=stack_outputs.api_url,
+            auth_string=stack_outputs.prefect_auth_string,
+            activate=False,
+            results_block="s3-bucket/teammate-results",
+            find_results_in_bucket=stack_outputs.bucket_name,
+        )
+
+    result = write_teammates_profile()
     assert result.results_block == laptop.blocks.results_slug and result.server_version == "3.9.1"
     settings = tomllib.loads(profiles_path.read_text())["profiles"]["teammate"]
     assert settings["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == laptop.blocks.results_slug
-    again = write_and_check(
-        "teammate",
-        api_url=stack_outputs.api_url,
-        auth_string=stack_outputs.prefect_auth_string,
-        activate=False,
-        results_block="s3-bucket/teammate-results",
-        find_results_in_bucket=stack_outputs.bucket_name,
-    )
+    again = write_teammates_profile()
     assert not again.changed
