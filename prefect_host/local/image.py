@@ -3,12 +3,17 @@
 Like Debian's cloud images: user `admin` with passwordless sudo, sshd enabled, python3 without
 pip or ensurepip (so `python3 -m venv` fails), and no SSH host keys: each host gets its own
 pinned key when it is created (what cloud-init's `ssh_keys` does on a real VM).
+
+`build_cloud_init_image` is a variant with Debian's cloud-init, for hosts whose first boot must be the
+cloud's own (user data in a NoCloud seed) rather than keys the harness installs; cached beside the base
+image, so other hosts' boots never pay for cloud-init.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,6 +49,25 @@ SUDOERS = f"{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\n"
 SSHD_HOSTKEY_CONFIG = "HostKey /etc/ssh/ssh_host_ed25519_key\n"
 # Bump when _prepare changes in a way the file contents above do not show.
 PREPARE_REVISION = 2
+
+# The variant that boots like Debian's EC2 AMIs (build_cloud_init_image): cloud-init, reading the user data and
+# meta data each host gets in its NOCLOUD_SEED as EC2's metadata service would serve them. iproute2: cloud-init
+# reports the network with `ip`, and counts its absence as a recoverable error.
+CLOUD_INIT_PACKAGES = ("cloud-init", "iproute2")
+# NoCloud alone (None: cloud-init still finishes, without user data, when a host has no seed), so the first boot
+# probes no other datasource; no network configuration (the harness gives the guest its address, cloud-init
+# would write DHCP for it); the default user (who gets meta data's `public-keys`) is Debian's EC2 one, admin.
+CLOUD_INIT_CONFIG = f"""datasource_list: [NoCloud, None]
+network: {{config: disabled}}
+system_info:
+  default_user:
+    name: {ADMIN_USER}
+"""
+CLOUD_INIT_CONFIG_PATH = "etc/cloud/cloud.cfg.d/90-prefect-host-nocloud.cfg"
+# Where a host's user-data and meta-data go, in its root file system (cloud-init's NoCloud seed directory).
+NOCLOUD_SEED = "var/lib/cloud/seed/nocloud"
+# Bump when build_cloud_init_image changes in a way the recipe does not show.
+CLOUD_INIT_REVISION = 1
 
 _SUITE = re.compile(r"^[a-z]+$")
 # Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters.
@@ -102,6 +126,63 @@ def build_image(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> Pa
             raise
         progress(f"image {name} ready in {time.monotonic() - started:.0f} s")
     return final
+
+
+def build_cloud_init_image(suite: str = "trixie") -> Path:
+    """build_image(suite) plus cloud-init reading a NoCloud seed only (CLOUD_INIT_CONFIG): a host over it boots
+    like an EC2 VM once its NOCLOUD_SEED holds user-data and meta-data. Built once, from a copy of the base
+    image, and cached beside it (a new base image gets a new variant). Never modify the returned tree."""
+    base = build_image(suite)
+    recipe = {
+        "base": base.name,
+        "packages": sorted(CLOUD_INIT_PACKAGES),
+        "config": CLOUD_INIT_CONFIG,
+        "revision": CLOUD_INIT_REVISION,
+    }
+    images = base.parent
+    name = f"{base.name}-cloud-init-{recipe_hash(recipe)}"
+    final = images / name
+    if final.is_dir():
+        return final
+    require_root_and_tools("chroot", "cp")
+    with file_lock(images / f".{name}.lock"):
+        if final.is_dir():
+            return final
+        staging, log = new_staging(images, name)
+        started = time.monotonic()
+        progress(f"building image {name}: {base.name} plus cloud-init (once; log: {log})")
+        try:
+            run(["cp", "-a", "--reflink=auto", str(base), str(staging)], what=f"copying image {base.name}", timeout=600)
+            _apt_install(staging, CLOUD_INIT_PACKAGES, log)
+            (staging / CLOUD_INIT_CONFIG_PATH).write_text(CLOUD_INIT_CONFIG)
+            staging.rename(final)
+        except BaseException:
+            remove_tree(staging)
+            raise
+        progress(f"image {name} ready in {time.monotonic() - started:.0f} s")
+    return final
+
+
+def _apt_install(root: Path, packages: tuple[str, ...], log: Path) -> None:
+    """apt-get install in the image from the Debian mirror its sources name, with this machine's resolver lent
+    for the while (the image keeps its empty one: guests have no route out)."""
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)  # never write through a link in the image to this machine's files
+    if Path("/etc/resolv.conf").exists():
+        shutil.copyfile("/etc/resolv.conf", resolv)
+    apt = ["chroot", str(root), "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
+    try:
+        run([*apt, "update"], what="reading the image's package lists", timeout=600, log=log)
+        run(
+            [*apt, "install", "--yes", "--no-install-recommends", *packages],
+            what=f"installing {' '.join(packages)} in the image",
+            timeout=1200,
+            log=log,
+        )
+        run([*apt, "clean"], what="emptying the image's package cache", log=log)
+    finally:
+        resolv.unlink(missing_ok=True)
+        resolv.write_text("")
 
 
 def _chroot(root: Path, *argv: str) -> None:
