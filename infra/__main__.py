@@ -45,6 +45,9 @@ if config.tls_mode == "acme":
     if config.acme_email is not None:
         pulumi.export("acmeEmail", config.acme_email)
 pulumi.export("prefectVersion", config.prefect_version)
+# Litestream's settings for the continuous backup of the Prefect database (bucket prefix backups/prefect-db/).
+pulumi.export("backupRetention", config.backup_retention)
+pulumi.export("backupSnapshotInterval", config.backup_snapshot_interval)
 pulumi.export("prefectAuthString", credentials.auth_string)
 pulumi.export("bucketName", storage.bucket_name)
 pulumi.export("bucketRegion", config.aws_region)

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
+from backup_config import DEFAULTS as BACKUP_DEFAULTS
+from backup_config import RETENTION, SNAPSHOT_INTERVAL, backup_problem
+
 NAMESPACE = "prefect-host"
 
 CLOUDS = ("aws", "gcp")
@@ -63,6 +66,8 @@ KEYS = (
     "acmeEmail",
     "acmeCa",
     "allowPlaintext",
+    RETENTION,
+    SNAPSHOT_INTERVAL,
 )
 PROVIDER_KEYS = ("aws:region", "gcp:project", "gcp:region", "gcp:zone")
 
@@ -93,6 +98,8 @@ class StackConfig:
     acme_email: str | None
     acme_ca: str
     allow_plaintext: bool
+    backup_retention: str  # Litestream's snapshot retention, e.g. "7d" (backup_config)
+    backup_snapshot_interval: str  # how often Litestream takes a full snapshot, e.g. "1d"
     aws_region: str
     gcp_project: str | None
     gcp_region: str | None
@@ -486,6 +493,13 @@ def parse_stack_config(
                         f"ACME ({NAMESPACE}:tls acme, or auto with {NAMESPACE}:domain set); tls is "
                         f"{fields['tls_mode']} here. Set {NAMESPACE}:domain, or remove {full(name)}."
                     )
+        backup = backup_problem(raw(RETENTION), raw(SNAPSHOT_INTERVAL))
+        if backup is not None:
+            raise _error(*backup)
+        fields.update(
+            backup_retention=raw(RETENTION, BACKUP_DEFAULTS[RETENTION]),
+            backup_snapshot_interval=raw(SNAPSHOT_INTERVAL, BACKUP_DEFAULTS[SNAPSHOT_INTERVAL]),
+        )
         if cloud == "gcp":
             zone = parse_gcp_zone("gcp:zone", values.get("gcp:zone"))
             fields.update(

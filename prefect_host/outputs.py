@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect_host.console import mention, shown
+from prefect_host.durations import (
+    DEFAULT_BACKUP_RETENTION,
+    DEFAULT_BACKUP_SNAPSHOT_INTERVAL,
+    DURATION_FORM,
+    RETENTION_BOUNDS,
+    SNAPSHOT_INTERVAL_BOUNDS,
+    hours_within,
+)
 from prefect_host.errors import OutputsError
 
 # acme: a public certificate for `domain`; internal: Caddy's own CA certifies the public IP;
@@ -63,6 +71,10 @@ class StackOutputs:
     domain: str | None = _output("domain", required=False)
     acme_ca: str | None = _output("acmeCa", required=False)
     acme_email: str | None = _output("acmeEmail", required=False)
+    # Litestream's settings (prefect_host.durations). Outputs from before the backups lack them: then the
+    # bootstrap uses DEFAULT_BACKUP_RETENTION and DEFAULT_BACKUP_SNAPSHOT_INTERVAL.
+    backup_retention: str | None = _output("backupRetention", required=False)
+    backup_snapshot_interval: str | None = _output("backupSnapshotInterval", required=False)
     # Not exported by infra/: an S3-compatible endpoint (MinIO, moto in tests) given by the user.
     s3_endpoint_url: str | None = _output("s3EndpointUrl", required=False)
 
@@ -91,6 +103,7 @@ class StackOutputs:
         if ":" not in values["prefect_auth_string"]:
             raise OutputsError(f"{source}: output prefectAuthString must have the form user:password.")
         values["tls_mode"] = _check_tls(values, source)
+        _check_backup(values, source)
         return cls(**values)
 
     @classmethod
@@ -226,6 +239,33 @@ def _check_tls(values: dict[str, Any], source: str) -> str:
             f"{shown(values['domain'])}; a stack with a domain uses tlsMode acme."
         )
     return mode
+
+
+def _check_backup(values: dict[str, Any], source: str) -> None:
+    """backupSnapshotInterval and backupRetention as infra/ allows them; the retention covers one interval."""
+    hours: dict[str, int] = {}
+    for name, key, default, bounds in (
+        (
+            "backupSnapshotInterval",
+            "backup_snapshot_interval",
+            DEFAULT_BACKUP_SNAPSHOT_INTERVAL,
+            SNAPSHOT_INTERVAL_BOUNDS,
+        ),
+        ("backupRetention", "backup_retention", DEFAULT_BACKUP_RETENTION, RETENTION_BOUNDS),
+    ):
+        found = hours_within(values.get(key, default), bounds)
+        if found is None:
+            raise OutputsError(
+                f"{source}: output {name} is {shown(values[key])}; allowed: {DURATION_FORM}, {bounds[1]}."
+            )
+        hours[name] = found
+    if hours["backupRetention"] < hours["backupSnapshotInterval"]:
+        retention = values.get("backup_retention", f"{DEFAULT_BACKUP_RETENTION} (the default)")
+        interval = values.get("backup_snapshot_interval", f"{DEFAULT_BACKUP_SNAPSHOT_INTERVAL} (the default)")
+        raise OutputsError(
+            f"{source}: output backupRetention {retention} is shorter than backupSnapshotInterval {interval}; "
+            "allowed: a retention at least as long as the interval between full snapshots."
+        )
 
 
 OUTPUT_FIELDS = {f.metadata["output"]: f.metadata for f in fields(StackOutputs)}

@@ -45,6 +45,13 @@ CASES = [
     (AWS_WITH_DOMAIN, "prefect-host:acmeCa", "http://acme.example/dir", "https:// URL"),
     (AWS, "prefect-host:acmeCa", "https://acme.example/dir", "only applies when certificates come from ACME"),
     (AWS_WITH_DOMAIN, "prefect-host:allowedCidrs", ["198.51.100.0/24"], "closed to Let's Encrypt"),
+    (AWS, "prefect-host:backupRetention", "7", "hours or days such as 36h or 7d"),
+    (GCP, "prefect-host:backupRetention", "1w", "hours or days"),
+    (AWS, "prefect-host:backupRetention", "3651d", "from 1h to 3650d"),
+    (AWS, "prefect-host:backupSnapshotInterval", "0d", "hours or days"),
+    (GCP, "prefect-host:backupSnapshotInterval", "31d", "from 1h to 30d"),
+    (AWS, "prefect-host:backupSnapshotInterval", "8d", "at most prefect-host:backupRetention"),
+    (AWS, "prefect-host:backupRetention", "12h", "at least prefect-host:backupSnapshotInterval"),
     # Valid in shape, refused by the provider's instance type lookup: a Mac has no Debian AMI.
     (AWS, "prefect-host:instanceType", "mac2.metal", "x86_64 or arm64"),
 ]

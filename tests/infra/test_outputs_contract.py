@@ -66,3 +66,13 @@ def test_plaintext_only_with_the_opt_in_and_on_port_4200(program):
     assert (run.outputs["apiUrl"], run.outputs["uiUrl"]) == (f"http://{ip}:4200/api", f"http://{ip}:4200")
     assert run.outputs["tlsMode"] == "off" and set(run.outputs) == INFRA_OUTPUTS - CONDITIONAL_OUTPUTS
     assert StackOutputs.from_mapping(run.outputs).tls_mode == "off"
+
+
+@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+def test_backup_settings_are_exported_plain_with_their_defaults(program, base):
+    run = program(base)
+    assert (run.outputs["backupRetention"], run.outputs["backupSnapshotInterval"]) == ("7d", "1d")
+    assert not {"backupRetention", "backupSnapshotInterval"} & run.secret_outputs
+    chosen = program({**base, "prefect-host:backupRetention": "30d", "prefect-host:backupSnapshotInterval": "6h"})
+    outputs = StackOutputs.from_mapping(chosen.outputs)
+    assert (outputs.backup_retention, outputs.backup_snapshot_interval) == ("30d", "6h")

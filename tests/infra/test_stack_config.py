@@ -44,6 +44,8 @@ def test_defaults_for_aws():
         "acme_email": None,
         "acme_ca": "https://acme-v02.api.letsencrypt.org/directory",
         "allow_plaintext": False,
+        "backup_retention": "7d",
+        "backup_snapshot_interval": "1d",
         "aws_region": "eu-west-1",
         "gcp_project": None,
         "gcp_region": None,
@@ -86,6 +88,8 @@ def test_every_key_is_read():
             "prefect-host:acmeEmail": "ops+prefect@example.com",
             "prefect-host:acmeCa": "https://ca.internal.example:8443/acme/directory",
             "prefect-host:allowPlaintext": "true",
+            "prefect-host:backupRetention": "90d",
+            "prefect-host:backupSnapshotInterval": "12h",
         }
     )
     assert (config.instance_type, config.image, config.disk_size_gb) == ("t4g.medium", "debian-12", 2000)
@@ -102,6 +106,7 @@ def test_every_key_is_read():
         "ops+prefect@example.com",
     )
     assert config.acme_ca == "https://ca.internal.example:8443/acme/directory" and config.allow_plaintext
+    assert (config.backup_retention, config.backup_snapshot_interval) == ("90d", "12h")
 
 
 @pytest.mark.parametrize(
@@ -173,6 +178,23 @@ BAD_VALUES = [
     ("prefect-host:allowPlaintext", "1", "true or false"),
     ("prefect-host:acmeEmail", "ops", "e-mail address"),
     ("prefect-host:acmeCa", "https://acme.example/dir", "only applies when certificates come from ACME"),
+    ("prefect-host:backupRetention", "7", "hours or days such as 36h or 7d"),
+    ("prefect-host:backupRetention", "0d", "hours or days"),
+    ("prefect-host:backupRetention", "7 d", "hours or days"),
+    ("prefect-host:backupRetention", "7d\n", "hours or days"),
+    ("prefect-host:backupRetention", "1w", "hours or days"),
+    ("prefect-host:backupRetention", "07d", "hours or days"),
+    ("prefect-host:backupRetention", "", "hours or days"),
+    ("prefect-host:backupRetention", "3651d", "from 1h to 3650d"),
+    ("prefect-host:backupRetention", "10000h", "from 1h to 3650d"),
+    ("prefect-host:backupSnapshotInterval", "1D", "hours or days"),
+    ("prefect-host:backupSnapshotInterval", "-1d", "hours or days"),
+    ("prefect-host:backupSnapshotInterval", "31d", "from 1h to 30d"),
+    ("prefect-host:backupSnapshotInterval", "721h", "from 1h to 30d"),
+    # Longer than the default retention (7d).
+    ("prefect-host:backupSnapshotInterval", "8d", 'at most prefect-host:backupRetention ("7d", the default)'),
+    # Shorter than the default interval (1d).
+    ("prefect-host:backupRetention", "23h", 'at least prefect-host:backupSnapshotInterval ("1d", the default)'),
 ]
 
 
@@ -188,7 +210,8 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(key, value, all
     if value:
         # The value itself, or for a list the offending item.
         items = json.loads(value) if value.startswith("[") and value != "[]" else [value]
-        assert any(item in message for item in items)
+        # (a value with a line break as its JSON string, so the message stays one line)
+        assert any(item in message or json.dumps(item) in message for item in items)
     assert "\n" not in message
 
 
@@ -351,3 +374,51 @@ def test_every_accepted_domain_is_one_caddy_serves(domain):
     config = parse({**BASE, "prefect-host:domain": domain})
     assert config.domain == domain and len(domain) <= 253
     assert CaddySettings("acme", config.domain, 4201, acme_email=None, acme_directory=config.acme_ca).address == domain
+
+
+@pytest.mark.parametrize(
+    "retention, interval, expected",
+    [
+        (None, None, ("7d", "1d")),
+        ("1h", "1h", ("1h", "1h")),
+        ("24h", None, ("24h", "1d")),
+        ("3650d", "30d", ("3650d", "30d")),
+        ("9999h", "720h", ("9999h", "720h")),
+        ("9999h", "9999h", None),
+        ("30d", "30d", ("30d", "30d")),
+        (None, "7d", ("7d", "7d")),
+    ],
+)
+def test_backup_settings_take_durations_within_bounds(retention, interval, expected):
+    values = dict(BASE)
+    for key, value in (("prefect-host:backupRetention", retention), ("prefect-host:backupSnapshotInterval", interval)):
+        if value is not None:
+            values[key] = value
+    if expected is None:  # 9999h is 416 days: a fine retention, too long an interval
+        with pytest.raises(StackConfigError, match=r"backupSnapshotInterval.*from 1h to 30d"):
+            parse(values)
+        return
+    config = parse(values)
+    assert (config.backup_retention, config.backup_snapshot_interval) == expected
+
+
+def test_a_retention_shorter_than_the_interval_names_both_settings():
+    with pytest.raises(StackConfigError) as caught:
+        parse({**BASE, "prefect-host:backupRetention": "2d", "prefect-host:backupSnapshotInterval": "3d"})
+    message = str(caught.value)
+    assert message.startswith('Config prefect-host:backupRetention = "2d" is invalid; allowed: at least ')
+    assert 'prefect-host:backupSnapshotInterval ("3d")' in message and "no shorter than" in message
+
+
+@pytest.mark.parametrize("text, hours", [("7d", 168), ("36h", 36), ("1h", 1), ("9999d", 239976), ("10d", 240)])
+def test_duration_hours(text, hours):
+    from backup_config import duration_hours
+
+    assert duration_hours(text) == hours
+
+
+@pytest.mark.parametrize("text", ["7", "0d", "7 d", "7d\n", " 7d", "1w", "07d", "10000h", "7dd", "d", "", "٣d"])
+def test_duration_hours_refuses_anything_else(text):
+    from backup_config import duration_hours
+
+    assert duration_hours(text) is None

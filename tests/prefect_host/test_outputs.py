@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from prefect_host.durations import DEFAULT_BACKUP_RETENTION, DEFAULT_BACKUP_SNAPSHOT_INTERVAL, duration_hours
 from prefect_host.errors import OutputsError
 from prefect_host.outputs import CONDITIONAL_OUTPUTS, INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
 
@@ -22,6 +23,8 @@ GOOD = {
     "iamUserName": "prefect-host-dev",
     "awsAccessKeyId": "AKIAEXAMPLE",
     "awsSecretAccessKey": "wJalrXUtnFEMI-secret",
+    "backupRetention": "7d",
+    "backupSnapshotInterval": "1d",
 }
 
 
@@ -60,6 +63,8 @@ def test_infra_outputs_are_the_issue_contract():
         "domain",
         "acmeCa",
         "acmeEmail",
+        "backupRetention",
+        "backupSnapshotInterval",
     } == INFRA_OUTPUTS
     assert {"domain", "acmeCa", "acmeEmail"} == CONDITIONAL_OUTPUTS
 
@@ -174,3 +179,61 @@ def test_inconsistent_tls_outputs_are_named(data, words):
         StackOutputs.from_mapping(data)
     for word in words:
         assert word in str(error.value)
+
+
+def test_backup_outputs_are_read_and_optional_for_older_stacks():
+    outputs = StackOutputs.from_mapping(dict(GOOD, backupRetention="90d", backupSnapshotInterval="12h"))
+    assert (outputs.backup_retention, outputs.backup_snapshot_interval) == ("90d", "12h")
+    old = {k: v for k, v in GOOD.items() if not k.startswith("backup")}
+    from_before = StackOutputs.from_mapping(old)
+    assert (from_before.backup_retention, from_before.backup_snapshot_interval) == (None, None)
+    assert from_before.to_mapping() == old
+    assert (DEFAULT_BACKUP_RETENTION, DEFAULT_BACKUP_SNAPSHOT_INTERVAL) == ("7d", "1d")
+    # Either alone, checked against the other's default.
+    assert StackOutputs.from_mapping(dict(old, backupRetention="1d")).backup_snapshot_interval is None
+    assert StackOutputs.from_mapping(dict(old, backupSnapshotInterval="7d")).backup_retention is None
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"backupRetention": "7"}, ["backupRetention", "'7'", "36h or 7d", "from 1h to 3650d"]),
+        ({"backupRetention": "0d"}, ["backupRetention", "'0d'", "hours or days"]),
+        ({"backupRetention": "7 d"}, ["backupRetention", "hours or days"]),
+        ({"backupRetention": "1w"}, ["backupRetention", "hours or days"]),
+        ({"backupRetention": "07d"}, ["backupRetention", "hours or days"]),
+        ({"backupRetention": "3651d"}, ["backupRetention", "from 1h to 3650d"]),
+        ({"backupRetention": "10000h"}, ["backupRetention", "from 1h to 3650d"]),
+        ({"backupSnapshotInterval": "31d"}, ["backupSnapshotInterval", "'31d'", "from 1h to 30d"]),
+        ({"backupSnapshotInterval": "721h"}, ["backupSnapshotInterval", "from 1h to 30d"]),
+        ({"backupSnapshotInterval": "1D"}, ["backupSnapshotInterval", "hours or days"]),
+        ({"backupRetention": "7d\n"}, ["backupRetention", "line break"]),
+        ({"backupRetention": 7}, ["backupRetention", "non-empty string"]),
+        ({"backupSnapshotInterval": ""}, ["backupSnapshotInterval", "non-empty string"]),
+        (
+            {"backupRetention": "2d", "backupSnapshotInterval": "3d"},
+            ["backupRetention 2d is shorter than backupSnapshotInterval 3d", "at least as long"],
+        ),
+        ({"backupRetention": "12h", "backupSnapshotInterval": None}, ["backupSnapshotInterval 1d (the default)"]),
+        ({"backupRetention": None, "backupSnapshotInterval": "8d"}, ["backupRetention 7d (the default)"]),
+    ],
+)
+def test_bad_backup_outputs_are_named_with_what_is_allowed(changes, words):
+    data = {k: v for k, v in dict(GOOD, **changes).items() if v is not None}
+    with pytest.raises(OutputsError) as error:
+        StackOutputs.from_mapping(data)
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("text, hours", [("7d", 168), ("36h", 36), ("1h", 1), ("30d", 720), ("9999d", 239976)])
+def test_duration_hours(text, hours):
+    assert duration_hours(text) == hours
+
+
+@pytest.mark.parametrize("text", ["7", "0d", "7 d", "7d\n", " 7d", "1w", "07d", "10000h", "", "٣d", None])
+def test_duration_hours_refuses_anything_else(text):
+    with pytest.raises(ValueError, match="36h or 7d"):
+        duration_hours(text)
