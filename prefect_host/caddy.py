@@ -256,13 +256,17 @@ def render_caddyfile(settings: CaddySettings) -> str:
 # would otherwise fetch a third-party analytics configuration even with analytics off on the server), and
 # no other site may frame it. What the UI needs beyond 'self', found in Chromium
 # (tests/prefect_host/test_ui_browser.py): inline styles (without 'unsafe-inline' Chromium refuses the
-# UI's own). data: images only in case a page draws one (none of the tested pages does; it reaches no
-# other origin).
+# UI's own). The flow run page's graph (pixi.js, in Prefect's bundle without its no-eval module) compiles
+# its shaders' glue with `new Function`: 'unsafe-eval' (scripts still come from 'self' alone, and
+# connect-src keeps anything they do on the server's origin); its layout worker and pixi's image loader
+# run the bundle's own code from blob: URLs: worker-src blob:. data: images only in case a page draws one
+# (none of the tested pages does; it reaches no other origin).
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
         "connect-src 'self'",
-        "script-src 'self'",
+        "script-src 'self' 'unsafe-eval'",
+        "worker-src 'self' blob:",
         "style-src 'self' 'unsafe-inline'",
         "img-src 'self' data:",
         "font-src 'self'",

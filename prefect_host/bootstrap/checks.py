@@ -1,5 +1,5 @@
 """What the bootstrap checks on a converged host: the server came up, Caddy serves a certificate
-the laptop trusts, the server answers as it must, the workers checked in."""
+the laptop trusts, the server answers as it must, the workers checked in, the metadata guard is in force."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from prefect_host.errors import VerifyError
 from prefect_host.host.apply import journal_on_failure
 from prefect_host.host.facts import HostFacts, unit_states
 from prefect_host.internal_ca import constrained_to, permitted_names
-from prefect_host.services import caddy, prefect_server
+from prefect_host.services import caddy, metadata_guard, prefect_server
 from prefect_host.ssh import HostSession
 from prefect_host.tls import (
     ACME_CERTIFICATE_TIMEOUT,
@@ -246,6 +246,23 @@ def _checked_in(record: dict[str, Any], since: float) -> bool:
         and heartbeat is not None
         and datetime.fromisoformat(heartbeat).timestamp() >= since
     )
+
+
+def verify_metadata_guard(session: HostSession, inputs: BootstrapInputs, console: Console) -> None:
+    """The guard's rules are in force now that the server, Caddy and the workers started (each unit
+    applies them as root before it starts, but the server and Caddy start without them on failure)."""
+    with console.step("metadata service guard in force (iptables)"):
+        result = session.run(
+            metadata_guard.read_rules_script(), sudo=True, timeout=30, label="read the metadata guard's rules"
+        )
+        missing = metadata_guard.missing_rules(result.stdout)
+        if missing:
+            raise VerifyError(
+                f"The metadata guard is not in force on {inputs.host}: {'; '.join(missing)}. Flow runs, the "
+                "server or Caddy could read the instance's user data (with the SSH host key) from the cloud's "
+                f"metadata service. Apply its rules there with `sudo {metadata_guard.PATH}` (it says why, if it fails; "
+                "`sudo systemctl restart prefect-server` applies them too) and run the bootstrap again."
+            )
 
 
 def forget_worker(client: httpx.Client, inputs: BootstrapInputs, name: str) -> None:

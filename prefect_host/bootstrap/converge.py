@@ -80,6 +80,7 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
             _verify_server(session, client, inputs, console)
             apply(lanes[2:], session, console, Hooks(stopped=lambda units: _forget(client, inputs, facts, units)))
             _wait_for_workers(session, client, inputs, facts, worker_set, console)
+            checks.verify_metadata_guard(session, inputs, console)
             return ca if ca is not None else inputs.ca
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise ConnectError(

@@ -10,10 +10,13 @@ Why not systemd's IPAddressDeny=: it matches addresses only (so on GCP it would 
 needs cgroup BPF, which a systemd-nspawn container (the tests' hosts) refuses: there it is ignored
 with a log line. An owner match works in both. iptables is on Debian's cloud images (the image
 builds install it); the script is run as root by each unit before it starts (ExecStartPre=+), so
-the rules are back after every boot, and idempotent: one atomic iptables-restore per family.
+the rules are back after every boot, and idempotent: one atomic iptables-restore per family. The
+bootstrap reads them back at its end (`missing_rules`) and fails while they are not in force.
 """
 
 from __future__ import annotations
+
+import itertools
 
 from prefect_host.host.model import AptPackage, File
 from prefect_host.services.systemd import HEADER
@@ -69,3 +72,63 @@ def script_file() -> File:
     """Declared by the server (its lane runs first); a change restarts the server, whose start
     applies the new rules for every guarded user."""
     return File(PATH, script_text(), mode=0o755, describe=f"install {PATH}")
+
+
+# --- the bootstrap's check that the rules are in force ---------------------------------------------
+# What the guard script would apply, read back as root: each guarded user's uid (the users that
+# exist), then each family's OUTPUT chain and the guard's chain (`iptables -S`; an error line, e.g. a
+# chain that does not exist, carries no rule), IPv6 only where the kernel has it (as in the script).
+_READ_FAMILY = "echo '== {family}'; {tool} -w -S OUTPUT 2>&1; {tool} -w -S {chain} 2>&1"
+FAMILIES = (("IPv4", "iptables", IPV4_ADDRESS, 32), ("IPv6", "ip6tables", IPV6_ADDRESS, 128))
+
+
+def read_rules_script() -> str:
+    ipv4, ipv6 = (_READ_FAMILY.format(family=f, tool=t, chain=CHAIN) for f, t, _, _ in FAMILIES)
+    return (
+        f"for user in {' '.join(GUARDED_USERS)}; do "
+        'uid=$(id -u "$user" 2>/dev/null) && echo "uid $user $uid"; done; '
+        f"{ipv4}; if [ -e /proc/net/if_inet6 ]; then {ipv6}; fi; true"
+    )
+
+
+def missing_rules(output: str) -> list[str]:
+    """What `read_rules_script()` printed -> what is missing for the guard to be in force, one phrase
+    each (none: in each family read, OUTPUT sends the metadata address to the chain, and the chain
+    rejects every guarded user that exists)."""
+    uids: dict[str, str] = {}
+    rules: dict[str, list[list[str]]] = {}
+    family: list[list[str]] | None = None
+    for line in output.splitlines():
+        words = line.split()
+        if words[:1] == ["uid"] and len(words) == 3 and family is None:
+            uids[words[1]] = words[2]
+        elif words[:1] == ["=="] and len(words) == 2:
+            family = rules.setdefault(words[1], [])
+        elif family is not None and words[:1] == ["-A"]:
+            family.append(words[1:])
+    missing = []
+    for name, _, address, prefix in FAMILIES:
+        if name not in rules:
+            continue
+        jump = ["OUTPUT", "-d", f"{address}/{prefix}", "-j", CHAIN]
+        unguarded = [
+            f"{user} (uid {uid})"
+            for user, uid in uids.items()
+            if not any(_rejects(rule, user, uid) for rule in rules[name])
+        ]
+        if jump not in rules[name]:
+            missing.append(f"{name}: OUTPUT does not jump to {CHAIN} for {address}")
+        if unguarded:
+            missing.append(f"{name}: no REJECT rule in {CHAIN} for {', '.join(unguarded)}")
+    return missing
+
+
+def _rejects(rule: list[str], user: str, uid: str) -> bool:
+    """`-A CHAIN -m owner --uid-owner UID -j REJECT ...` (the words after -A), for this user."""
+    pairs = dict(itertools.pairwise(rule))
+    return (
+        rule[:1] == [CHAIN]
+        and "!" not in rule
+        and pairs.get("--uid-owner") in (uid, user)
+        and pairs.get("-j") == "REJECT"
+    )

@@ -8,7 +8,7 @@ and returns (into the S3 bucket) and logs what happened. The metadata service is
 binds on the guest at 169.254.169.254 and fd00:ec2::254 (port 8080: Caddy holds port 80 of every
 address) as root; root on the guest reaches it (the positive control), the server's and Caddy's users
 do not, except on port 53 (DNS). Internal TLS, so Caddy and its CA are there. Then a reboot: the rules
-are back before any flow can run.
+are back before any flow can run; and with the rules flushed, a bootstrap fails, naming what is missing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from e2e_support import DEPLOY, Stack, caddy_apt_repo, completed_run, host_outputs, internal_tls, s3_outputs
+from prefect_host.services import metadata_guard as guard
 
 pytestmark = pytest.mark.e2e
 
@@ -276,6 +277,23 @@ def test_after_a_reboot_the_rules_are_back_before_any_flow_can_run(stack, metada
     for url in metadata_service:
         assert as_user(stack, "prefect-flow", url).returncode != 0
         assert stack.guest(f"curl -sS -m 5 '{url}'") == USER_DATA
+
+
+def test_a_bootstrap_fails_while_the_guard_is_not_in_force(stack):
+    """Nothing restarts on a converged host, so nothing puts flushed rules back: the bootstrap's check
+    catches it, names the users, and its fix (the guard's script, as root) puts them back."""
+    uids = {user: stack.guest(f"id -u {user}").strip() for user in guard.GUARDED_USERS}
+    stack.guest(f"iptables -F {guard.CHAIN}")
+    try:
+        failed = stack.bootstrap()
+        assert failed.returncode != 0, failed.printed
+        assert failed.changed == [] and failed.step("metadata service guard in force (iptables)") == "failed"
+        unguarded = ", ".join(f"{user} (uid {uid})" for user, uid in uids.items())
+        assert f"IPv4: no REJECT rule in {guard.CHAIN} for {unguarded}" in failed.stderr, failed.printed
+        assert "IPv6" not in failed.stderr and f"sudo {guard.PATH}" in failed.stderr  # only what is missing
+    finally:
+        stack.guest(guard.PATH)
+    assert stack.guest(f"iptables -S {guard.CHAIN}").count("-j REJECT") == len(uids)
 
 
 def test_a_rerun_changes_nothing(stack):

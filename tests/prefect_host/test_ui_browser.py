@@ -1,11 +1,11 @@
 """The browser's side of the UI: Debian's Chromium, headless and driven over the DevTools protocol, opens
 Prefect's UI (3.9.1 sends / to the v2 UI at /v2) through real Caddy (the rendered Caddyfile, internal mode, on
 loopback) in front of a real Prefect server with an auth string, logs in, and shows the flow runs and
-deployments pages. With the Content-Security-Policy Caddy sends, no request leaves the server's origin
-(Prefect's UI asks a third party for an analytics configuration: the browser must refuse) and no CSP
-violation concerns the app's own resources. Marked e2e, though it boots no guest: it needs the system's
-`chromium`, which scripts/install-system-deps.sh installs for `make test` (`make test-fast` leaves it out);
-without it the test fails, it never skips."""
+deployments pages, and a completed flow run's page with its run graph. With the Content-Security-Policy
+Caddy sends, no request leaves the server's origin (Prefect's UI asks a third party for an analytics
+configuration: the browser must refuse) and no CSP violation concerns the app's own resources. Marked
+e2e, though it boots no guest: it needs the system's `chromium`, which scripts/install-system-deps.sh
+installs for `make test` (`make test-fast` leaves it out); without it the test fails, it never skips."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,22 @@ pytestmark = pytest.mark.e2e
 LOOPBACK = "127.0.0.1"
 AUTH = "admin:browser-test-password"
 CDP_TIMEOUT_S = 30.0
+DETACHED = {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "start_new_session": True}
 PAGE_TIMEOUT_S = 45.0
+# Headless, on loopback, nothing of its own in the background; the test's own Caddy CA is in no store it reads.
+CHROMIUM_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+    "--disable-component-update --disable-sync --remote-debugging-port=0 --ignore-certificate-errors"
+)
+# Prefect 3.9.1 opens its v2 UI by default (the one that asks amplitude for its configuration).
+UI_BASE = "/v2"
+RUN_NAME = "browser-graph-run"
+# A flow of three task runs, one fed by another: the run graph has nodes and an edge to draw.
+GRAPH_FLOW = f"""\
+from prefect import flow, task
+number = task(name="number")(lambda x: x)
+flow(name="browser-graph", flow_run_name={RUN_NAME!r})(lambda: number(number(1) + 1) + number(3))()
+"""
 
 
 @dataclass(frozen=True)
@@ -60,10 +76,8 @@ def ui_server(tmp_path_factory) -> Iterator[int]:
                 PREFECT_SERVER_UI_STATIC_DIRECTORY=str(home / "ui"),
             ),
             cwd=home,
-            stdin=subprocess.DEVNULL,
             stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            **DETACHED,
         )
         try:
             wait_for_server(f"http://{LOOPBACK}:{port}/api", process, log_path)
@@ -102,6 +116,23 @@ def site(ui_server: int, tmp_path_factory) -> Iterator[Site]:
         yield Site(origin=origin, caddy=caddy)
     finally:
         caddy.stop()
+
+
+@pytest.fixture(scope="module")
+def completed_run(ui_server: int, tmp_path_factory) -> str:
+    """A flow run with task runs, completed on the UI's server (straight to its port, not through Caddy); its id."""
+    api = f"http://{LOOPBACK}:{ui_server}/api"
+    home = tmp_path_factory.mktemp("flow-run-client")
+    env = clean_env(PREFECT_HOME=str(home), PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=AUTH)
+    done = subprocess.run(
+        [sys.executable, "-c", GRAPH_FLOW], env=env, cwd=home, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    query = {"flow_runs": {"name": {"any_": [RUN_NAME]}}}
+    found = httpx.post(f"{api}/flow_runs/filter", json=query, auth=tuple(AUTH.split(":")))
+    [run] = found.json()
+    assert run["state_type"] == "COMPLETED", run
+    return run["id"]
 
 
 @dataclass
@@ -163,25 +194,13 @@ def chromium(tmp_path: Path) -> Iterator[Page]:
         process = subprocess.Popen(
             [
                 binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *CHROMIUM_FLAGS.split(),
                 f"--user-data-dir={profile}",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                # The test's own Caddy CA is in no store the browser reads.
-                "--ignore-certificate-errors",
+                f"--remote-debugging-address={LOOPBACK}",
                 "about:blank",
             ],
-            stdin=subprocess.DEVNULL,
             stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            **DETACHED,
         )
     try:
         active = profile / "DevToolsActivePort"
@@ -193,9 +212,8 @@ def chromium(tmp_path: Path) -> Iterator[Page]:
         port = int(active.read_text().split()[0])
         pages: list[dict] = []
         while not pages:
-            pages = [
-                t for t in httpx.get(f"http://{LOOPBACK}:{port}/json/list", timeout=5).json() if t["type"] == "page"
-            ]
+            targets = httpx.get(f"http://{LOOPBACK}:{port}/json/list", timeout=5).json()
+            pages = [t for t in targets if t["type"] == "page"]
             if not pages and time.monotonic() > deadline:
                 pytest.fail(f"chromium has no page target; see {log_path}")
             time.sleep(0.1)
@@ -209,8 +227,9 @@ def chromium(tmp_path: Path) -> Iterator[Page]:
         stop_process(process)
 
 
-def log_in(page: Page) -> None:
-    """Types the auth string into the UI's login form and submits it."""
+def log_in(page: Page, origin: str) -> None:
+    """Opens the UI, types the auth string into its login form and submits it; waits until in."""
+    page.navigate(f"{origin}/")
     page.wait_until("!!document.querySelector('input[type=password], input')", "the login form")
     page.evaluate("(document.querySelector('input[type=password]') || document.querySelector('input')).focus()")
     page.send("Input.insertText", text=AUTH)
@@ -219,16 +238,19 @@ def log_in(page: Page) -> None:
         ".find(b => /log ?in|sign ?in|submit/i.test(b.innerText)); if (b) { b.click(); return true; }"
         " document.querySelector('form').requestSubmit(); return true; })()"
     )
+    page.wait_until(
+        f"location.pathname.startsWith('{UI_BASE}/') && !document.querySelector('input[type=password]')", "logged in"
+    )
 
 
-def csp_messages(page: Page) -> list[str]:
-    return [text for text in logs(page) if "Content Security Policy" in text or "Content-Security-Policy" in text]
+def csp_messages(page: Page, start: int = 0) -> list[str]:
+    return [text for text in logs(page, start) if re.search("Content.Security.Policy", text)]
 
 
-def logs(page: Page) -> list[str]:
-    """The console's messages, the browser's own log entries and uncaught exceptions."""
+def logs(page: Page, start: int = 0) -> list[str]:
+    """The console's messages, the browser's own log entries and uncaught exceptions, from event `start` on."""
     texts = []
-    for event in page.events:
+    for event in page.events[start:]:
         method, params = event.get("method"), event.get("params", {})
         if method == "Log.entryAdded":
             texts.append(params["entry"].get("text", ""))
@@ -267,19 +289,13 @@ def test_ui_logs_in_and_stays_on_its_own_origin(site: Site, chromium: Page):
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value
 
-    # Prefect 3.9.1 opens its v2 UI by default (the one that asks amplitude for its configuration).
-    base = "/v2"
-    page.navigate(f"{origin}/")
-    log_in(page)
-    page.wait_until(
-        f"location.pathname.startsWith('{base}/') && !document.querySelector('input[type=password]')", "logged in"
-    )
+    log_in(page, origin)
     for path, api in (("/runs", "/api/flow_runs/paginate"), ("/deployments", "/api/deployments/")):
         page.pump(1)
         start = len(page.events)
-        page.navigate(f"{origin}{base}{path}")
+        page.navigate(f"{origin}{UI_BASE}{path}")
         page.wait_until(
-            f"location.pathname.startsWith({json.dumps(base + path)}) && "
+            f"location.pathname.startsWith({json.dumps(UI_BASE + path)}) && "
             "!document.querySelector('input[type=password]') && document.body.innerText.length > 50",
             f"the {path} page",
         )
@@ -288,17 +304,45 @@ def test_ui_logs_in_and_stays_on_its_own_origin(site: Site, chromium: Page):
         called = [r for r in requests(page, start).values() if r["url"].startswith(origin + api)]
         assert called and all(r["status"] == 200 for r in called), (path, called)
 
-    seen = requests(page).values()
+    attempted = assert_only_other_origins_refused(page, origin)
+    # Prefect's UI did try its analytics service, and the browser blocked it.
+    assert any("amplitude.com" in url for url in attempted), csp_messages(page)
+
+
+def assert_only_other_origins_refused(page: Page, origin: str, start: int = 0) -> set[str]:
+    """Since event `start`: every request that went out was to Caddy, and what the policy refused was
+    another origin's, never the app's own (its scripts, workers, styles, images, eval); the URLs refused."""
     own = (origin + "/", "data:", "blob:")
-    elsewhere = [r for r in seen if not r["url"].startswith(own)]
-    # Every request that went out from the page was to Caddy; any to another origin was refused: no response.
+    elsewhere = [r for r in requests(page, start).values() if not r["url"].startswith(own)]
+    # Any request to another origin was refused: no response.
     assert all(r["status"] is None and r["blocked"] for r in elsewhere), elsewhere
-    # What the policy refused (the browser sends no request then) was another origin's, never the app's
-    # own resources: every violation names a URL, none of them on the server's origin.
-    violations = csp_messages(page)
-    attempted = {url for message in violations for url in re.findall(r"https?://[^\s'\"]+", message)}
+    # The browser sends no request for what the policy refuses: every violation names a URL, none of them
+    # on the server's origin (a blob: worker's URL names it too; 'unsafe-eval' names none).
+    violations = csp_messages(page, start)
     own_violations = [m for m in violations if not re.search(r"https?://", m) or origin in m]
     assert not own_violations, own_violations
-    # Prefect's UI did try its analytics service, and the browser blocked it.
-    assert any("amplitude.com" in url for url in attempted), violations
     assert all("blocked" in m or "Refused" in m for m in violations), violations
+    return {url for message in violations for url in re.findall(r"https?://[^\s'\"]+", message)}
+
+
+def test_a_completed_runs_page_draws_its_graph_under_the_policy(site: Site, chromium: Page, completed_run: str):
+    """A flow run's page: its state, and its task runs' graph (pixi.js, a canvas and a layout worker)."""
+    page, origin = chromium, site.origin
+    log_in(page, origin)
+    page.pump(1)
+    start = len(page.events)
+    page.navigate(f"{origin}{UI_BASE}/runs/flow-run/{completed_run}")
+    page.wait_until(
+        f"document.body.innerText.includes({json.dumps(RUN_NAME)}) && document.body.innerText.includes('Completed')",
+        "the flow run's name and state",
+    )
+    # The graph: pixi.js's canvas (its renderer refuses to start without 'unsafe-eval').
+    page.wait_until("[...document.querySelectorAll('canvas')].some(c => c.width && c.height)", "the graph's canvas")
+    page.pump(5)
+    called = [r for r in requests(page, start).values() if r["url"].startswith(f"{origin}/api/")]
+    assert called and all(r["status"] == 200 for r in called), called
+    attempted = assert_only_other_origins_refused(page, origin, start)
+    assert all("amplitude.com" in url for url in attempted), csp_messages(page, start)
+    # No error thrown either (what pixi.js does instead of a violation where eval is refused).
+    thrown = [e["params"] for e in page.events[start:] if e.get("method") == "Runtime.exceptionThrown"]
+    assert not thrown, thrown

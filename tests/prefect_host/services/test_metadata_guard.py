@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from prefect_host.caddy import HARDENING_DROPIN
 from prefect_host.services import metadata_guard as guard
 from prefect_host.services import prefect_server, workers
@@ -111,3 +113,96 @@ def test_the_server_declares_the_script_and_iptables():
     assert (script.mode, script.owner, script.on_change, script.text) == (0o755, "root", "restart", guard.script_text())
     assert guard.PACKAGE in declared.packages
     assert guard.PATH not in [f.path for f in worker_set().files]  # declared once
+
+
+# --- the bootstrap's check: what `iptables -S` prints on a guarded host, read back ------------------
+UIDS = "uid prefect 996\nuid prefect-flow 995\nuid caddy 994\n"
+
+
+def family_rules(family: str, address: str, uids=(996, 995, 994), jump: bool = True) -> str:
+    chain = guard.CHAIN
+    icmp = "icmp-admin-prohibited" if family == "IPv4" else "icmp6-adm-prohibited"
+    lines = [f"== {family}", "-P OUTPUT ACCEPT"]
+    lines += [f"-A OUTPUT -d {address} -j {chain}"] if jump else []
+    lines += [f"-N {chain}", f"-A {chain} -p udp -m udp --dport 53 -j RETURN"]
+    lines += [f"-A {chain} -m owner --uid-owner {uid} -j REJECT --reject-with {icmp}" for uid in uids]
+    return "\n".join(lines) + "\n"
+
+
+def ipv4(**changes) -> str:
+    return family_rules("IPv4", "169.254.169.254/32", **changes)
+
+
+def ipv6(**changes) -> str:
+    return family_rules("IPv6", "fd00:ec2::254/128", **changes)
+
+
+def test_the_rules_in_force_in_both_families_are_all_there_is():
+    assert guard.missing_rules(UIDS + ipv4() + ipv6()) == []
+    assert guard.missing_rules(UIDS + ipv4()) == []  # no IPv6 on the host: only IPv4 is read
+
+
+def test_a_user_without_its_reject_rule_is_named():
+    assert guard.missing_rules(UIDS + ipv4() + ipv6(uids=(996, 995))) == [
+        f"IPv6: no REJECT rule in {guard.CHAIN} for caddy (uid 994)"
+    ]
+
+
+def test_output_not_jumping_to_the_chain_is_named():
+    assert guard.missing_rules(UIDS + ipv4(jump=False) + ipv6()) == [
+        f"IPv4: OUTPUT does not jump to {guard.CHAIN} for 169.254.169.254"
+    ]
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [f"-N {guard.CHAIN}\n", "iptables: No chain/target/match by that name.\n"],
+    ids=["flushed", "deleted"],
+)
+def test_a_flushed_or_missing_chain_names_every_user_that_exists(chain):
+    rules = f"== IPv4\n-A OUTPUT -d 169.254.169.254/32 -j {guard.CHAIN}\n{chain}"
+    assert guard.missing_rules("uid prefect 996\nuid prefect-flow 995\n" + rules) == [
+        f"IPv4: no REJECT rule in {guard.CHAIN} for prefect (uid 996), prefect-flow (uid 995)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "-A {chain} -m owner --uid-owner 995 -j RETURN",
+        "-A {chain} -m owner ! --uid-owner 995 -j REJECT",
+        "-A {chain} -m owner --uid-owner 9950 -j REJECT",
+        "-A OUTPUT -m owner --uid-owner 995 -j REJECT",  # not in the chain OUTPUT jumps to
+    ],
+)
+def test_only_a_reject_of_that_uid_in_the_chain_counts(rule):
+    rules = ipv4(uids=(996,)) + rule.format(chain=guard.CHAIN) + "\n"
+    assert guard.missing_rules("uid prefect 996\nuid prefect-flow 995\n" + rules) == [
+        f"IPv4: no REJECT rule in {guard.CHAIN} for prefect-flow (uid 995)"
+    ]
+
+
+STAND_IN_SHOW = """#!/bin/sh
+# `iptables -w -S CHAIN`: the rules in $RULES/<tool>.<chain>, or iptables's error for a chain that is not there.
+cat "$RULES/$(basename "$0").$3" 2>/dev/null || echo "iptables: No chain/target/match by that name."
+"""
+
+
+def test_the_read_script_prints_what_the_check_parses(tmp_path):
+    """The read script against stand-ins: `id` knows prefect and prefect-flow (no caddy: tls off);
+    iptables has their rules, ip6tables has no chain (where this machine has IPv6 at all)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    v4 = ipv4(uids=(996, 995)).splitlines()[1:]
+    (rules / "iptables.OUTPUT").write_text("\n".join(v4[:2]) + "\n")
+    (rules / f"iptables.{guard.CHAIN}").write_text("\n".join(v4[2:]) + "\n")
+    env = put_on_path(tmp_path / "bin", {"iptables": STAND_IN_SHOW, "ip6tables": STAND_IN_SHOW, "id": STAND_IN_ID})
+    env.update(RULES=str(rules), NO_CADDY="1")
+    done = subprocess.run(["sh", "-c", guard.read_rules_script()], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("uid prefect 996\nuid prefect-flow 995\n== IPv4\n-P OUTPUT ACCEPT\n")
+    ipv6_missing = [
+        f"IPv6: OUTPUT does not jump to {guard.CHAIN} for fd00:ec2::254",
+        f"IPv6: no REJECT rule in {guard.CHAIN} for prefect (uid 996), prefect-flow (uid 995)",
+    ]
+    assert guard.missing_rules(done.stdout) == (ipv6_missing if Path("/proc/net/if_inet6").exists() else [])
