@@ -195,14 +195,17 @@ def tls_summary(outputs: dict[str, Any]) -> str:
     )
 
 
-def policy_violations(resources: Iterable[MockResource]) -> list | None:
-    """The policy pack's verdict, or None when the pack is not there (policy/rules.py)."""
+def policy_violations(resources: Iterable[MockResource], *, allow_public_ssh: bool = False) -> list | None:
+    """The policy pack's verdict, or None when the pack is not there (policy/rules.py). A stack that sets
+    allowPublicSsh is judged with policy/allow-public-ssh.json, as `pulumi preview --policy-pack-config`
+    with that file would (the README says to pass it)."""
     if not (REPO_ROOT / "policy" / "rules.py").exists():
         return None
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     rules = importlib.import_module("policy.rules")
-    return list(rules.evaluate(resources))
+    pack_config = json.loads((REPO_ROOT / "policy" / "allow-public-ssh.json").read_text()) if allow_public_ssh else None
+    return list(rules.evaluate(resources, pack_config))
 
 
 def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -228,7 +231,9 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO
     print(f"Plan for stack {stack} ({config.get(f'{PROJECT}:cloud', 'aws')}) from {args.config}\n", file=out)
     print(f"{tls_summary(run.outputs)}\n", file=out)
     print(format_plan(run), file=out)
-    violations = policy_violations(run.resources)
+    violations = policy_violations(
+        run.resources, allow_public_ssh=config.get(f"{PROJECT}:allowPublicSsh") in (True, "true")
+    )
     if violations is None:
         print("\npolicy pack: not found (policy/rules.py)", file=out)
         return EXIT_OK

@@ -8,7 +8,8 @@ built the way pulumi_policy's analyzer builds them.
 Resource policies see a resource's *inputs* (wire names, camelCase), as `pulumi preview`/`up` sends them
 before creating it. Stack policies see every resource's *outputs* after the deployment (in a preview: the
 planned outputs, with unknowns), plus which resources each input property depends on; they are used where a
-rule needs a related resource (a bucket and its public access block, encryption or policy).
+rule needs a related resource (a bucket and its public access block, encryption or policy) or several resources
+together (SSH opened on one security group or network by many rules).
 
 Names follow the checkov check a rule mirrors (checkov's terraform checks, same semantics unless a comment
 says otherwise); rules without a checkov counterpart are named `prefect-host-...`.
@@ -16,6 +17,7 @@ says otherwise); rules without a checkov counterpart are named `prefect-host-...
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 import json
@@ -26,6 +28,7 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
+    PolicyConfigSchema,
     PolicyCustomTimeouts,
     PolicyResource,
     PolicyResourceOptions,
@@ -35,6 +38,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.policy import _NotApplicableError  # what `args.not_applicable()` raises; evaluate() catches it
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 # Resource type tokens and (below) property names as in the pinned pulumi-aws 7.51.1 and pulumi-gcp 10.2.0 SDKs.
@@ -54,6 +58,7 @@ AWS_USER_POLICY = "aws:iam/userPolicy:UserPolicy"
 AWS_USER_POLICY_ATTACHMENT = "aws:iam/userPolicyAttachment:UserPolicyAttachment"
 AWS_POLICY_ATTACHMENT = "aws:iam/policyAttachment:PolicyAttachment"
 GCP_FIREWALL = "gcp:compute/firewall:Firewall"
+GCP_NETWORK = "gcp:compute/network:Network"
 GCP_INSTANCE = "gcp:compute/instance:Instance"
 
 # What may be reachable from anywhere: the Prefect UI/API (4200, also UDP as the issue asks) and 80/443.
@@ -63,6 +68,18 @@ SSH_PORT = 22
 # IPv6. ["0.0.0.0/1", "128.0.0.0/1"] is the world as surely as 0.0.0.0/0 (infra/ refuses both in sshAllowedCidrs
 # unless allowPublicSsh is set).
 SSH_MAX_ADDRESSES = {4: 2**24, 6: 2**96}
+# The SSH policies' one config property (see _unless_public_ssh_allowed), set with
+# `pulumi preview --policy-pack policy --policy-pack-config policy/allow-public-ssh.json`.
+ALLOW_PUBLIC_SSH = "allowPublicSsh"
+SSH_CONFIG_SCHEMA = PolicyConfigSchema(
+    properties={
+        ALLOW_PUBLIC_SSH: {
+            "type": "boolean",
+            "default": False,
+            "description": "The stack sets prefect-host:allowPublicSsh: SSH from anywhere is intended.",
+        }
+    }
+)
 ENCRYPTION_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 
 
@@ -236,6 +253,24 @@ def _ingress_openings(resource_type: str, props: Mapping) -> list[_Opening]:
 # Resource rules.
 
 
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _too_wide(sources: Iterable[str]) -> list[tuple[int, int, list[str]]]:
+    """(IP version, addresses covered, the CIDRs) for each version whose CIDRs together cover more than
+    SSH_MAX_ADDRESSES: judged by what the ranges cover together, so two /1s are the world as well."""
+    return [
+        (version, covered, cidrs)
+        for version, (covered, cidrs) in _coverage(sources).items()
+        if covered > SSH_MAX_ADDRESSES[version]
+    ]
+
+
+def _limit(version: int) -> str:
+    return f"/{8 if version == 4 else 32}"
+
+
 def _ssh_not_public(resource_types: tuple[str, ...]) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type not in resource_types:
@@ -248,16 +283,42 @@ def _ssh_not_public(resource_types: tuple[str, ...]) -> Callable[[ResourceValida
             )
         if world:
             return
-        # Judged by what the ranges cover together: two /1s are the world as well.
-        for version, (covered, sources) in _coverage(o.source for o in ssh).items():
-            if covered > SSH_MAX_ADDRESSES[version]:
-                listed = ", ".join(sources[:8]) + (", ..." if len(sources) > 8 else "")
-                report_violation(
-                    f"SSH (tcp 22) is open to {covered} IPv{version} addresses (from {listed}), more than a "
-                    f"/{8 if version == 4 else 32}. Allow port 22 only from sshAllowedCidrs."
-                )
+        for version, covered, sources in _too_wide(o.source for o in ssh):
+            report_violation(
+                f"SSH (tcp 22) is open to {covered} IPv{version} addresses (from {_listed(sources)}), more than a "
+                f"{_limit(version)}. Allow port 22 only from sshAllowedCidrs."
+            )
 
     return validate
+
+
+def _unless_public_ssh_allowed(
+    validate: Callable[[Any, ReportViolation], None],
+) -> Callable[[Any, ReportViolation], None]:
+    """An SSH-exposure validation that the policy config's allowPublicSsh turns off.
+
+    With allowPublicSsh true the policy is *skipped*: what it would report is raised as "not applicable"
+    (`args.not_applicable`), with that text as the reason, instead of as violations. Not advisory, because a
+    validation cannot choose the level of what it reports: the level is one per policy, which the CLI sets
+    from the config file (`"enforcementLevel"`), and `report_violation` takes none. And skipping is sound:
+    the flag mirrors infra's allowPublicSsh, which lifts the SSH limit altogether, so SSH from anywhere is
+    then the declared intent, chosen per `pulumi preview`/`up` run by passing the config file; every other
+    policy (prefect-host-public-ports-only above all) still applies. Whoever wants the findings shown as
+    warnings instead sets these policies to "advisory" in the config file, without allowPublicSsh.
+    """
+
+    def wrapped(args: Any, report_violation: ReportViolation) -> None:
+        if not _is_true(args.get_config().get(ALLOW_PUBLIC_SSH)):
+            validate(args, report_violation)
+            return
+        found: list[str] = []
+        validate(args, lambda message, urn=None: found.append(message))
+        if found:
+            args.not_applicable(
+                f"{ALLOW_PUBLIC_SSH} is set in the policy pack config; not enforced: " + " ".join(found)
+            )
+
+    return wrapped
 
 
 def _public_ports_only(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -351,6 +412,128 @@ def _gcp_serial_port_off(args: ResourceValidationArgs, report_violation: ReportV
     # GCE reads several spellings as true; accept only explicit "off" spellings.
     if str(value).strip().lower() not in ("false", "0", "no", "n"):
         report_violation(f'metadata serial-port-enable is {value!r}; remove it or set it to "false".')
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stack rule: SSH summed over every resource that opens it on one target.
+#
+# The rules above judge one resource's source ranges; a stack can open SSH to the world through many
+# resources that each pass (one vpc.SecurityGroupIngressRule per /9, as infra/ registers one rule per CIDR,
+# or several firewalls on one network). The target is the security group (its inline ingress and every
+# SecurityGroupRule / vpc.SecurityGroupIngressRule on it) or, on GCP, the network (its INGRESS firewalls,
+# whatever their target tags or service accounts: a network's exposure is judged as a whole, which can only
+# over-count). Not combined: several security groups on one instance, which AWS unites.
+# Reported per target and IP version when the sum is too wide *and* more than one resource adds to it: what
+# one resource opens alone is exactly what CKV_AWS_24 / CKV_GCP_2 judge, and is reported there, once.
+
+AWS_SECURITY_GROUPS = (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP)
+# Resource type -> (the input naming its target, the target's resource types, what the target is).
+_SSH_TARGET_REFERENCE = {
+    AWS_SECURITY_GROUP_RULE: ("securityGroupId", AWS_SECURITY_GROUPS, "security group"),
+    AWS_VPC_INGRESS_RULE: ("securityGroupId", AWS_SECURITY_GROUPS, "security group"),
+    GCP_FIREWALL: ("network", (GCP_NETWORK,), "network"),
+}
+
+
+@dataclass
+class _SshTarget:
+    label: str
+    resource: PolicyResource | None  # None: the target is not in this stack (or not identifiable)
+    sources: list[tuple[PolicyResource, str]]  # (a resource opening SSH on it, one of its source ranges)
+
+
+def _ip_version(cidr: str) -> int | None:
+    try:
+        return ipaddress.ip_network(cidr.strip(), strict=False).version
+    except ValueError:
+        return None
+
+
+def _network_reference(value: str) -> str:
+    """A network as a firewall names it: self link, `projects/P/global/networks/N` or plain `N`. Compared by
+    name N: names are unique within a project, and a stack's networks normally share one; merging two
+    projects' same-named networks could only over-count."""
+    return value.strip().rstrip("/").rsplit("/", 1)[-1]
+
+
+def _target_identifiers(resources: Iterable[PolicyResource]) -> dict[tuple[str, str], PolicyResource]:
+    """(kind, identifier) -> the security group or network in the stack that a rule's reference may name."""
+    found: dict[tuple[str, str], PolicyResource] = {}
+    for resource in resources:
+        if resource.resource_type in AWS_SECURITY_GROUPS:
+            if isinstance(group_id := _known(resource.props, "id"), str):
+                found["security group", group_id.strip()] = resource
+        elif resource.resource_type == GCP_NETWORK:
+            for key in ("id", "selfLink", "name"):
+                if isinstance(value := _known(resource.props, key), str):
+                    found["network", _network_reference(value)] = resource
+    return found
+
+
+def _ssh_target(
+    resource: PolicyResource, identifiers: Mapping[tuple[str, str], PolicyResource]
+) -> tuple[tuple, str, PolicyResource | None] | None:
+    """The key, description and resource (if in the stack) of the target a resource opens SSH on; None
+    when nothing identifies it (the resource rules then judge it alone)."""
+    if resource.resource_type in AWS_SECURITY_GROUPS:
+        return ("resource", resource.urn), f"security group {resource.name}", resource
+    prop, target_types, kind = _SSH_TARGET_REFERENCE[resource.resource_type]
+    # The engine tells which resources the reference was computed from: `security_group_id=group.id` names
+    # the group even in a preview, where a new group's id is unknown.
+    depends_on = resource.property_dependencies.get(prop, [])
+    targets = {d.urn: d for d in depends_on if d.resource_type in target_types}
+    if len(targets) == 1:
+        [target] = targets.values()
+        return ("resource", target.urn), f"{kind} {target.name}", target
+    value = _known(resource.props, prop)
+    if isinstance(value, str) and value.strip():
+        reference = _network_reference(value) if kind == "network" else value.strip()
+        if (target := identifiers.get((kind, reference))) is not None:
+            return ("resource", target.urn), f"{kind} {target.name}", target
+        return ("value", kind, reference), f"{kind} {value.strip()}", None
+    # Unknown in a preview and computed from no security group or network of the stack (another resource's
+    # output, e.g. a VPC's default security group): grouped by what is known, the resources it is computed
+    # from, so rules taking it from the same place are summed. `pulumi up` runs the stack policies again on
+    # the deployed outputs, where the value is known and groups by it.
+    if depends_on:
+        sources = tuple(sorted(d.urn for d in depends_on))
+        return ("computed", kind, sources), f"the {kind} computed from {_listed([d.name for d in depends_on])}", None
+    return None
+
+
+def _ssh_openings(resource: PolicyResource) -> list[_Opening]:
+    # A security group's `ingress` is a computed output: unknown in a preview unless declared inline, so
+    # unknown means none declared (the separate rules that AWS later lists there are counted themselves).
+    if resource.resource_type in AWS_SECURITY_GROUPS and _known(resource.props, "ingress") is None:
+        return []
+    # Any other unknown (a source range computed from another resource) raises: the engine then reports
+    # that the policy cannot run in this preview, rather than a sum that leaves ranges out.
+    return [o for o in _ingress_openings(resource.resource_type, resource.props) if o.covers("tcp", SSH_PORT)]
+
+
+def _ssh_total_per_target(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    identifiers = _target_identifiers(args.resources)
+    targets: dict[tuple, _SshTarget] = {}
+    for resource in args.resources:
+        if resource.resource_type not in (*AWS_SECURITY_GROUPS, *_SSH_TARGET_REFERENCE):
+            continue
+        openings = _ssh_openings(resource)
+        if not openings or (found := _ssh_target(resource, identifiers)) is None:
+            continue
+        key, label, target_resource = found
+        target = targets.setdefault(key, _SshTarget(label, target_resource, []))
+        target.sources += [(resource, o.source) for o in openings]
+    for target in targets.values():
+        for version, covered, sources in _too_wide(source for _, source in target.sources):
+            members = {r.urn: r.name for r, source in target.sources if _ip_version(source) == version}
+            if len(members) < 2:
+                continue
+            report_violation(
+                f"SSH (tcp 22) to {target.label} is open to {covered} IPv{version} addresses in all, more than a "
+                f"{_limit(version)}: {len(members)} resources ({_listed(list(members.values()))}) allow it from "
+                f"{_listed(sources)}. Allow port 22 only from sshAllowedCidrs.",
+                target.resource.urn if target.resource is not None else None,
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -485,7 +668,8 @@ def _bucket_tls_only(args: StackValidationArgs, report_violation: ReportViolatio
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The rules. Each is mandatory: a violation fails `pulumi preview`/`up` with `--policy-pack policy`.
+# The rules. Each is mandatory: a violation fails `pulumi preview`/`up` with `--policy-pack policy`. The SSH
+# exposure rules take one config property, allowPublicSsh (policy/allow-public-ssh.json sets it on all three).
 
 MANDATORY = EnforcementLevel.MANDATORY
 
@@ -498,8 +682,20 @@ def _stack_rule(name: str, description: str, validate) -> StackValidationPolicy:
     return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY)
 
 
+def _ssh_rule(policy_type: type[Policy], name: str, description: str, validate) -> Policy:
+    """An SSH-exposure rule: mandatory, and skipped when its config sets allowPublicSsh."""
+    return policy_type(
+        name=name,
+        description=description,
+        validate=_unless_public_ssh_allowed(validate),
+        enforcement_level=MANDATORY,
+        config_schema=SSH_CONFIG_SCHEMA,
+    )
+
+
 ALL: list[Policy] = [
-    _resource_rule(
+    _ssh_rule(
+        ResourceValidationPolicy,
         "CKV_AWS_24",
         "No security group allows ingress to port 22 from 0.0.0.0/0 or ::/0, or from ranges covering more than a "
         "/8 of IPv4 or a /32 of IPv6.",
@@ -507,11 +703,19 @@ ALL: list[Policy] = [
             (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP, AWS_SECURITY_GROUP_RULE, AWS_VPC_INGRESS_RULE)
         ),
     ),
-    _resource_rule(
+    _ssh_rule(
+        ResourceValidationPolicy,
         "CKV_GCP_2",
         "No GCP firewall rule allows ingress to port 22 from 0.0.0.0/0 or ::/0, or from ranges covering more than a "
         "/8 of IPv4 or a /32 of IPv6.",
         _ssh_not_public((GCP_FIREWALL,)),
+    ),
+    _ssh_rule(
+        StackValidationPolicy,
+        "prefect-host-ssh-total-per-target",
+        "No security group (its inline ingress and every rule on it, summed) or GCP network (its INGRESS "
+        "firewalls, summed) lets port 22 in from more than a /8 of IPv4 or a /32 of IPv6.",
+        _ssh_total_per_target,
     ),
     _resource_rule(
         "prefect-host-public-ports-only",
@@ -567,15 +771,30 @@ def _options(parent: str | None) -> PolicyResourceOptions:
     )
 
 
-def evaluate(resources: Iterable[Any]) -> list[Violation]:
-    """Run every rule over `resources` (objects with `.type`, `.name`, `.inputs`, optionally `.urn`,
+def _policy_config(policy: Policy, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy's properties as the engine hands them over: the schema's defaults, then what the config file
+    gives (its "enforcementLevel" is the engine's business, not the policy's)."""
+    schema = policy.config_schema.properties if policy.config_schema is not None else {}
+    given = _mapping(config.get(policy.name))
+    return {
+        **{key: spec["default"] for key, spec in schema.items() if "default" in spec},
+        **{key: value for key, value in given.items() if key != "enforcementLevel"},
+    }
+
+
+def evaluate(resources: Iterable[Any], config: Mapping[str, Any] | None = None) -> list[Violation]:
+    """Run every rule over `resources` (objects with `.type`, `.name`, `.inputs`, optionally `.urn`, `.id`,
     `.outputs`, `.parent`) and return the violations, in rule order.
 
     As in the engine, resource rules get each resource's inputs; stack rules get its outputs, which the
-    bridged AWS/GCP providers return as a superset of the inputs, so mocked outputs are laid over the inputs.
-    Nothing here knows property dependencies, so stack rules match related resources by value.
+    bridged AWS/GCP providers return as a superset of the inputs, with the resource's id among them, so
+    mocked outputs (and `.id`) are laid over the inputs. Nothing here knows property dependencies, so stack
+    rules match related resources by value.
+    `config` is the policy pack config, shaped as the file `--policy-pack-config` takes: policy name ->
+    properties. A policy that declares itself not applicable under it reports nothing.
     """
     records = list(resources)
+    config = config or {}
     urns = [
         getattr(r, "urn", None) or f"urn:pulumi:evaluate::evaluate::{r.type}::{r.name}#{i}"
         for i, r in enumerate(records)
@@ -589,18 +808,31 @@ def evaluate(resources: Iterable[Any]) -> list[Violation]:
 
         return report_violation
 
+    def run(policy: Policy, args: Any, report_violation: ReportViolation) -> None:
+        with contextlib.suppress(_NotApplicableError):
+            policy.validate(args, report_violation)
+
     for policy in ALL:
+        policy_config = _policy_config(policy, config)
         if isinstance(policy, ResourceValidationPolicy):
             for record, urn in zip(records, urns, strict=True):
                 props = unknown_checking_proxy(copy.deepcopy(dict(record.inputs)))
                 args = ResourceValidationArgs(
-                    record.type, props, urn, record.name, _options(getattr(record, "parent", None)), None
+                    record.type,
+                    props,
+                    urn,
+                    record.name,
+                    _options(getattr(record, "parent", None)),
+                    None,
+                    copy.deepcopy(policy_config),
                 )
-                policy.validate(args, reporter(policy, record.name))
+                run(policy, args, reporter(policy, record.name))
         else:
             stack = []
             for record, urn in zip(records, urns, strict=True):
                 props = {**record.inputs, **(getattr(record, "outputs", None) or {})}
+                if getattr(record, "id", None) and "id" not in props:
+                    props["id"] = record.id
                 stack.append(
                     PolicyResource(
                         record.type,
@@ -614,5 +846,5 @@ def evaluate(resources: Iterable[Any]) -> list[Violation]:
                         {},
                     )
                 )
-            policy.validate(StackValidationArgs(stack, None), reporter(policy, ""))
+            run(policy, StackValidationArgs(stack, copy.deepcopy(policy_config)), reporter(policy, ""))
     return violations

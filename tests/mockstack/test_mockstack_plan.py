@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 import mockstack
 from mockstack import plan
@@ -107,6 +108,18 @@ def test_config_error_is_one_line_and_exit_2(tmp_path):
     assert err.count("\n") == 1 and "prefect-host:sshAllowedCidrs" in err and "allowPublicSsh" in err
 
 
+def test_a_stack_that_allows_public_ssh_is_judged_with_the_packs_config(tmp_path):
+    """allowPublicSsh: the SSH policies stand down (policy/allow-public-ssh.json); the others still judge."""
+    document = yaml.safe_load(EXAMPLES["aws"].read_text())
+    document["config"].update({"prefect-host:sshAllowedCidrs": ["0.0.0.0/0"], "prefect-host:allowPublicSsh": True})
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(document))
+    code, out, err = run_main(path)
+    assert err == "" and code == plan.EXIT_OK and "policy pack: 0 violations" in out
+    without = plan.policy_violations(plan.record_program(plan.load_stack_file(path), stack="dev").resources)
+    assert {v.policy for v in without} == {"CKV_AWS_24"}
+
+
 @dataclass
 class FakeViolation:
     policy: str
@@ -117,7 +130,7 @@ class FakeViolation:
 def test_violations_are_listed_and_fail_the_plan(monkeypatch):
     seen = []
 
-    def evaluate(resources):
+    def evaluate(resources, **_):
         seen.extend(resources)
         return [FakeViolation("CKV_AWS_79", "prefect-host-dev-vm", "IMDSv2 is not required")]
 

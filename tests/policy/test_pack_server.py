@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from google.protobuf import empty_pb2, struct_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2 as proto
 from pulumi.runtime.proto import analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
@@ -27,6 +27,8 @@ from policy import rules
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policy"
 STACK = "urn:pulumi:dev::prefect-host::"
+TOTAL = "prefect-host-ssh-total-per-target"
+SSH_POLICIES = {"CKV_AWS_24", "CKV_GCP_2", TOTAL}
 
 
 def pack_virtualenv() -> Path:
@@ -92,7 +94,16 @@ def test_engine_sees_every_rule_as_mandatory(analyzer):
     assert [p.name for p in info.policies] == [p.name for p in rules.ALL]
     assert {p.enforcementLevel for p in info.policies} == {proto.MANDATORY}
     stack_rules = {p.name for p in info.policies if p.policy_type == proto.PolicyType.POLICY_TYPE_STACK}
-    assert stack_rules == {"CKV2_AWS_6", "CKV_AWS_19", "prefect-host-s3-tls-only"}
+    assert stack_rules == {TOTAL, "CKV2_AWS_6", "CKV_AWS_19", "prefect-host-s3-tls-only"}
+
+
+def test_engine_sees_the_ssh_rules_config_schema(analyzer):
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    schemas = {p.name: json_format.MessageToDict(p.configSchema) for p in info.policies if p.HasField("configSchema")}
+    assert set(schemas) == SSH_POLICIES
+    for schema in schemas.values():
+        assert schema["properties"]["allowPublicSsh"]["type"] == "boolean"
+        assert schema["properties"]["allowPublicSsh"]["default"] is False
 
 
 def test_resource_rules_run_on_inputs(analyzer):
@@ -180,3 +191,133 @@ def test_stack_rule_reports_the_bucket(analyzer):
     [diagnostic] = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=resources)).diagnostics
     assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV2_AWS_6", proto.MANDATORY)
     assert diagnostic.urn == resources[0].urn
+
+
+# --- SSH summed per security group, in a preview: the rules' securityGroupId is unknown, the engine's
+# property dependencies name the group.
+
+
+def preview_ssh(cidrs: list[str], depends_on: str | None = "sg") -> list:
+    group = stack_resource(
+        rules.AWS_SECURITY_GROUP, "sg", {"id": UNKNOWN_STRING_VALUE, "ingress": UNKNOWN_STRING_VALUE, "name": "sg"}
+    )
+    vpc = stack_resource("aws:ec2/vpc:Vpc", "vpc", {"id": UNKNOWN_STRING_VALUE})
+    reference = {"sg": group.urn, "vpc": vpc.urn}.get(depends_on)
+    ingress = [
+        stack_resource(
+            rules.AWS_VPC_INGRESS_RULE,
+            f"ssh-{i}",
+            {
+                "securityGroupId": UNKNOWN_STRING_VALUE,
+                "ipProtocol": "tcp",
+                "fromPort": 22,
+                "toPort": 22,
+                "cidrIpv4": cidr,
+            },
+            {"securityGroupId": reference} if reference else None,
+        )
+        for i, cidr in enumerate(cidrs)
+    ]
+    return [group, vpc, *ingress]
+
+
+SLASH_9S = ["10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/9"]
+
+
+def test_ssh_is_summed_per_security_group_through_property_dependencies(analyzer):
+    resources = preview_ssh(SLASH_9S)
+    [diagnostic] = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=resources)).diagnostics
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == (TOTAL, proto.MANDATORY)
+    assert diagnostic.urn == resources[0].urn
+    assert "security group sg is open to 25165824 IPv4 addresses in all" in diagnostic.message
+    within = preview_ssh(SLASH_9S[:2])
+    assert list(analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=within)).diagnostics) == []
+
+
+def test_rules_on_a_group_computed_from_another_resource_are_summed_by_that_resource(analyzer):
+    # E.g. `security_group_id=vpc.default_security_group_id`: unknown in a preview, depends on the VPC only.
+    [diagnostic] = analyzer.AnalyzeStack(
+        proto.AnalyzeStackRequest(resources=preview_ssh(SLASH_9S, depends_on="vpc"))
+    ).diagnostics
+    assert (diagnostic.policyName, diagnostic.enforcementLevel, diagnostic.urn) == (TOTAL, proto.MANDATORY, "")
+    assert "the security group computed from vpc" in diagnostic.message
+
+
+def test_rules_on_an_unidentifiable_group_are_left_to_the_resource_rules(analyzer):
+    resources = preview_ssh(SLASH_9S, depends_on=None)
+    assert list(analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=resources)).diagnostics) == []
+
+
+# --- The pack config, as `pulumi preview --policy-pack policy --policy-pack-config FILE` hands it over.
+
+
+def configure_like_the_cli(stub, config_file: dict) -> None:
+    """What the CLI sends (pulumi's ReconcilePolicyPackConfig): every policy with its enforcement level and
+    its schema's defaults, then the file's entries over them (a string: a level; an object: properties,
+    "enforcementLevel" among them)."""
+    request = proto.ConfigureAnalyzerRequest()
+    for policy in stub.GetAnalyzerInfo(empty_pb2.Empty()).policies:
+        schema = json_format.MessageToDict(policy.configSchema).get("properties", {})
+        properties = {key: spec["default"] for key, spec in schema.items() if "default" in spec}
+        level = policy.enforcementLevel
+        given = config_file.get(policy.name, {})
+        if isinstance(given, str):
+            given = {"enforcementLevel": given}
+        given = dict(given)
+        if "enforcementLevel" in given:
+            level = proto.EnforcementLevel.Value(given.pop("enforcementLevel").upper())
+        properties |= given
+        request.policyConfig[policy.name].CopyFrom(
+            proto.PolicyConfig(enforcementLevel=level, properties=struct(properties))
+        )
+    stub.Configure(request)
+
+
+@pytest.fixture
+def configured(analyzer):
+    try:
+        yield lambda config_file: configure_like_the_cli(analyzer, config_file)
+    finally:
+        configure_like_the_cli(analyzer, {})
+
+
+WORLD_SSH = {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "0.0.0.0/0"}
+
+
+def test_allow_public_ssh_config_makes_the_ssh_rules_not_applicable(analyzer, configured):
+    configured(json.loads((POLICY_DIR / "allow-public-ssh.json").read_text()))
+    response = analyzer.Analyze(
+        proto.AnalyzeRequest(
+            type=rules.AWS_VPC_INGRESS_RULE,
+            name="ssh",
+            urn=f"{STACK}{rules.AWS_VPC_INGRESS_RULE}::ssh",
+            properties=struct(WORLD_SSH),
+        )
+    )
+    assert list(response.diagnostics) == []
+    [skipped] = response.not_applicable
+    assert skipped.policy_name == "CKV_AWS_24" and "allowPublicSsh" in skipped.reason and "0.0.0.0/0" in skipped.reason
+
+    response = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=preview_ssh(SLASH_9S)))
+    assert list(response.diagnostics) == []
+    assert [s.policy_name for s in response.not_applicable] == [TOTAL]
+
+    # Every other rule is as mandatory as before.
+    imds_v1 = {"metadataOptions": {"httpTokens": "optional"}, "rootBlockDevice": {"encrypted": True}}
+    [diagnostic] = analyze(analyzer, rules.AWS_INSTANCE, "vm", imds_v1)
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_79", proto.MANDATORY)
+
+
+def test_the_ssh_rules_can_be_made_advisory_instead(analyzer, configured):
+    # The README's alternative: the findings stay visible, as warnings.
+    configured(dict.fromkeys(SSH_POLICIES, "advisory"))
+    [diagnostic] = analyze(analyzer, rules.AWS_VPC_INGRESS_RULE, "ssh", WORLD_SSH)
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_24", proto.ADVISORY)
+    [diagnostic] = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=preview_ssh(SLASH_9S))).diagnostics
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == (TOTAL, proto.ADVISORY)
+
+
+def test_allow_public_ssh_false_keeps_the_ssh_rules_mandatory(analyzer, configured):
+    configured({name: {"allowPublicSsh": False} for name in SSH_POLICIES})
+    [diagnostic] = analyze(analyzer, rules.AWS_VPC_INGRESS_RULE, "ssh", WORLD_SSH)
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_24", proto.MANDATORY)

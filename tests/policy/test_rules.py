@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
+from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy.policy import _NotApplicableError
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy import rules
 from policy.rules import Violation, evaluate
@@ -26,6 +28,7 @@ SSH_CIDR = "203.0.113.0/24"
 
 SSH = "CKV_AWS_24"
 GCP_SSH = "CKV_GCP_2"
+TOTAL = "prefect-host-ssh-total-per-target"
 PORTS = "prefect-host-public-ports-only"
 TLS = "prefect-host-s3-tls-only"
 SECURE_BOOT = "prefect-host-gcp-secure-boot"
@@ -105,8 +108,8 @@ def storage_and_access() -> list[Res]:
     ]
 
 
-def vpc_rule(name: str, protocol: str, port: int | None, **source) -> Res:
-    inputs = {"securityGroupId": "sg-0123", "ipProtocol": protocol, **source}
+def vpc_rule(name: str, protocol: str, port: int | None, group: str = "sg-0123", **source) -> Res:
+    inputs = {"securityGroupId": group, "ipProtocol": protocol, **source}
     if port is not None:
         inputs |= {"fromPort": port, "toPort": port}
     return Res(rules.AWS_VPC_INGRESS_RULE, name, inputs)
@@ -119,7 +122,7 @@ def aws_graph() -> list[Res]:
         for fam, key, cidr in (("v4", "cidrIpv4", "0.0.0.0/0"), ("v6", "cidrIpv6", "::/0"))
     ]
     return [
-        Res("aws:ec2/securityGroup:SecurityGroup", "host-sg", {"description": "prefect-host dev"}),
+        Res(rules.AWS_SECURITY_GROUP, "host-sg", {"description": "prefect-host dev"}, outputs={"id": "sg-0123"}),
         *prefect_rules,
         vpc_rule("host-tcp-22", "tcp", 22, cidrIpv4=SSH_CIDR),
         # Egress to the world is fine: only ingress is checked.
@@ -160,9 +163,17 @@ def gcp_firewall(name: str, allows: list[dict], source_ranges: list[str], **extr
     )
 
 
+SSH_ALLOW = [{"protocol": "tcp", "ports": ["22"]}]
+
+
 def gcp_graph() -> list[Res]:
     return [
-        Res("gcp:compute/network:Network", "host-net", {"autoCreateSubnetworks": False}),
+        Res(
+            rules.GCP_NETWORK,
+            "host-net",
+            {"autoCreateSubnetworks": False},
+            outputs={"name": "net", "id": "projects/demo-project/global/networks/net"},
+        ),
         *[
             gcp_firewall(f"host-{p}-{port}", [{"protocol": p, "ports": [str(port)]}], ["0.0.0.0/0"])
             for p, port in (("tcp", 80), ("tcp", 443), ("tcp", 4200), ("udp", 4200))
@@ -254,12 +265,19 @@ def bucket_policy(document) -> list[Res]:
 
 
 WORLD_22 = {"fromPort": 22, "toPort": 22}
-BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
+# A case the summing rule (TOTAL) raises as well: on the resource, and on the target it opens SSH on.
+ON_SG = frozenset({"bad", "host-sg"})
+ON_NET = frozenset({"bad", "host-net"})
+BROKEN: dict[str, tuple[list[Res], set[str], str | frozenset[str]]] = {
     # --- SSH on AWS, in all three ways a rule can be written, and the default security group.
-    "vpc-rule-ssh-ipv4-world": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/0")), {SSH}, "bad"),
+    "vpc-rule-ssh-ipv4-world": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/0")), {SSH, TOTAL}, ON_SG),
     "vpc-rule-ssh-ipv6-world": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv6="::/0")), {SSH}, "bad"),
-    "vpc-rule-ssh-protocol-number": (aws_plus(vpc_rule("bad", "6", 22, cidrIpv4="0.0.0.0/0")), {SSH}, "bad"),
-    "vpc-rule-ssh-zero-prefix-spelling": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="10.0.0.0/0")), {SSH}, "bad"),
+    "vpc-rule-ssh-protocol-number": (aws_plus(vpc_rule("bad", "6", 22, cidrIpv4="0.0.0.0/0")), {SSH, TOTAL}, ON_SG),
+    "vpc-rule-ssh-zero-prefix-spelling": (
+        aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="10.0.0.0/0")),
+        {SSH, TOTAL},
+        ON_SG,
+    ),
     "sg-rule-ssh-world": (
         aws_plus(
             Res(
@@ -274,8 +292,8 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
                 },
             )
         ),
-        {SSH},
-        "bad",
+        {SSH, TOTAL},
+        ON_SG,
     ),
     "inline-ingress-ssh-ipv6-world": (
         set_inputs(
@@ -298,7 +316,11 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
         "bad",
     ),
     # --- Everything open, or ranges covering 22: both SSH and the public-ports rule.
-    "vpc-rule-all-protocols": (aws_plus(vpc_rule("bad", "-1", None, cidrIpv4="0.0.0.0/0")), {SSH, PORTS}, "bad"),
+    "vpc-rule-all-protocols": (
+        aws_plus(vpc_rule("bad", "-1", None, cidrIpv4="0.0.0.0/0")),
+        {SSH, PORTS, TOTAL},
+        ON_SG,
+    ),
     "sg-rule-protocol-all-0-65535": (
         aws_plus(
             Res(
@@ -316,7 +338,7 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
             "host-sg",
             {"ingress": [{"protocol": "tcp", "fromPort": 0, "toPort": 65535, "cidrBlocks": ["0.0.0.0/0"]}]},
         ),
-        {SSH, PORTS},
+        {SSH, PORTS, TOTAL},
         "host-sg",
     ),
     "vpc-rule-range-20-30": (
@@ -363,15 +385,23 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
     ),
     "gcp-firewall-icmp": (gcp_plus(gcp_firewall("bad", [{"protocol": "icmp"}], ["0.0.0.0/0"])), {PORTS}, "bad"),
     # --- SSH open to more than a /8 of IPv4 or a /32 of IPv6, in ranges none of which is the world.
-    "vpc-rule-ssh-ipv4-half-the-internet": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="128.0.0.0/1")), {SSH}, "bad"),
-    "vpc-rule-ssh-ipv6-wider-than-32": (aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv6="2001:db8::/31")), {SSH}, "bad"),
+    "vpc-rule-ssh-ipv4-half-the-internet": (
+        aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="128.0.0.0/1")),
+        {SSH, TOTAL},
+        ON_SG,
+    ),
+    "vpc-rule-ssh-ipv6-wider-than-32": (
+        aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv6="2001:db8::/31")),
+        {SSH},
+        "bad",
+    ),
     "inline-ingress-ssh-two-halves": (
         set_inputs(
             aws_graph(),
             "host-sg",
             {"ingress": [{"protocol": "tcp", **WORLD_22, "cidrBlocks": ["0.0.0.0/1", "128.0.0.0/1"]}]},
         ),
-        {SSH},
+        {SSH, TOTAL},
         "host-sg",
     ),
     "sg-rule-ssh-three-slash-9s": (
@@ -388,24 +418,125 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
                 },
             )
         ),
-        {SSH},
-        "bad",
+        {SSH, TOTAL},
+        ON_SG,
     ),
     "gcp-firewall-ssh-two-halves": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/1", "128.0.0.0/1"])),
-        {GCP_SSH},
-        "bad",
+        {GCP_SSH, TOTAL},
+        ON_NET,
     ),
     "gcp-firewall-all-from-a-slash-7": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "all"}], ["10.0.0.0/7"])),
+        {GCP_SSH, TOTAL},
+        ON_NET,
+    ),
+    # --- SSH summed over every resource on one security group or network: each passes alone, not together.
+    "vpc-rules-ssh-three-slash-9s-on-one-group": (
+        aws_plus(*(vpc_rule(f"ok-{c}", "tcp", 22, cidrIpv4=c) for c in ("10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/9"))),
+        {TOTAL},
+        "host-sg",
+    ),
+    "vpc-rules-ssh-two-halves-on-one-group": (
+        aws_plus(
+            vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/1"), vpc_rule("bad-2", "tcp", 22, cidrIpv4="128.0.0.0/1")
+        ),
+        {SSH, TOTAL},
+        frozenset({"bad", "bad-2", "host-sg"}),
+    ),
+    # Split across two groups, the halves are judged one by one (CKV_AWS_24), never summed.
+    "vpc-rules-ssh-two-halves-on-two-groups": (
+        aws_plus(
+            vpc_rule("bad", "tcp", 22, group="sg-a", cidrIpv4="0.0.0.0/1"),
+            vpc_rule("bad-2", "tcp", 22, group="sg-b", cidrIpv4="128.0.0.0/1"),
+        ),
+        {SSH},
+        frozenset({"bad", "bad-2"}),
+    ),
+    "vpc-rules-ssh-ipv6-two-slash-33s-and-a-slash-48": (
+        aws_plus(
+            *(
+                vpc_rule(f"ok-{c}", "tcp", 22, cidrIpv6=c)
+                for c in ("2001:db8::/33", "2001:db8:8000::/33", "2001:db9::/48")
+            )
+        ),
+        {TOTAL},
+        "host-sg",
+    ),
+    "inline-ingress-and-sg-rule-on-one-group": (
+        set_inputs(
+            aws_plus(
+                Res(
+                    rules.AWS_SECURITY_GROUP_RULE,
+                    "ok",
+                    {
+                        "type": "ingress",
+                        "protocol": "tcp",
+                        **WORLD_22,
+                        "cidrBlocks": ["10.128.0.0/9"],
+                        "securityGroupId": "sg-0123",
+                    },
+                )
+            ),
+            "host-sg",
+            {"ingress": [{"protocol": "tcp", **WORLD_22, "cidrBlocks": ["10.0.0.0/9"]}]},
+        ),
+        {TOTAL},
+        "host-sg",
+    ),
+    "vpc-rule-all-ports-and-ssh-rule-on-one-group": (
+        aws_plus(vpc_rule("ok", "-1", None, cidrIpv4="10.0.0.0/8")),
+        {TOTAL},
+        "host-sg",
+    ),
+    # A group the stack does not hold (an existing one, by id): the stack itself is reported.
+    "vpc-rules-ssh-three-slash-9s-on-a-group-outside-the-stack": (
+        aws_plus(
+            *(
+                vpc_rule(f"ok-{c}", "tcp", 22, group="sg-elsewhere", cidrIpv4=c)
+                for c in ("10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/9")
+            )
+        ),
+        {TOTAL},
+        "",
+    ),
+    "gcp-firewalls-ssh-two-slash-9s-on-one-network": (
+        gcp_plus(*(gcp_firewall(f"ok-{c}", SSH_ALLOW, [c]) for c in ("10.0.0.0/9", "10.128.0.0/9"))),
+        {TOTAL},
+        "host-net",
+    ),
+    "gcp-firewalls-ssh-two-halves-on-one-network": (
+        gcp_plus(gcp_firewall("bad", SSH_ALLOW, ["0.0.0.0/1"]), gcp_firewall("bad-2", SSH_ALLOW, ["128.0.0.0/1"])),
+        {GCP_SSH, TOTAL},
+        frozenset({"bad", "bad-2", "host-net"}),
+    ),
+    "gcp-firewalls-ssh-two-halves-on-two-networks": (
+        gcp_plus(
+            gcp_firewall("bad", SSH_ALLOW, ["0.0.0.0/1"], network="a"),
+            gcp_firewall("bad-2", SSH_ALLOW, ["128.0.0.0/1"], network="b"),
+        ),
         {GCP_SSH},
-        "bad",
+        frozenset({"bad", "bad-2"}),
+    ),
+    # One network, named by self link, by id and by name.
+    "gcp-firewalls-ssh-on-one-network-named-three-ways": (
+        gcp_plus(
+            gcp_firewall(
+                "ok-1",
+                SSH_ALLOW,
+                ["10.0.0.0/9"],
+                network="https://www.googleapis.com/compute/v1/projects/demo-project/global/networks/net",
+            ),
+            gcp_firewall("ok-2", SSH_ALLOW, ["10.128.0.0/9"], network="projects/demo-project/global/networks/net"),
+        ),
+        {TOTAL},
+        "host-net",
     ),
     # --- SSH on GCP.
     "gcp-firewall-ssh-world": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"])),
-        {GCP_SSH},
-        "bad",
+        {GCP_SSH, TOTAL},
+        ON_NET,
     ),
     "gcp-firewall-ssh-ipv6-world-among-others": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], [SSH_CIDR, "::/0"])),
@@ -425,15 +556,19 @@ BROKEN: dict[str, tuple[list[Res], set[str], str]] = {
     ),
     "gcp-firewall-range-20-30": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["20-30"]}], ["0.0.0.0/0"])),
-        {GCP_SSH, PORTS},
-        "bad",
+        {GCP_SSH, PORTS, TOTAL},
+        ON_NET,
     ),
     "gcp-firewall-tcp-no-ports": (
         gcp_plus(gcp_firewall("bad", [{"protocol": "tcp"}], ["0.0.0.0/0"])),
-        {GCP_SSH, PORTS},
-        "bad",
+        {GCP_SSH, PORTS, TOTAL},
+        ON_NET,
     ),
-    "gcp-firewall-all": (gcp_plus(gcp_firewall("bad", [{"protocol": "all"}], ["0.0.0.0/0"])), {GCP_SSH, PORTS}, "bad"),
+    "gcp-firewall-all": (
+        gcp_plus(gcp_firewall("bad", [{"protocol": "all"}], ["0.0.0.0/0"])),
+        {GCP_SSH, PORTS, TOTAL},
+        ON_NET,
+    ),
     # --- IMDSv2.
     "imds-optional": (
         aws_vm(metadataOptions={"httpEndpoint": "enabled", "httpTokens": "optional"}),
@@ -581,12 +716,52 @@ COMPLIANT: dict[str, list[Res]] = {
             ]
         },
     ),
-    # At most a /8 of IPv4 and a /32 of IPv6 in all (overlaps merged): not the world.
+    # At most a /8 of IPv4 and a /32 of IPv6 in all (overlaps merged): not the world. On a group or network of
+    # their own: with the host's SSH range on the same one they would be more (broken cases above).
     "ssh-from-a-slash-8-and-a-slash-32": aws_plus(
-        vpc_rule("ok-v4", "tcp", 22, cidrIpv4="10.0.0.0/8"), vpc_rule("ok-v6", "tcp", 22, cidrIpv6="2001:db8::/32")
+        vpc_rule("ok-v4", "tcp", 22, group="sg-other", cidrIpv4="10.0.0.0/8"),
+        vpc_rule("ok-v6", "tcp", 22, group="sg-other", cidrIpv6="2001:db8::/32"),
     ),
     "gcp-firewall-ssh-two-slash-9s-and-an-overlap": gcp_plus(
-        gcp_firewall("ok", [{"protocol": "tcp", "ports": ["22"]}], ["10.0.0.0/9", "10.128.0.0/9", "10.1.0.0/16"])
+        gcp_firewall("ok", SSH_ALLOW, ["10.0.0.0/9", "10.128.0.0/9", "10.1.0.0/16"], network="other")
+    ),
+    # Summed over one target, within the limits (overlaps merged).
+    "vpc-rules-ssh-within-the-limit-on-one-group": aws_plus(
+        vpc_rule("ok-1", "tcp", 22, cidrIpv4="10.0.0.0/9"),
+        vpc_rule("ok-2", "tcp", 22, cidrIpv4="10.64.0.0/10"),
+        vpc_rule("ok-3", "tcp", 22, cidrIpv4="10.1.0.0/16"),
+        vpc_rule("ok-4", "tcp", 22, cidrIpv6="2001:db8::/33"),
+        vpc_rule("ok-5", "tcp", 22, cidrIpv6="2001:db8:8000::/33"),
+    ),
+    "vpc-rules-ssh-slash-9s-on-two-groups": aws_plus(
+        vpc_rule("ok-1", "tcp", 22, cidrIpv4="10.0.0.0/9"),
+        vpc_rule("ok-2", "tcp", 22, group="sg-other", cidrIpv4="10.128.0.0/9"),
+        vpc_rule("ok-3", "tcp", 22, group="sg-other", cidrIpv4="11.0.0.0/9"),
+    ),
+    "vpc-rules-wide-on-other-ports-and-egress": aws_plus(
+        vpc_rule("ok-1", "tcp", 2222, cidrIpv4="10.0.0.0/9"),
+        vpc_rule("ok-2", "udp", 22, cidrIpv4="10.128.0.0/9"),
+        vpc_rule("ok-3", "tcp", 22, cidrIpv4="11.0.0.0/9"),
+        Res(
+            rules.AWS_SECURITY_GROUP_RULE,
+            "ok-4",
+            {
+                "type": "egress",
+                "protocol": "tcp",
+                **WORLD_22,
+                "cidrBlocks": ["12.0.0.0/9"],
+                "securityGroupId": "sg-0123",
+            },
+        ),
+    ),
+    "gcp-firewalls-ssh-within-the-limit-on-one-network": gcp_plus(
+        gcp_firewall("ok-1", SSH_ALLOW, ["10.0.0.0/9"]),
+        gcp_firewall("ok-2", SSH_ALLOW, ["10.0.0.0/10", "10.64.0.0/10"]),
+    ),
+    "gcp-firewalls-ssh-disabled-or-on-another-network": gcp_plus(
+        gcp_firewall("ok-1", SSH_ALLOW, ["10.0.0.0/9"]),
+        gcp_firewall("ok-2", SSH_ALLOW, ["10.128.0.0/9"], disabled=True),
+        gcp_firewall("ok-3", SSH_ALLOW, ["11.0.0.0/9"], network="other"),
     ),
     "gcp-firewall-wide-ranges-on-other-ports": gcp_plus(
         gcp_firewall("ok", [{"protocol": "tcp", "ports": ["4200"]}], ["0.0.0.0/1", "128.0.0.0/1"])
@@ -634,10 +809,10 @@ COMPLIANT: dict[str, list[Res]] = {
 
 @pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
 def test_broken_graph_raises_exactly_its_rules(case):
-    graph, expected, resource = BROKEN[case]
+    graph, expected, resources = BROKEN[case]
     violations = evaluate(graph)
     assert {v.policy for v in violations} == expected, violations
-    assert {v.resource for v in violations} == {resource}, violations
+    assert {v.resource for v in violations} == ({resources} if isinstance(resources, str) else resources), violations
     assert all(v.message for v in violations)
 
 
@@ -653,22 +828,121 @@ def test_every_rule_has_a_case_that_raises_it_alone():
 
 def test_rules_are_mandatory_with_unique_names():
     names = [policy.name for policy in rules.ALL]
-    assert len(names) == len(set(names)) == 17
+    assert len(names) == len(set(names)) == 18
     assert all(policy.enforcement_level is rules.EnforcementLevel.MANDATORY for policy in rules.ALL)
 
 
 def test_ssh_coverage_violation_names_the_ranges_and_the_count():
     graph = gcp_plus(gcp_firewall("bad", [{"protocol": "tcp", "ports": ["22"]}], ["0.0.0.0/1", "128.0.0.0/1"]))
-    [violation] = evaluate(graph)
-    assert violation.policy == GCP_SSH and "4294967296 IPv4 addresses" in violation.message
+    [violation] = [v for v in evaluate(graph) if v.policy == GCP_SSH]
+    assert violation.resource == "bad" and "4294967296 IPv4 addresses" in violation.message
     assert "0.0.0.0/1, 128.0.0.0/1" in violation.message and "more than a /8" in violation.message
 
 
 def test_violation_names_rule_resource_and_cause():
     graph = aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/0"))
-    [violation] = evaluate(graph)
+    [violation] = [v for v in evaluate(graph) if v.policy == SSH]
     assert violation == Violation(SSH, "bad", violation.message)
     assert "0.0.0.0/0" in violation.message and "22" in violation.message
+
+
+def test_summed_ssh_violation_names_the_target_the_resources_and_the_ranges():
+    halves = aws_plus(
+        vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/1"), vpc_rule("bad-2", "tcp", 22, cidrIpv4="128.0.0.0/1")
+    )
+    [violation] = [v for v in evaluate(halves) if v.policy == TOTAL]
+    assert violation.resource == "host-sg"
+    assert violation.message.startswith("SSH (tcp 22) to security group host-sg is open to 4294967296 IPv4 addresses")
+    assert "3 resources (host-tcp-22, bad, bad-2)" in violation.message
+    assert f"from 0.0.0.0/1, 128.0.0.0/1, {SSH_CIDR}" in violation.message and "more than a /8" in violation.message
+
+    graph, _, _ = BROKEN["vpc-rules-ssh-three-slash-9s-on-a-group-outside-the-stack"]
+    [violation] = evaluate(graph)
+    assert violation.message.startswith("SSH (tcp 22) to security group sg-elsewhere is open to 25165824 IPv4")
+
+    graph, _, _ = BROKEN["vpc-rules-ssh-ipv6-two-slash-33s-and-a-slash-48"]
+    [violation] = evaluate(graph)
+    assert "IPv6 addresses in all, more than a /32" in violation.message
+
+
+def test_each_target_is_reported_once_per_ip_version():
+    graph = gcp_plus(gcp_firewall("bad", SSH_ALLOW, ["0.0.0.0/0", "::/0"]), gcp_firewall("bad-2", SSH_ALLOW, ["::/1"]))
+    totals = [v for v in evaluate(graph) if v.policy == TOTAL]
+    assert [v.resource for v in totals] == ["host-net", "host-net"]
+    assert "IPv4" in totals[0].message and "IPv6" in totals[1].message
+
+
+# --- The pack config: allowPublicSsh (policy/allow-public-ssh.json) skips the SSH-exposure rules.
+PACK_CONFIG = json.loads((REPO / "policy" / "allow-public-ssh.json").read_text())
+SSH_POLICIES = {SSH, GCP_SSH, TOTAL}
+
+
+def test_allow_public_ssh_config_file_sets_it_on_every_ssh_rule():
+    assert {p.name for p in rules.ALL if p.config_schema is not None} == set(PACK_CONFIG) == SSH_POLICIES
+    assert all(properties == {rules.ALLOW_PUBLIC_SSH: True} for properties in PACK_CONFIG.values())
+    for policy in rules.ALL:
+        if policy.config_schema is not None:
+            assert policy.config_schema.properties[rules.ALLOW_PUBLIC_SSH] | {"description": ""} == {
+                "type": "boolean",
+                "default": False,
+                "description": "",
+            }
+
+
+@pytest.mark.parametrize("case", [c for c, (_, expected, _) in BROKEN.items() if expected & SSH_POLICIES])
+def test_allow_public_ssh_skips_the_ssh_rules_and_only_them(case):
+    graph, expected, _ = BROKEN[case]
+    assert {v.policy for v in evaluate(graph, PACK_CONFIG)} == expected - SSH_POLICIES
+    # allowPublicSsh false (the schema's default) and an enforcementLevel, the engine's own, change nothing.
+    off = {name: {rules.ALLOW_PUBLIC_SSH: False, "enforcementLevel": "advisory"} for name in SSH_POLICIES}
+    assert {v.policy for v in evaluate(graph, off)} == expected
+
+
+def stack_args(graph: list[Res], config: dict) -> StackValidationArgs:
+    resources = [
+        PolicyResource(
+            r.type, unknown_checking_proxy({**r.inputs, **(r.outputs or {})}), r.name, r.name, None, None, None, [], {}
+        )
+        for r in graph
+    ]
+    return StackValidationArgs(resources, config)
+
+
+WORLD_SSH_ARGS = {
+    SSH: lambda config: ResourceValidationArgs(
+        rules.AWS_VPC_INGRESS_RULE,
+        unknown_checking_proxy({"ipProtocol": "tcp", **WORLD_22, "cidrIpv4": "0.0.0.0/0"}),
+        "urn",
+        "bad",
+        None,
+        None,
+        config,
+    ),
+    GCP_SSH: lambda config: ResourceValidationArgs(
+        rules.GCP_FIREWALL,
+        unknown_checking_proxy({"allows": SSH_ALLOW, "sourceRanges": ["0.0.0.0/0"]}),
+        "urn",
+        "bad",
+        None,
+        None,
+        config,
+    ),
+    TOTAL: lambda config: stack_args(aws_plus(vpc_rule("bad", "tcp", 22, cidrIpv4="0.0.0.0/0")), config),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SSH_POLICIES))
+def test_allow_public_ssh_turns_the_violation_into_not_applicable_naming_it(name):
+    policy = next(p for p in rules.ALL if p.name == name)
+    reported = []
+    with pytest.raises(_NotApplicableError) as raised:
+        policy.validate(WORLD_SSH_ARGS[name]({rules.ALLOW_PUBLIC_SSH: True}), lambda m, urn=None: reported.append(m))
+    assert reported == []
+    assert raised.value.reason.startswith("allowPublicSsh is set in the policy pack config; not enforced: SSH (tcp 22)")
+    assert "0.0.0.0/0" in raised.value.reason
+    # Without it, the same finding is a violation.
+    policy.validate(WORLD_SSH_ARGS[name]({}), lambda m, urn=None: reported.append(m))
+    assert len(reported) == 1 and reported[0] in raised.value.reason
 
 
 def test_ports_arrive_as_doubles_over_grpc():
@@ -729,7 +1003,7 @@ def test_importing_rules_starts_no_server():
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["17"]
+    assert result.stdout.split() == ["18"]
 
 
 def test_entry_point_assembles_every_rule_into_a_mandatory_pack(monkeypatch):
