@@ -31,6 +31,8 @@ class Hooks:
 
     started: Mapping[str, Callable[[], None]] = field(default_factory=dict)
     stopped: Callable[[tuple[str, ...]], None] | None = None
+    # `starting[service]` runs just before a step that (re)starts that service's units.
+    starting: Mapping[str, Callable[[], None]] = field(default_factory=dict)
 
 
 class _Aborted(Exception):
@@ -115,14 +117,24 @@ def run_step(
     """One step, one console line; a step that (re)starts, reloads or starts `units` prints their
     journal if it fails."""
     hooks = hooks or Hooks()
+    reports: list[str] = []
     # The journal (when wanted) comes after the step's [failed] line, before the error.
     with journal_on_failure(bool(units), session, console, units), console.step(step.name, changed=True):
+        if step.starts and step.starts in hooks.starting:
+            hooks.starting[step.starts]()
         for command in step.commands:
-            session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label)
+            result = session.run(
+                command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label
+            )
+            if command.reports and result.stdout.strip():
+                reports.append(result.stdout.strip())
         if step.starts and step.starts in hooks.started:
             hooks.started[step.starts]()
         if step.stops and hooks.stopped is not None:
             hooks.stopped(step.stops)
+    for report in reports:
+        for line in report.splitlines():
+            console.line(f"    {line}")
 
 
 @contextmanager

@@ -202,6 +202,8 @@ def facts_script(services: Iterable[Service]) -> str:
             applied = q(service.units.applied)
             parts.append(f'[ -f {applied} ] && echo "applied:{service.units.applied}=$(cat {applied})"\n')
             parts.append(_unit_lines(service.units))
+        if service.seed is not None:
+            parts.append(f'[ -e {q(service.seed.path)} ] && echo "exists:{service.seed.path}=1"\n')
         parts.append(service.fact_script)
     root_script = _BASE_SCRIPT + "".join(parts) + f'echo "{_END}"\n'
     return (

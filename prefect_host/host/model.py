@@ -40,6 +40,8 @@ class Command:
     label: str
     stdin: bytes | None = field(default=None, repr=False)
     timeout: float = 120.0
+    # What the command prints is for the user (e.g. what a restore brought back): shown after the step.
+    reports: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,16 @@ class Units:
 
 
 @dataclass(frozen=True)
+class Seed:
+    """What fills a service's state before its units first start, while `path` does not exist yet
+    (a database restored from its replica). The steps run after the service's files; a host that
+    has `path` never runs them, so they can never overwrite it."""
+
+    path: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
 class Service:
     """Everything the host must hold for one service. `absent`: the service must not run (its
     units are stopped and disabled, its applied record removed), e.g. Caddy with tls off.
@@ -185,6 +197,7 @@ class Service:
     fact_script: str = ""
     after: tuple[str, ...] = ()
     start_after: tuple[str, ...] = ()
+    seed: Seed | None = None
 
     def restart_digest(self) -> str:
         """What the units must run with: a change means a restart. Version first, then the

@@ -35,15 +35,19 @@ def plan(facts: HostFacts, services: Sequence[Service]) -> list[Lane]:
     """One lane per service, in declaration order; a converged host's lanes have no steps."""
     lanes = []
     planned_venvs: set[str] = set()
+    planned_users: set[str] = set()
     for service in services:
         if service.absent:
             lanes.append(Lane(service, (), tuple(_remove(facts, service))))
             continue
+        # A user two services share (the server and Litestream) is planned by the first that declares it.
         prepare = [
             create_user(user)
             for user in service.users
-            if facts.user_home(user.name) is None or not (user.state_directory or facts.dir_exists(user.home))
+            if user.name not in planned_users
+            and (facts.user_home(user.name) is None or not (user.state_directory or facts.dir_exists(user.home)))
         ]
+        planned_users.update(user.name for user in service.users)
         prepare += [install_apt(package) for package in service.packages if facts.apt_version(package.name) is None]
         # A venv two services share (server and workers) is planned by the first that declares it.
         owns_venv = service.venv is not None and service.venv.path not in planned_venvs
@@ -51,6 +55,8 @@ def plan(facts: HostFacts, services: Sequence[Service]) -> list[Lane]:
         if owns_venv:
             planned_venvs.add(service.venv.path)
         prepare += venv_steps + _file_steps(facts, service)
+        if service.seed is not None and facts.get(f"exists:{service.seed.path}") is None:
+            prepare += service.seed.steps
         start = _unit_steps(facts, service)
         if owns_venv:
             start += bytecode_compile_steps(facts, service.venv, venv_refilled)

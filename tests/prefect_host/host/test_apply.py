@@ -149,3 +149,20 @@ def test_the_stopped_hook_gets_the_units_a_step_stopped_inside_that_step():
     assert [units for units, _ in stopped] == [gone]  # once: only that step stopped units
     assert "w@{2,3}" not in stopped[0][1] and "[changed]  stop and disable w@{2,3}" in printed(console)
     run_step(step("stop w@4", stops=("w@4.service",)), RecordingSession(), console)  # no hook: nothing to call
+
+
+def test_a_reporting_command_shows_what_it_printed_after_its_step_line():
+    restore = Step("restore the database", (Command("restore", "restore", reports=True), Command("quiet", "quiet")))
+    session = RecordingSession(on_run={"restore": lambda: "restored transaction 7\n", "quiet": lambda: "noise\n"})
+    console = quiet_console()
+    run_step(restore, session, console)
+    lines = printed(console).splitlines()
+    assert "restore the database" in lines[0] and lines[1:] == ["    restored transaction 7"]
+
+
+def test_the_starting_hook_runs_before_the_step_that_starts_the_service():
+    session, console, seen = RecordingSession(), quiet_console(), []
+    hooks = Hooks(starting={"a": lambda: seen.append(list(session.labels))}, started={"a": lambda: seen.append("up")})
+    run_step(step("restart a", starts="a"), session, console, hooks=hooks)
+    run_step(step("restart b", starts="b"), session, console, hooks=hooks)
+    assert seen == [[], "up"] and session.labels == ["restart a", "restart b"]

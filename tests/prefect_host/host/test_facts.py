@@ -10,7 +10,7 @@ import pytest
 
 from prefect_host.errors import HostUnsupported
 from prefect_host.host.facts import UnitState, facts_script, gather_facts, parse_facts, unit_states
-from prefect_host.host.model import BYTECODE_UNIT, Service, Units
+from prefect_host.host.model import BYTECODE_UNIT, Seed, Service, Units
 from tests.prefect_host.host.host_samples import (
     END,
     HOST,
@@ -203,3 +203,12 @@ def test_a_venv_two_services_share_is_read_once():
     script = facts_script([server(), worker_set()])
     assert script.count("uv:/opt/prefect-host/bin/uv=") == 1
     assert script.count("venv:/opt/prefect-host/venv:python=") == 1
+
+
+def test_a_seeded_service_reads_whether_its_state_exists(tmp_path):
+    """Run for real: the seed's path is reported only once it exists (then its steps never run)."""
+    state = tmp_path / "state.db"
+    seeded = Service("seeded", seed=Seed(str(state), ()))
+    assert run_facts_here(facts_script([seeded]), tmp_path / "bin").get(f"exists:{state}") is None
+    state.write_text("")
+    assert run_facts_here(facts_script([seeded]), tmp_path / "bin").get(f"exists:{state}") == "1"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_host.host.model import AptPackage, Service, Units
+from prefect_host.host.model import AptPackage, Service, Units, User
 from prefect_host.host.packages import APT_LOCK_TIMEOUT
 from tests.prefect_host.host.host_samples import (
     WEB_APPLIED,
@@ -242,3 +242,10 @@ def test_install_from_a_mirror_reads_only_that_source_in_lists_of_its_own(tmp_pa
     assert Path(f"{log}.sources").read_text() == f"{MIRROR}\n{MIRROR}\n"
     # Its private apt directory is gone afterwards.
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("tmp.")] == []
+
+
+def test_a_user_two_services_declare_is_created_once_by_the_first():
+    user = User("web", "/var/lib/web", "Web server")
+    first, second = Service("first", users=(user,)), Service("second", users=(user,))
+    lanes = lanes_for(fresh_output(first, second), first, second)
+    assert names(lanes[0].steps) == ["create service user web"] and lanes[1].steps == ()
