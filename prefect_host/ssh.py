@@ -20,7 +20,7 @@ import paramiko
 from prefect_host.errors import CommandFailed, ConnectError, HostKeyMismatch, SudoError
 
 # The key handling lives in prefect_host.ssh_keys; these names stay importable from here.
-from prefect_host.ssh_keys import PinnedHostKey, fingerprint
+from prefect_host.ssh_keys import PinnedHostKey, check_negotiated_key, fingerprint, host_key_mismatch
 from prefect_host.ssh_keys import load_private_key as load_private_key
 from prefect_host.ssh_keys import load_private_key_file as load_private_key_file
 
@@ -69,15 +69,24 @@ class HostSession:
         host_key: PinnedHostKey,
         port: int = SSH_PORT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        key_grace: float = 0.0,
     ) -> HostSession:
         """Connect, retrying with full-jitter backoff until `connect_timeout` while the host boots.
 
         Retried: refused/unreachable/timeouts, resets, banner errors, and authentication failures
-        (a new VM's cloud-init may not have installed the key yet). Never retried: a host key
-        mismatch, which raises HostKeyMismatch at once.
+        (a new VM's cloud-init may not have installed the key yet). A host key mismatch raises
+        HostKeyMismatch at once, or after `key_grace` seconds of retries: on GCP, sshd first serves
+        the guest agent's own keys until the startup script installs the pinned one. Nothing is ever
+        sent to a host whose key does not match, so waiting is safe.
         """
         client = _connect_with_retries(
-            host, port=port, user=user, identity=identity, host_key=host_key, connect_timeout=connect_timeout
+            host,
+            port=port,
+            user=user,
+            identity=identity,
+            host_key=host_key,
+            connect_timeout=connect_timeout,
+            key_grace=key_grace,
         )
         transport = client.get_transport()
         assert transport is not None
@@ -221,19 +230,29 @@ def _connect_with_retries(
     identity: paramiko.PKey,
     host_key: PinnedHostKey,
     connect_timeout: float,
+    key_grace: float = 0.0,
 ) -> paramiko.SSHClient:
     """Attempt after attempt, with full-jitter backoff between them, until one connects or the
-    `connect_timeout` runs out (ConnectError naming the last failure)."""
-    deadline = time.monotonic() + connect_timeout
-    attempt = 0
+    `connect_timeout` runs out (ConnectError naming the last failure); a key mismatch only within
+    the first `key_grace` seconds."""
+    started = time.monotonic()
+    deadline = started + connect_timeout
+    attempt, offered_other_key = 0, None
     while True:
-        client, last_error = _connect_once(
-            host, port=port, user=user, identity=identity, host_key=host_key, deadline=deadline
-        )
+        try:
+            client, last_error = _connect_once(
+                host, port=port, user=user, identity=identity, host_key=host_key, deadline=deadline
+            )
+        except HostKeyMismatch as mismatch:
+            if time.monotonic() - started >= min(key_grace, connect_timeout):
+                raise
+            client, last_error, offered_other_key = None, str(mismatch), mismatch
         if client is not None:
             return client
         attempt += 1
         remaining = deadline - time.monotonic()
+        if remaining <= 0 and offered_other_key is not None:
+            raise offered_other_key  # the host answered, with another key: that is the news
         if remaining <= 0:
             raise ConnectError(
                 f"Could not open an SSH session to {user}@{host}:{port} within "
@@ -275,10 +294,10 @@ def _connect_once(
             allow_agent=False,
             look_for_keys=False,
         )
-        _check_negotiated_key(client, host_key, host, port)
+        check_negotiated_key(client, host_key, host, port)
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise _mismatch(host, port, host_key, exc.key) from None
+        raise host_key_mismatch(host, port, host_key, exc.key) from None
     except HostKeyMismatch:
         client.close()
         raise
@@ -298,25 +317,6 @@ def _connect_once(
         client.close()
         return None, _describe(exc)
     return client, ""
-
-
-def _check_negotiated_key(client: paramiko.SSHClient, pinned: PinnedHostKey, host: str, port: int) -> None:
-    """paramiko puts the pinned key's type first in its offer, and a server without that type
-    negotiates another one; so compare type and key bytes explicitly before going on."""
-    transport = client.get_transport()
-    offered = transport.get_remote_server_key() if transport else None
-    if offered is None or offered.get_name() != pinned.key_type or offered.asbytes() != pinned.key.asbytes():
-        raise _mismatch(host, port, pinned, offered)
-
-
-def _mismatch(host: str, port: int, pinned: PinnedHostKey, offered: paramiko.PKey | None) -> HostKeyMismatch:
-    offered_text = f"{offered.get_name()} {fingerprint(offered)}" if offered is not None else "no key"
-    return HostKeyMismatch(
-        f"Host key mismatch for {host}:{port}: expected the pinned {pinned.key_type} "
-        f"{pinned.fingerprint} (hostPublicKey / --host-key), but the host offered {offered_text}. "
-        "Nothing was sent to the host. Either the address now belongs to another machine, or the "
-        "host was rebuilt with a new key: check that --host and --host-key come from the same stack."
-    )
 
 
 def _describe(exc: BaseException) -> str:

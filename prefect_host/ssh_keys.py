@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from prefect_host.console import mention, shown
-from prefect_host.errors import UsageError
+from prefect_host.errors import HostKeyMismatch, UsageError
 
 # What --identity and sshPrivateKey may hold, for the messages that refuse anything else.
 PRIVATE_KEY_FORMATS = (
@@ -108,3 +108,22 @@ def load_private_key_file(path: str | Path, *, setting: str = "--identity") -> p
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise UsageError(f"{named}: cannot read the file ({getattr(exc, 'strerror', None) or exc}).") from None
     return load_private_key(data, source=named)
+
+
+def check_negotiated_key(client: paramiko.SSHClient, pinned: PinnedHostKey, host: str, port: int) -> None:
+    """paramiko puts the pinned key's type first in its offer, and a server without that type
+    negotiates another one; so compare type and key bytes explicitly before going on."""
+    transport = client.get_transport()
+    offered = transport.get_remote_server_key() if transport else None
+    if offered is None or offered.get_name() != pinned.key_type or offered.asbytes() != pinned.key.asbytes():
+        raise host_key_mismatch(host, port, pinned, offered)
+
+
+def host_key_mismatch(host: str, port: int, pinned: PinnedHostKey, offered: paramiko.PKey | None) -> HostKeyMismatch:
+    offered_text = f"{offered.get_name()} {fingerprint(offered)}" if offered is not None else "no key"
+    return HostKeyMismatch(
+        f"Host key mismatch for {host}:{port}: expected the pinned {pinned.key_type} "
+        f"{pinned.fingerprint} (hostPublicKey / --host-key), but the host offered {offered_text}. "
+        "Nothing was sent to the host. Either the address now belongs to another machine, or the "
+        "host was rebuilt with a new key: check that --host and --host-key come from the same stack."
+    )

@@ -224,6 +224,30 @@ def test_host_key_mismatch_is_refused_at_once_before_authentication(server):
     assert not any(entry.startswith(("auth", "exec")) for entry in server.log)
 
 
+def test_a_key_grace_waits_for_the_pinned_key_and_sends_nothing_meanwhile(server):
+    """GCP's first boot: sshd serves the guest agent's key until the startup script installs the pinned one."""
+    pinned_key = _new_key()
+    pinned = PinnedHostKey.parse(_public_line(pinned_key), setting="--host-key")
+    timer = threading.Timer(1.5, lambda: setattr(server, "host_key", pinned_key))
+    timer.start()
+    try:
+        with _connect(server, host_key=pinned, connect_timeout=20, key_grace=15) as session:
+            assert session.host_key.asbytes() == pinned_key.asbytes()
+    finally:
+        timer.cancel()
+    # The attempts that met the other key never authenticated: one authentication, the last attempt's.
+    assert [entry for entry in server.log if entry.startswith("auth")] == ["auth admin"]
+
+
+def test_a_key_grace_ends_in_the_mismatch(server):
+    other = PinnedHostKey.parse(_public_line(_new_key()), setting="--host-key")
+    started = time.monotonic()
+    with pytest.raises(HostKeyMismatch):
+        _connect(server, host_key=other, connect_timeout=8, key_grace=2)
+    assert 2 <= time.monotonic() - started < 25
+    assert not any(entry.startswith(("auth", "exec")) for entry in server.log)
+
+
 def test_the_pinned_key_type_is_negotiated_among_several(server):
     server.other_host_keys = [paramiko.RSAKey.generate(2048), paramiko.ECDSAKey.generate()]
     for pinned_key in (server.host_key, *server.other_host_keys):
