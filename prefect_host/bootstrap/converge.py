@@ -23,64 +23,97 @@ from prefect_host.host.model import Command, PackageSource, Service, Step
 from prefect_host.host.planner import plan
 from prefect_host.outputs import StackOutputs
 from prefect_host.profile import results_settings
-from prefect_host.services import caddy, prefect_server, workers
+from prefect_host.services import caddy, litestream, prefect_server, workers
 from prefect_host.services.python_env import prefect_venv
 from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key, load_private_key_file, sudo_refused_message
 from prefect_host.storage import probe_bucket
 from prefect_host.tls import CaCertificate
 from prefect_host.verify import check_server, ensure_work_pool
 
-from . import checks
+from . import checks, upgrade
+from .backup_checks import check_restore_request, verify_replication
 from .checks import http
 from .inputs import WORK_POOL_NAME, WORK_POOL_TYPE, BootstrapInputs
 
+# On GCP, sshd serves the guest agent's own host keys from first boot until the startup script installs
+# the pinned key (a few seconds later): a mismatch is retried this long there (nothing is sent meanwhile).
+GCP_HOST_KEY_GRACE_S = 120.0
 # cloud-init has nothing left to do in these states (the bootstrap reports "error" as a warning).
 _CLOUD_INIT_SETTLED = {"done", "disabled", "error", "degraded done"}
 
 
-def host_services(inputs: BootstrapInputs) -> tuple[Service, Service, Service]:
-    """The server, Caddy and the workers, as this host must run them."""
-    venv = prefect_venv(inputs.prefect_version, PackageSource(inputs.index_url, inputs.find_links))
+def host_services(inputs: BootstrapInputs) -> tuple[Service, Service, Service, Service]:
+    """Litestream, the server, Caddy and the workers, as this host must run them (in lane order)."""
+    replica = inputs.backup.replica
+    extra = ((litestream.DISTRIBUTION, litestream.LITESTREAM_VERSION),) if replica else ()
+    venv = prefect_venv(inputs.prefect_version, PackageSource(inputs.index_url, inputs.find_links), extra_pins=extra)
+    # The database is restored (when the host has none) before Prefect first starts: the server's
+    # lane waits for Litestream's, which installs the venv, restores, then replicates.
+    backup = litestream.litestream_service(
+        venv=venv,
+        replica=replica,
+        restore=inputs.backup.restore,
+        restore_at=inputs.backup.restore_at,
+        absent=inputs.backup.off_reason,
+    )
     # Port 4200 changes hands: with TLS, Prefect moves to loopback before Caddy (re)starts and binds
     # 4200; with tls off, Caddy lets go of it before Prefect binds it.
     server = prefect_server.server_service(
-        venv=venv, auth_string=inputs.auth_string, tls=inputs.tls_on, start_after=() if inputs.tls_on else (caddy.NAME,)
+        venv=venv,
+        auth_string=inputs.auth_string,
+        tls=inputs.tls_on,
+        start_after=() if inputs.tls_on else (caddy.NAME,),
+        after=(litestream.NAME,),
+        fact_script=upgrade.DB_FACT_SCRIPT,
     )
     front = caddy.caddy_service(inputs.tls, start_after=(prefect_server.NAME,) if inputs.tls_on else ())
     results = results_settings(inputs.results_block) if inputs.results_block else {}
     env = workers.env_text(
         auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on, result_settings=results
     )
-    return server, front, workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env)
+    worker_set = workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env)
+    return backup, server, front, worker_set
 
 
 def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
     """Returns the CA the laptop pins (None: the system trust store, or plain HTTP)."""
     try:
         with ssh_session(inputs, console) as session, contextlib.ExitStack() as closing:
-            server, front, worker_set = host_services(inputs)
-            facts = ready_facts(session, inputs, (server, front, worker_set), console)
-            lanes = plan(facts, [server, front, worker_set])
-            if any(step.starts for step in lanes[0].steps):
+            backup, server, front, worker_set = host_services(inputs)
+            facts = ready_facts(session, inputs, (backup, server, front, worker_set), console)
+            check_restore_request(inputs, facts)
+            change = upgrade.plan_upgrade(
+                facts, server.venv, allow_downgrade=inputs.allow_downgrade, replicated=not backup.absent
+            )
+            lanes = plan(facts, [backup, server, front, worker_set])
+            if any(step.starts for step in lanes[1].steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job
                 # template (~1.5 s to import): import it while this process mostly waits on the host.
                 threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True).start()
             client = None if inputs.tls_on else closing.enter_context(httpx.Client(timeout=10.0))
-            apply(
-                lanes[:2],
-                session,
-                console,
-                Hooks(started={server.name: lambda: checks.wait_for_start(session, client, inputs)}),
-            )
-            ca = None
-            if inputs.tls_on:
-                ca = checks.server_ca(inputs, facts, session, console)
-                context = checks.verify_context(inputs, ca, session, console)
-                client = closing.enter_context(httpx.Client(timeout=10.0, verify=context))
-            _verify_server(session, client, inputs, console)
-            apply(lanes[2:], session, console, Hooks(stopped=lambda units: _forget(client, inputs, facts, units)))
+            if change is not None:
+                upgrade.prepare(change, session, console)
+
+            def on_start() -> None:
+                checks.wait_for_start(session, client, inputs)
+                if change is not None:
+                    upgrade.started(change)
+
+            hooks = Hooks(started={server.name: on_start})
+            if change is not None:
+                hooks.starting = {server.name: lambda: upgrade.switching(change)}
+            with upgrade.guarded(change, session, console, lambda: checks.wait_for_start(session, None, inputs)):
+                apply(lanes[:3], session, console, hooks)
+                ca = None
+                if inputs.tls_on:
+                    ca = checks.server_ca(inputs, facts, session, console)
+                    context = checks.verify_context(inputs, ca, session, console)
+                    client = closing.enter_context(httpx.Client(timeout=10.0, verify=context))
+                _verify_server(session, client, inputs, console)
+            apply(lanes[3:], session, console, Hooks(stopped=lambda units: _forget(client, inputs, facts, units)))
             _wait_for_workers(session, client, inputs, facts, worker_set, console)
             checks.verify_metadata_guard(session, inputs, console)
+            verify_replication(session, inputs, console)
             return ca if ca is not None else inputs.ca
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise ConnectError(
@@ -199,6 +232,7 @@ def ssh_session(inputs: BootstrapInputs, console: Console) -> Iterator[HostSessi
             host_key=pinned,
             port=inputs.port,
             connect_timeout=inputs.connect_timeout,
+            key_grace=GCP_HOST_KEY_GRACE_S if inputs.cloud == "gcp" else 0.0,
         )
     with session:
         yield session

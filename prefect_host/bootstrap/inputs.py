@@ -6,21 +6,20 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
-import os
 import re
-import shlex
-import stat
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect_host.console import clip_values, mention, redact_url, shown, url_password
+from prefect_host.console import clip_values, mention, redact_url, shown
 from prefect_host.errors import PrefectHostError, UsageError
 from prefect_host.outputs import StackOutputs
 from prefect_host.services.python_env import PREFECT_AWS_MIN_PREFECT, PREFECT_AWS_VERSION
 from prefect_host.storage import block_slug
 from prefect_host.tls import CaCertificate, TlsSettings, check_apt_source, load_ca_certificate, settings_from_outputs
+
+from .backup_inputs import NO_BACKUP, BackupSettings, backup_settings
 
 # The work pool the host's workers poll, created by the bootstrap.
 WORK_POOL_NAME = "default"
@@ -67,6 +66,9 @@ class BootstrapInputs:
     # --ca-file: the CA this machine verifies the server against (default: internal mode, the CA
     # read from the host; acme, the system trust store).
     ca: CaCertificate | None = None
+    backup: BackupSettings = field(default=NO_BACKUP, repr=False)
+    allow_downgrade: bool = False
+    cloud: str = ""  # the outputs' cloud: aws, gcp or local
 
     @property
     def tls_on(self) -> bool:
@@ -101,6 +103,10 @@ class BootstrapFlags:
     apt_source: str | None = None
     acme_ca_root: str | None = None
     ca_file: str | None = None
+    no_backup: bool = False
+    no_restore: bool = False
+    restore_at: str | None = None
+    allow_downgrade: bool = False
 
 
 def resolve_inputs(**flags: Any) -> BootstrapInputs:
@@ -121,6 +127,10 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
         _check_prefect_aws_fits(outputs.prefect_version)
     tls, ca = _trust(given, outputs, user=user)
     endpoint = given.s3_endpoint_url or outputs.s3_endpoint_url
+    storage = None if given.no_storage else dataclasses.replace(outputs, s3_endpoint_url=endpoint)
+    backup = backup_settings(
+        storage, no_backup=given.no_backup, no_restore=given.no_restore, restore_at=given.restore_at
+    )
     return BootstrapInputs(
         host=host,
         user=user,
@@ -138,10 +148,13 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
         find_links=given.find_links,
         connect_timeout=float(given.connect_timeout),
         workers=given.workers,
-        storage=None if given.no_storage else dataclasses.replace(outputs, s3_endpoint_url=endpoint),
+        storage=storage,
         tls=tls,
         public_ip=outputs.public_ip,
         ca=ca,
+        backup=backup,
+        allow_downgrade=given.allow_downgrade,
+        cloud=outputs.cloud,
     )
 
 
@@ -277,7 +290,7 @@ def _read_text(flag: str, path: str) -> str:
 
 
 def _check_prefect_aws_fits(prefect_version: str) -> None:
-    if _release(prefect_version) < _release(PREFECT_AWS_MIN_PREFECT):
+    if release(prefect_version) < release(PREFECT_AWS_MIN_PREFECT):
         raise UsageError(
             f"prefectVersion {prefect_version}: the host's workers and the storage blocks need "
             f"prefect-aws {PREFECT_AWS_VERSION}, which needs Prefect {PREFECT_AWS_MIN_PREFECT} or "
@@ -285,7 +298,7 @@ def _check_prefect_aws_fits(prefect_version: str) -> None:
         )
 
 
-def _release(version: str) -> tuple[int, ...]:
+def release(version: str) -> tuple[int, ...]:
     """3.9.1rc2 -> (3, 9, 1): enough to compare releases against a minimum."""
     return tuple(int(part) for part in re.match(r"\d+(?:\.\d+)*", version).group().split("."))
 
@@ -303,32 +316,3 @@ def _check_url(setting: str, url: str) -> None:
             f"{setting} {shown(redact_url(url))}: must be an http:// or https:// URL of a host name or IP address, "
             f"at most {_MAX_URL} characters."
         )
-
-
-def outputs_file_warnings(outputs_file: str | None) -> list[str]:
-    """An outputs file holds the stack's secrets (auth string, keys): like ssh with a private key,
-    say so when others than its owner may read it."""
-    if not outputs_file:
-        return []
-    try:
-        mode = os.stat(outputs_file).st_mode
-    except OSError:
-        return []  # resolve_inputs has read it; a file gone since is not this check's business
-    if not mode & 0o077:
-        return []
-    return [
-        f"--outputs {shown(outputs_file)} is readable by others than you (mode {stat.S_IMODE(mode):04o}); it holds "
-        f"the stack's secrets: chmod 600 {shlex.quote(outputs_file)} (and write it with `umask 077` next time)."
-    ]
-
-
-def package_source_warnings(index_url: str | None, find_links: str | None) -> list[str]:
-    """What to tell the operator about --index-url / --find-links (checked by resolve_inputs)."""
-    warnings = []
-    for flag, url in (("--index-url", index_url), ("--find-links", find_links)):
-        if url and urllib.parse.urlsplit(url).scheme == "http":
-            warnings.append(
-                f"{flag} {shown(redact_url(url))} is plain http://: the host installs uv and Prefect from it "
-                "unencrypted" + (", and its credentials cross the network in clear text." if url_password(url) else ".")
-            )
-    return warnings

@@ -5,6 +5,8 @@
     prefect-host plan examples/stack-aws.yaml
     prefect-host demo [up | down]
     prefect-host bench --repeat 3
+    prefect-host status --outputs outputs.json
+    prefect-host backup list --outputs outputs.json
 
 The first word names the command; everything after it goes to that command's own parser
 (`prefect_host.cli.<command>.main(argv, prog=...)`), so `prefect-host bootstrap ...` and
@@ -33,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "plan": "what `pulumi up` would create for a stack config, without a cloud account",
     "demo": "a Prefect host on this machine, no cloud: `up` (default) or `down` (root)",
     "bench": "time our bootstrap against the tutorial's path on local hosts (root)",
+    "status": "the host on one screen: server, workers, backup lag, TLS expiry, database size",
+    "backup": "the database's replica in the bucket: `now`, `list`, `restore [--at TIME]`",
 }
 
 

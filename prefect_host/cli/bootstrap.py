@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from prefect_host.bootstrap import DEFAULT_WORKERS, WORK_POOL_NAME, resolve_inputs, run
-from prefect_host.bootstrap.inputs import outputs_file_warnings, package_source_warnings
+from prefect_host.bootstrap.input_warnings import outputs_file_warnings, package_source_warnings
 from prefect_host.cli._parser import ArgumentParser
 from prefect_host.console import Console, url_password
 from prefect_host.errors import PrefectHostError
@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None, prog: str = "bootstrap.py") -> argparse.N
     _add_source_flags(parser)
     _add_host_flags(parser)
     _add_storage_flags(parser)
+    _add_backup_flags(parser)
     _add_laptop_flags(parser)
     return parser.parse_args(argv)
 
@@ -102,6 +103,31 @@ def _add_storage_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_backup_flags(parser: argparse.ArgumentParser) -> None:
+    backup = parser.add_argument_group("database backup (default: replicated to the bucket, restored onto a new host)")
+    backup.add_argument(
+        "--no-backup",
+        action="store_true",
+        help="no continuous replication of Prefect's database to s3://BUCKET/backups/prefect-db "
+        "(the replica already there stays)",
+    )
+    backup.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="let a prefectVersion older than the host's through (migrations only go forward; "
+        "take `prefect-host backup now` first)",
+    )
+    restore = backup.add_mutually_exclusive_group()
+    restore.add_argument(
+        "--no-restore", action="store_true", help="a host without a database starts empty instead of from the replica"
+    )
+    restore.add_argument(
+        "--restore-at",
+        metavar="TIME",
+        help="a host without a database gets the replica as it was at TIME (UTC, e.g. 2026-12-06T05:25:45Z)",
+    )
+
+
 def _add_laptop_flags(parser: argparse.ArgumentParser) -> None:
     laptop = parser.add_argument_group("this machine")
     laptop.add_argument(
@@ -143,6 +169,10 @@ def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
             apt_source=args.apt_source,
             acme_ca_root=args.acme_ca_root,
             ca_file=args.ca_file,
+            no_backup=args.no_backup,
+            no_restore=args.no_restore,
+            restore_at=args.restore_at,
+            allow_downgrade=args.allow_downgrade,
         )
         check_profiles_file()  # the profile is written last: a file it cannot go into is bad input too
         target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"

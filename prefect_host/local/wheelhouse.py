@@ -23,6 +23,8 @@ from prefect_host.local.common import (
     run,
 )
 from prefect_host.local.package_index import PackageIndex, normalize_project, parse_byte_range
+from prefect_host.services.litestream import DISTRIBUTION as LITESTREAM_DISTRIBUTION
+from prefect_host.services.litestream import LITESTREAM_VERSION
 from prefect_host.services.python_env import PREFECT_AWS_VERSION, UV_VERSION
 
 # The index's names stay importable from here, where the tests and older callers look for them.
@@ -39,7 +41,12 @@ __all__ = [
 # What a guest installs (the bootstrap's pins) and for which CPython (Debian 13's python3): the
 # e2e tests, `make demo` and the benchmark all serve this one cached wheelhouse.
 GUEST_PREFECT_VERSION = "3.9.1"
-GUEST_REQUIREMENTS = [f"prefect=={GUEST_PREFECT_VERSION}", f"prefect-aws=={PREFECT_AWS_VERSION}", f"uv=={UV_VERSION}"]
+GUEST_REQUIREMENTS = [
+    f"prefect=={GUEST_PREFECT_VERSION}",
+    f"prefect-aws=={PREFECT_AWS_VERSION}",
+    f"uv=={UV_VERSION}",
+    f"{LITESTREAM_DISTRIBUTION}=={LITESTREAM_VERSION}",
+]
 GUEST_PYTHON = "3.13"
 
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")

@@ -94,7 +94,15 @@ WantedBy=multi-user.target
 """
 
 
-def server_service(*, venv: Venv, auth_string: str, tls: bool, start_after: tuple[str, ...] = ()) -> Service:
+def server_service(
+    *,
+    venv: Venv,
+    auth_string: str,
+    tls: bool,
+    start_after: tuple[str, ...] = (),
+    after: tuple[str, ...] = (),
+    fact_script: str = "",
+) -> Service:
     """The server's declaration. Files in digest order (unit, env, then the metadata guard its start
     runs): the digest earlier releases recorded, then what this one added."""
     return Service(
@@ -110,4 +118,6 @@ def server_service(*, venv: Venv, auth_string: str, tls: bool, start_after: tupl
         units=Units((UNIT_NAME,), applied=APPLIED_FILE, display="the Prefect server"),
         version=venv.pins[0][1],
         start_after=start_after,
+        after=after,
+        fact_script=fact_script,
     )

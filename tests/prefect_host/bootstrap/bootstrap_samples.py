@@ -25,3 +25,22 @@ def outputs_mapping(**changes) -> dict:
     }
     data.update(changes)
     return {k: v for k, v in data.items() if v is not None}
+
+
+def sample_inputs(**changes):
+    """Plausible validated inputs, for the tests of what runs after resolve_inputs."""
+    import dataclasses
+
+    from prefect_host.bootstrap.inputs import BootstrapInputs
+
+    inputs = BootstrapInputs(
+        host="203.0.113.7",
+        user="admin",
+        host_key="ssh-ed25519 AAAA",
+        api_url="http://203.0.113.7:4200/api",
+        ui_url="http://203.0.113.7:4200",
+        prefect_version="3.9.1",
+        auth_string="admin:pw",
+        profile_name="p",
+    )
+    return dataclasses.replace(inputs, **changes)

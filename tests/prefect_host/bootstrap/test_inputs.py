@@ -164,7 +164,7 @@ def test_results_block_is_the_one_register_blocks_saves(outputs_file, laptop):
 
 
 def test_an_outputs_file_others_may_read_gets_a_warning_as_ssh_gives_for_keys(outputs_file):
-    from prefect_host.bootstrap.inputs import outputs_file_warnings
+    from prefect_host.bootstrap.input_warnings import outputs_file_warnings
 
     path = outputs_file()
     Path(path).chmod(0o600)

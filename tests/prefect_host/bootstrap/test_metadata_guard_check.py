@@ -8,10 +8,10 @@ import io
 import pytest
 
 from prefect_host.bootstrap.checks import verify_metadata_guard
-from prefect_host.bootstrap.inputs import BootstrapInputs
 from prefect_host.console import Console, parse_step_lines
 from prefect_host.errors import VerifyError
 from prefect_host.services import metadata_guard as guard
+from tests.prefect_host.bootstrap.bootstrap_samples import sample_inputs
 from tests.prefect_host.host.host_samples import RecordingSession
 
 READ = "read the metadata guard's rules"
@@ -26,16 +26,7 @@ IN_FORCE = "\n".join(
         f"-A {guard.CHAIN} -m owner --uid-owner 995 -j REJECT --reject-with icmp-admin-prohibited",
     ]
 )
-INPUTS = BootstrapInputs(
-    host="203.0.113.7",
-    user="admin",
-    host_key="ssh-ed25519 AAAA",
-    api_url="http://203.0.113.7:4200/api",
-    ui_url="http://203.0.113.7:4200",
-    prefect_version="3.9.1",
-    auth_string="admin:pw",
-    profile_name="p",
-)
+INPUTS = sample_inputs()
 
 
 def check(rules: str) -> tuple[RecordingSession, io.StringIO]:

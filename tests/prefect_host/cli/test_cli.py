@@ -21,6 +21,8 @@ HELP = {
     "plan": ("--stack STACK", "prefect-host plan"),
     "demo": ("--state-dir STATE_DIR", "prefect-host demo"),
     "bench": ("--deploy-repeat N", "prefect-host bench"),
+    "status": ("--outputs FILE", "prefect-host status"),
+    "backup": ("--at TIME", "prefect-host backup"),
 }
 
 
@@ -60,7 +62,7 @@ def test_an_unknown_command_is_a_usage_error(prefect_host):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
         "prefect-host: error: argument COMMAND: invalid choice: 'frobnicate' "
-        "(choose from 'bootstrap', 'deploy', 'plan', 'demo', 'bench')"
+        "(choose from 'bootstrap', 'deploy', 'plan', 'demo', 'bench', 'status', 'backup')"
     )
 
 

@@ -17,6 +17,8 @@ SCRIPTS = {
     "plan": "plan.py",
     "demo": "demo.py",
     "bench": "bench_bootstrap.py",
+    "status": "status.py",
+    "backup": "backup.py",
 }
 ENTRYPOINT = "duration_model.py:train_duration_model"
 
@@ -107,6 +109,27 @@ def run_both(workdir: Path, console_script: Path, isolated_env: dict[str, str]):
             2,
             "prefect-host demo: error: argument action: invalid choice: 'sideways'",
             id="demo-bad-action",
+        ),
+        pytest.param(
+            "status",
+            ["--outputs", "missing.json"],
+            1,
+            "error: --outputs missing.json: cannot read the file",
+            id="status-missing-outputs",
+        ),
+        pytest.param(
+            "backup",
+            ["list", "--at", "2026-12-06T05:25:45Z", "--outputs", "x.json"],
+            2,
+            "prefect-host backup: error: --at is for `restore`, not `list`.",
+            id="backup-at-without-restore",
+        ),
+        pytest.param(
+            "backup",
+            ["restore", "--at", "yesterday", "--outputs", "x.json"],
+            1,
+            "error: --at 'yesterday': give a UTC time",
+            id="backup-bad-time",
         ),
         pytest.param(
             "bench",

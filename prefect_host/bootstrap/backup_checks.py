@@ -1,0 +1,76 @@
+"""The bootstrap's checks around the database's replica: a restore request the host allows, and
+replication proven (a forced sync that reached the bucket) before the bootstrap reports success."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from prefect_host.console import Console
+from prefect_host.errors import PrefectHostError, UsageError
+from prefect_host.host.apply import journal_on_failure
+from prefect_host.host.facts import HostFacts
+from prefect_host.services import litestream
+from prefect_host.ssh import HostSession
+
+from .inputs import BootstrapInputs
+
+# How long a forced sync may take to reach the bucket (Litestream's own -timeout, seconds).
+SYNC_TIMEOUT_S = 60
+
+
+class ReplicationError(PrefectHostError):
+    """The database's replica does not reach the bucket."""
+
+
+def check_restore_request(inputs: BootstrapInputs, facts: HostFacts) -> None:
+    """--restore-at on a host that has a database: refused before anything changes (a restore never
+    overwrites one; `prefect-host backup restore --at` does it on a stopped server, keeping the old)."""
+    if inputs.backup.restore_at and facts.get(f"exists:{litestream.DB_PATH}") is not None:
+        raise UsageError(
+            f"--restore-at {inputs.backup.restore_at}: {inputs.host} already has a Prefect database "
+            f"({litestream.DB_PATH}), which a bootstrap never overwrites. To go back in time on this host, "
+            "stop the server and run `prefect-host backup restore --at TIME` (it keeps the current database "
+            "beside the restored one)."
+        )
+
+
+def replication_position(session: HostSession, *, timeout: int = SYNC_TIMEOUT_S) -> dict:
+    """{txid, replica_txid, last_sync_at} once a forced sync has reached the bucket."""
+    command = litestream.host_command("position", "--timeout", str(timeout), label="litestream sync -wait")
+    result = session.run(command.script, sudo=True, stdin=command.stdin, timeout=timeout + 30, label=command.label)
+    return json.loads(result.stdout)
+
+
+def verify_replication(session: HostSession, inputs: BootstrapInputs, console: Console) -> None:
+    """A sync forced through Litestream's control socket must reach the bucket: the replica then has
+    the database's newest transaction. Prints how old the newest replicated write is."""
+    replica = inputs.backup.replica
+    if replica is None:
+        return
+    with (
+        journal_on_failure(True, session, console, [litestream.UNIT_NAME]),
+        console.step(f"verify the backup ({replica.url})"),
+    ):
+        try:
+            position = replication_position(session)
+        except PrefectHostError as exc:
+            raise ReplicationError(
+                f"Prefect's database does not reach {replica.url}: {exc}. The server runs, but nothing is "
+                f"backed up; see `journalctl -u {litestream.UNIT_NAME}` on the host."
+            ) from None
+        if position["replica_txid"] < position["txid"]:
+            raise ReplicationError(
+                f"the replica in {replica.url} is at transaction {position['replica_txid']}, the database at "
+                f"{position['txid']}: Litestream did not catch up within {SYNC_TIMEOUT_S} s."
+            )
+    console.line(f"    replica at transaction {position['replica_txid']}, {sync_age(position.get('last_sync_at'))}")
+
+
+def sync_age(moment: str | None, now: dt.datetime | None = None) -> str:
+    """ "last sync 3 s ago" from Litestream's RFC 3339 time (nanoseconds: Python keeps microseconds)."""
+    if not moment:
+        return "never synced"
+    then = dt.datetime.fromisoformat(moment)
+    seconds = ((now or dt.datetime.now(dt.UTC)) - then).total_seconds()
+    return f"last sync {max(seconds, 0):.0f} s ago"

@@ -1,0 +1,1 @@
+"""Operating a running host from the laptop: `prefect-host status` and `prefect-host backup`."""
