@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSDEPS := .cache/.sysdeps
 CONFIG ?= examples/stack-aws.yaml
 
-.PHONY: test test-fast lint fmt plan demo demo-down bench sysdeps venv
+.PHONY: test test-fast lint fmt plan demo demo-down bench bench-durability sysdeps venv
 
 # The venv is rebuilt from the pinned requirements whenever they change (or it is missing).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -61,3 +61,11 @@ demo-down: $(STAMP)
 BENCH_ARGS ?= --repeat 3
 bench: $(STAMP) $(SYSDEPS)
 	$(PY) scripts/bench_bootstrap.py $(BENCH_ARGS)
+
+# Issue 11's durability figures on this machine (loopback, no guest, no root): replication lag, restore
+# time and replica size for 10,000 flow runs, idle RSS/CPU and a write burst with and without Litestream;
+# under 10 minutes.
+# Prints a markdown table (kept in bench/issue11-durability.md).
+DURABILITY_ARGS ?=
+bench-durability: $(STAMP)
+	$(PY) bench/durability.py $(DURABILITY_ARGS)
