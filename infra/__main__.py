@@ -1,4 +1,5 @@
-"""prefect-host: a VM for a Prefect 3 server on AWS or GCP, an S3 bucket and an IAM user.
+"""prefect-host: a VM for a Prefect 3 server on AWS or GCP, an S3 bucket and an IAM user, and with
+`database: postgres` a managed PostgreSQL (RDS or Cloud SQL) for several API processes.
 
 The exports are the bootstrap's input contract (prefect_host/outputs.py).
 """
@@ -6,24 +7,38 @@ The exports are the bootstrap's input contract (prefect_host/outputs.py).
 import pulumi
 
 import component_args
-from aws_host import AwsHost, find_debian_ami
+from aws_database import AwsDatabase
+from aws_host import AwsHost, describe_instance_type, find_debian_ami
 from bucket_access import BucketAccess
 from bucket_storage import BucketStorage
-from gcp_host import GcpHost
+from gcp_database import GcpDatabase
+from gcp_host import GcpHost, machine_vcpus
 from host_keys import SSH_USER, HostKeys
 from server_credentials import ServerCredentials
-from stack_config import load_stack_config
+from stack_config import check_api_workers, load_stack_config
 
-# Everything that can reject the configuration (the AMI lookup too) runs before the first resource is registered.
+# Everything that can reject the configuration (the provider's lookups of the instance type and the AMI too) runs
+# before the first resource is registered.
 config = load_stack_config()
-ami = find_debian_ami(config.instance_type, config.image) if config.cloud == "aws" else None
+if config.cloud == "aws":
+    instance_type = describe_instance_type(config.instance_type)
+    ami = find_debian_ami(instance_type, config.image)
+    check_api_workers(config, instance_type.vcpus)
+elif config.database == "postgres" and config.gcp_zone is not None:
+    # With SQLite apiWorkers is 1, which any machine type serves: no lookup needed.
+    check_api_workers(config, machine_vcpus(config.instance_type, config.gcp_zone))
 
 name = config.resource_prefix
 keys = HostKeys(name, component_args.host_keys_args(config))
+database: AwsDatabase | GcpDatabase | None = None
 if config.cloud == "aws":
     host = AwsHost(name, component_args.aws_host_args(config, ami, keys))
+    if config.database == "postgres":
+        database = AwsDatabase(name, component_args.aws_database_args(config, host))
 else:
     host = GcpHost(name, component_args.gcp_host_args(config, keys))
+    if config.database == "postgres":
+        database = GcpDatabase(name, component_args.gcp_database_args(config, host))
 storage = BucketStorage(name, component_args.bucket_storage_args(config))
 access = BucketAccess(name, component_args.bucket_access_args(config, storage))
 credentials = ServerCredentials(name)
@@ -48,6 +63,11 @@ pulumi.export("prefectVersion", config.prefect_version)
 # Litestream's settings for the continuous backup of the Prefect database (bucket prefix backups/prefect-db/).
 pulumi.export("backupRetention", config.backup_retention)
 pulumi.export("backupSnapshotInterval", config.backup_snapshot_interval)
+# Prefect's database and how many API processes share it; the URL (a secret) only with postgres.
+pulumi.export("database", config.database)
+pulumi.export("apiWorkers", str(config.api_workers))
+if database is not None:
+    pulumi.export("databaseUrl", database.url)
 pulumi.export("prefectAuthString", credentials.auth_string)
 pulumi.export("bucketName", storage.bucket_name)
 pulumi.export("bucketRegion", config.aws_region)

@@ -19,6 +19,15 @@ DEBIAN_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
 
 
 @dataclass(frozen=True)
+class InstanceTypeInfo:
+    """What the provider reports about an EC2 instance type: its architectures and vCPUs."""
+
+    name: str
+    architectures: tuple[str, ...]
+    vcpus: int
+
+
+@dataclass(frozen=True)
 class DebianAmi:
     id: str
     name: str
@@ -40,18 +49,23 @@ class AwsHostArgs:
     host_public_key: pulumi.Input[str]
 
 
-def find_debian_ami(instance_type: str, image: str) -> DebianAmi:
-    """The newest Debian AMI for the image (debian-13 or debian-12) and the instance type's architecture.
-
-    The architecture comes from the provider (`aws.ec2.get_instance_type`), not from a table of
+def describe_instance_type(instance_type: str) -> InstanceTypeInfo:
+    """The instance type as the provider knows it (`aws.ec2.get_instance_type`), not from a table of
     instance families, so new families work and an unknown type fails here, before any resource
-    is registered.
-    """
-    supported = aws.ec2.get_instance_type(instance_type=instance_type).supported_architectures
+    is registered."""
+    found = aws.ec2.get_instance_type(instance_type=instance_type)
+    return InstanceTypeInfo(
+        name=instance_type, architectures=tuple(found.supported_architectures), vcpus=found.default_vcpus
+    )
+
+
+def find_debian_ami(instance_type: InstanceTypeInfo, image: str) -> DebianAmi:
+    """The newest Debian AMI for the image (debian-13 or debian-12) and the instance type's architecture."""
+    supported = instance_type.architectures
     architectures = [a for a in DEBIAN_ARCHITECTURES if a in supported]
     if not architectures:
         raise StackConfigError(
-            f'Config prefect-host:instanceType = "{instance_type}" is invalid; allowed: an instance type '
+            f'Config prefect-host:instanceType = "{instance_type.name}" is invalid; allowed: an instance type '
             f"with an x86_64 or arm64 architecture (it supports {', '.join(supported)})."
         )
     architecture = architectures[0]
@@ -89,6 +103,8 @@ def cidr_slug(cidr: str) -> str:
 class AwsHost(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    vpc_id: pulumi.Output[str]  # the VM's VPC (its security group's): where the database goes
 
     def __init__(self, name: str, args: AwsHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:aws_host:AwsHost", name, None, opts)
@@ -154,11 +170,14 @@ class AwsHost(pulumi.ComponentResource):
 
         self.public_ip = address.public_ip
         self.instance_id = instance.id
+        self.security_group_id = group.id
+        self.vpc_id = group.vpc_id
         self.register_outputs(
             {
                 "publicIp": self.public_ip,
                 "instanceId": self.instance_id,
-                "securityGroupId": group.id,
+                "securityGroupId": self.security_group_id,
+                "vpcId": self.vpc_id,
                 "amiName": args.ami.name,
             }
         )

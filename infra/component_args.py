@@ -1,15 +1,18 @@
 """Each component's argument object, built from the one validated StackConfig.
 
 The only module besides stack_config that reads StackConfig: the components see just the fields they
-use, plus the outputs of the components they depend on (HostKeys' keys, BucketStorage's bucket ARN).
+use, plus the outputs of the components they depend on (HostKeys' keys, BucketStorage's bucket ARN, the
+host's VPC and security group or network for the database).
 """
 
 from __future__ import annotations
 
-from aws_host import AwsHostArgs, DebianAmi
+from aws_database import AwsDatabaseArgs
+from aws_host import AwsHost, AwsHostArgs, DebianAmi
 from bucket_access import BucketAccessArgs
 from bucket_storage import BucketStorage, BucketStorageArgs
-from gcp_host import GcpHostArgs
+from gcp_database import GcpDatabaseArgs
+from gcp_host import GcpHost, GcpHostArgs
 from host_keys import HostKeys, HostKeysArgs
 from stack_config import StackConfig
 
@@ -67,4 +70,38 @@ def bucket_access_args(config: StackConfig, storage: BucketStorage) -> BucketAcc
         iam_user_name=config.iam_user_name,
         s3_access=config.s3_access,
         bucket_arn=storage.bucket_arn,
+    )
+
+
+def _postgres_settings(config: StackConfig) -> tuple[str, int]:
+    # parse_stack_config sets both for database postgres; anything else is a caller's mistake.
+    if config.db_instance_class is None or config.db_backup_retention_days is None:
+        raise ValueError(f"the database args need a config with database postgres, not {config.database}")
+    return config.db_instance_class, config.db_backup_retention_days
+
+
+def aws_database_args(config: StackConfig, host: AwsHost) -> AwsDatabaseArgs:
+    instance_class, retention_days = _postgres_settings(config)
+    return AwsDatabaseArgs(
+        stack=config.stack,
+        instance_class=instance_class,
+        backup_retention_days=retention_days,
+        retain_data=config.retain_data,
+        vpc_id=host.vpc_id,
+        host_security_group_id=host.security_group_id,
+    )
+
+
+def gcp_database_args(config: StackConfig, host: GcpHost) -> GcpDatabaseArgs:
+    tier, retention_days = _postgres_settings(config)
+    if config.gcp_region is None or config.gcp_zone is None:
+        raise ValueError(f"gcp_database_args needs a config with cloud gcp, not {config.cloud}")
+    return GcpDatabaseArgs(
+        stack=config.stack,
+        region=config.gcp_region,
+        zone=config.gcp_zone,
+        tier=tier,
+        backup_retention_days=retention_days,
+        retain_data=config.retain_data,
+        network_id=host.network_id,
     )

@@ -10,6 +10,7 @@ import pulumi_gcp as gcp
 
 import first_boot
 from host_keys import SSH_USER
+from stack_config import StackConfigError
 
 # Arm machine families on Compute Engine (Ampere Altra T2A, Google Axion C4A); every other family
 # is x86_64. A table, because the provider has no lookup that reports a machine type's architecture.
@@ -48,6 +49,19 @@ def debian_image(image: str, machine_type: str) -> str:
     return f"projects/debian-cloud/global/images/family/{DEBIAN_IMAGE_FAMILIES[image]}{suffix}"
 
 
+def machine_vcpus(machine_type: str, zone: str) -> int:
+    """The machine type's vCPUs as Compute Engine reports them in the zone (`gcp.compute.get_machine_types`); a
+    type the zone does not offer fails here, before any resource is registered."""
+    found = gcp.compute.get_machine_types(filter=f'name = "{machine_type}"', zone=zone).machine_types
+    matching = [m.guest_cpus for m in found if m.name == machine_type]
+    if not matching:
+        raise StackConfigError(
+            f'Config prefect-host:instanceType = "{machine_type}" is invalid; allowed: a machine type that zone '
+            f"{zone} offers (gcloud compute machine-types list --zones {zone})."
+        )
+    return matching[0]
+
+
 def boot_disk_type(machine_type: str) -> str:
     return "hyperdisk-balanced" if machine_family(machine_type) in HYPERDISK_MACHINE_FAMILIES else "pd-balanced"
 
@@ -75,6 +89,7 @@ def firewall_rules(
 class GcpHost(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
+    network_id: pulumi.Output[str]  # the stack's own VPC network: the database's private IP is on it
 
     def __init__(self, name: str, args: GcpHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:gcp_host:GcpHost", name, None, opts)
@@ -147,6 +162,7 @@ class GcpHost(pulumi.ComponentResource):
 
         self.public_ip = address.address
         self.instance_id = instance.instance_id
+        self.network_id = network.id
         self.register_outputs(
-            {"publicIp": self.public_ip, "instanceId": self.instance_id, "networkId": network.id, "image": image}
+            {"publicIp": self.public_ip, "instanceId": self.instance_id, "networkId": self.network_id, "image": image}
         )

@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -45,6 +45,16 @@ LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
 # Caddy's port for plain HTTP when tls is off: the port users and the tutorial know.
 PLAINTEXT_PORT = 4200
+# Prefect's database: SQLite on the VM (one API process), or a managed PostgreSQL 17 (RDS / Cloud SQL) that several
+# API processes share (Prefect's `prefect server start --workers N` refuses N > 1 with SQLite).
+DATABASES = ("sqlite", "postgres")
+DEFAULT_DB_INSTANCE_CLASSES = {"aws": "db.t4g.micro", "gcp": "db-custom-1-3840"}
+# Days of automated backups: RDS keeps them for at most 35 days (Cloud SQL keeps one backup a day, as many).
+DB_BACKUP_RETENTION_DAYS = (1, 35)
+DEFAULT_DB_BACKUP_RETENTION_DAYS = 7
+DEFAULT_API_WORKERS = {"sqlite": 1, "postgres": 2}
+# The most API processes per vCPU of the VM (checked against the provider's lookup of instanceType).
+API_WORKERS_PER_VCPU = 2
 
 # Keys of the prefect-host namespace, in the order they are validated (the issue's table).
 KEYS = (
@@ -68,6 +78,10 @@ KEYS = (
     "allowPlaintext",
     RETENTION,
     SNAPSHOT_INTERVAL,
+    "database",
+    "dbInstanceClass",
+    "dbBackupRetentionDays",
+    "apiWorkers",
 )
 PROVIDER_KEYS = ("aws:region", "gcp:project", "gcp:region", "gcp:zone")
 
@@ -100,6 +114,10 @@ class StackConfig:
     allow_plaintext: bool
     backup_retention: str  # Litestream's snapshot retention, e.g. "7d" (backup_config)
     backup_snapshot_interval: str  # how often Litestream takes a full snapshot, e.g. "1d"
+    database: str  # sqlite or postgres
+    db_instance_class: str | None  # postgres only: an RDS instance class or a Cloud SQL tier
+    db_backup_retention_days: int | None  # postgres only: days of automated backups
+    api_workers: int  # Prefect API processes: 1 with sqlite; with postgres at most API_WORKERS_PER_VCPU per vCPU
     aws_region: str
     gcp_project: str | None
     gcp_region: str | None
@@ -172,6 +190,60 @@ def parse_instance_type(key: str, raw: str, cloud: str) -> str:
     if not re.fullmatch(pattern, raw):
         raise _error(key, raw, f"{example} (cloud is {cloud})")
     return raw
+
+
+def parse_db_instance_class(key: str, raw: str, cloud: str) -> str:
+    # Only the shape is checked here; the provider refuses a class it does not offer when the database is created.
+    pattern, example = {
+        "aws": (r"db\.[a-z0-9]+\.[a-z0-9]+", "an RDS DB instance class such as db.t4g.micro or db.m7g.large"),
+        "gcp": (
+            r"db-[A-Za-z0-9]+(-[A-Za-z0-9]+)*",
+            "a Cloud SQL tier such as db-custom-1-3840, db-g1-small or db-perf-optimized-N-2",
+        ),
+    }[cloud]
+    if not re.fullmatch(pattern, raw):
+        raise _error(key, raw, f"{example} (cloud is {cloud})")
+    return raw
+
+
+def parse_db_backup_retention_days(key: str, raw: str) -> int:
+    low, high = DB_BACKUP_RETENTION_DAYS
+    if not re.fullmatch(r"[1-9][0-9]{0,5}", raw) or not low <= int(raw) <= high:
+        raise _error(
+            key, raw, f"a whole number of days from {low} to {high} (RDS keeps automated backups for at most {high})"
+        )
+    return int(raw)
+
+
+def parse_api_workers(key: str, raw: str, database: str) -> int:
+    """How many API processes: a whole number, exactly 1 with SQLite. The upper bound with PostgreSQL depends on the
+    VM's vCPUs, which only the provider's lookup knows: check_api_workers."""
+    if database == "sqlite":
+        if raw != "1":
+            raise _error(
+                key,
+                raw,
+                f"1 with {NAMESPACE}:database sqlite (SQLite serves one API process; set {NAMESPACE}:database "
+                "postgres to run several)",
+            )
+        return 1
+    if not re.fullmatch(r"[1-9][0-9]{0,5}", raw):
+        raise _error(
+            key, raw, f"a whole number of API processes from 1 to {API_WORKERS_PER_VCPU} per vCPU of instanceType"
+        )
+    return int(raw)
+
+
+def check_api_workers(config: StackConfig, vcpus: int) -> None:
+    """apiWorkers against the VM's vCPUs (from the provider's instance or machine type lookup)."""
+    limit = API_WORKERS_PER_VCPU * vcpus
+    if config.api_workers > limit:
+        raise _error(
+            f"{NAMESPACE}:apiWorkers",
+            str(config.api_workers),
+            f"1 to {limit}: at most {API_WORKERS_PER_VCPU} API processes per vCPU, and {NAMESPACE}:instanceType "
+            f"{config.instance_type} has {vcpus} vCPU{'s' if vcpus != 1 else ''}",
+        )
 
 
 def parse_cidr_list(key: str, raw: str) -> tuple[str, ...]:
@@ -500,6 +572,7 @@ def parse_stack_config(
             backup_retention=raw(RETENTION, BACKUP_DEFAULTS[RETENTION]),
             backup_snapshot_interval=raw(SNAPSHOT_INTERVAL, BACKUP_DEFAULTS[SNAPSHOT_INTERVAL]),
         )
+        fields.update(_database_fields(raw, cloud))
         if cloud == "gcp":
             zone = parse_gcp_zone("gcp:zone", values.get("gcp:zone"))
             fields.update(
@@ -510,6 +583,39 @@ def parse_stack_config(
     except StackConfigError as error:
         raise _masked(error, values, secret_keys) from None
     return StackConfig(project=project, stack=stack, **fields)
+
+
+def _database_fields(raw: Callable[..., str | None], cloud: str) -> dict[str, object]:
+    """database, dbInstanceClass, dbBackupRetentionDays and apiWorkers; the database settings only with postgres."""
+    key = f"{NAMESPACE}:database"
+    database = parse_choice(key, raw("database", DATABASES[0]), DATABASES)
+    instance_class, retention_days = raw("dbInstanceClass"), raw("dbBackupRetentionDays")
+    api_workers = parse_api_workers(
+        f"{NAMESPACE}:apiWorkers", raw("apiWorkers", str(DEFAULT_API_WORKERS[database])), database
+    )
+    if database == "sqlite":
+        # Set but unused would hide a mistake, most often a forgotten `database: postgres`.
+        for name, value in (("dbInstanceClass", instance_class), ("dbBackupRetentionDays", retention_days)):
+            if value is not None:
+                raise StackConfigError(
+                    f"Config {NAMESPACE}:{name} = {json.dumps(value)} only applies with {key} postgres (the "
+                    f"managed PostgreSQL database); database is sqlite here. Set {key} postgres, or remove "
+                    f"{NAMESPACE}:{name}."
+                )
+        return dict(database=database, db_instance_class=None, db_backup_retention_days=None, api_workers=api_workers)
+    return dict(
+        database=database,
+        db_instance_class=parse_db_instance_class(
+            f"{NAMESPACE}:dbInstanceClass",
+            DEFAULT_DB_INSTANCE_CLASSES[cloud] if instance_class is None else instance_class,
+            cloud,
+        ),
+        db_backup_retention_days=parse_db_backup_retention_days(
+            f"{NAMESPACE}:dbBackupRetentionDays",
+            str(DEFAULT_DB_BACKUP_RETENTION_DAYS) if retention_days is None else retention_days,
+        ),
+        api_workers=api_workers,
+    )
 
 
 def _masked(error: StackConfigError, values: Mapping[str, str], secret_keys: frozenset[str]) -> StackConfigError:

@@ -50,6 +50,7 @@ class MockResource:
     secret_outputs: frozenset[str]
     retain_on_delete: bool
     ignore_changes: tuple[str, ...]
+    dependencies: frozenset[str] = frozenset()  # URNs the resource waits for (depends_on and its inputs' resources)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 "custom": bool(request.custom),
                 "retain_on_delete": bool(request.retainOnDelete),
                 "ignore_changes": tuple(request.ignoreChanges),
+                "dependencies": frozenset(request.dependencies),
             }
         )
         obj_proto = _sync_await(rpc.serialize_properties(state, {}))
@@ -234,6 +236,7 @@ def record_program(
                 secret_outputs=secret_outputs,
                 retain_on_delete=registration["retain_on_delete"],
                 ignore_changes=registration["ignore_changes"],
+                dependencies=registration["dependencies"],
             )
         )
     exports, secret_exports = _split_secrets(monitor.registered_outputs.get(stack_urn, {}))

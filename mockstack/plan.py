@@ -65,9 +65,40 @@ def _rule(protocol: Any, from_port: Any, to_port: Any, source: Any) -> str:
     return f"{protocol}/{ports} from {source}"
 
 
+def _ingress_source(i: dict) -> Any:
+    if i.get("referencedSecurityGroupId"):
+        return f"security group {i['referencedSecurityGroupId']}"
+    return i.get("cidrIpv4") or i.get("cidrIpv6")
+
+
+def _rds_instance(i: dict, r: MockResource) -> str:
+    protected = "deletion protection" if i.get("deletionProtection") else "no deletion protection"
+    snapshot = "no final snapshot" if i.get("skipFinalSnapshot") else "final snapshot on delete"
+    return (
+        f"{i.get('engine')} {i.get('engineVersion')} {i.get('instanceClass')}, {i.get('storageType')} "
+        f"{int(i.get('allocatedStorage', 0))} GB encrypted={i.get('storageEncrypted')}, "
+        f"public={i.get('publiclyAccessible')}, backups {int(i.get('backupRetentionPeriod', 0))} days, "
+        f"{protected}, {snapshot}, password secret={'password' in r.secret_inputs}"
+    )
+
+
+def _sql_instance(i: dict, r: MockResource) -> str:
+    settings = i.get("settings", {})
+    ip, backup = settings.get("ipConfiguration", {}), settings.get("backupConfiguration", {})
+    kept = int(backup.get("backupRetentionSettings", {}).get("retainedBackups", 0))
+    return (
+        f"{i.get('databaseVersion')} {settings.get('tier')} ({settings.get('edition')}) in "
+        f"{settings.get('locationPreference', {}).get('zone')}, public IP={ip.get('ipv4Enabled')}, private network, "
+        f"sslMode {ip.get('sslMode')}, backups={backup.get('enabled')} ({kept} kept), "
+        f"point-in-time recovery={backup.get('pointInTimeRecoveryEnabled')} "
+        f"({int(backup.get('transactionLogRetentionDays', 0))} days), "
+        f"deletion protection={settings.get('deletionProtectionEnabled')}"
+    )
+
+
 DETAILS: dict[str, Callable[[dict, MockResource], str]] = {
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": lambda i, r: _rule(
-        i.get("ipProtocol"), i.get("fromPort"), i.get("toPort"), i.get("cidrIpv4") or i.get("cidrIpv6")
+        i.get("ipProtocol"), i.get("fromPort"), i.get("toPort"), _ingress_source(i)
     ),
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": lambda i, r: (
         f"outbound {'all' if i.get('ipProtocol') == '-1' else i.get('ipProtocol')} to "
@@ -125,6 +156,22 @@ DETAILS: dict[str, Callable[[dict, MockResource], str]] = {
     "tls:index/privateKey:PrivateKey": lambda i, r: f"{i.get('algorithm')} key pair",
     "random:index/randomPassword:RandomPassword": lambda i, r: f"{int(i.get('length'))} characters",
     "random:index/randomId:RandomId": lambda i, r: f"{int(i.get('byteLength'))} random bytes",
+    "aws:rds/instance:Instance": _rds_instance,
+    "aws:rds/parameterGroup:ParameterGroup": lambda i, r: (
+        f"{i.get('family')}: " + ", ".join(f"{p.get('name')}={p.get('value')}" for p in i.get("parameters", []))
+    ),
+    "aws:rds/subnetGroup:SubnetGroup": lambda i, r: f"{len(i.get('subnetIds', []))} subnets of the VM's VPC",
+    "aws:ec2/securityGroup:SecurityGroup": lambda i, r: f"in {i['vpcId']}" if i.get("vpcId") else "default VPC",
+    "gcp:sql/databaseInstance:DatabaseInstance": _sql_instance,
+    "gcp:sql/database:Database": lambda i, r: f"database {i.get('name')}",
+    "gcp:sql/user:User": lambda i, r: f"user {i.get('name')}, password secret={'password' in r.secret_inputs}",
+    "gcp:compute/globalAddress:GlobalAddress": lambda i, r: (
+        f"{i.get('addressType')} /{int(i.get('prefixLength', 0))} for {i.get('purpose')}"
+    ),
+    "gcp:servicenetworking/connection:Connection": lambda i, r: (
+        f"{i.get('service')} peering, ranges {', '.join(i.get('reservedPeeringRanges', []))}"
+    ),
+    "gcp:projects/service:Service": lambda i, r: f"enable {i.get('service')}",
 }
 
 
@@ -195,17 +242,38 @@ def tls_summary(outputs: dict[str, Any]) -> str:
     )
 
 
-def policy_violations(resources: Iterable[MockResource], *, allow_public_ssh: bool = False) -> list | None:
+def database_summary(outputs: dict[str, Any]) -> str:
+    """Prefect's database and its API processes, from the outputs (database, apiWorkers, databaseUrl)."""
+    workers = outputs.get("apiWorkers", "1")
+    processes = f"{workers} API process{'es' if workers != '1' else ''}"
+    if outputs.get("database") == "postgres":
+        return (
+            f"Database: postgres: managed PostgreSQL 17 on a private address, TLS required; {processes}; "
+            "the secret output databaseUrl holds the connection URL"
+        )
+    return f"Database: sqlite on the VM; {processes}"
+
+
+def policy_violations(
+    resources: Iterable[MockResource], *, allow_public_ssh: bool = False, allow_database_deletion: bool = False
+) -> list | None:
     """The policy pack's verdict, or None when the pack is not there (policy/rules.py). A stack that sets
-    allowPublicSsh is judged with policy/allow-public-ssh.json, as `pulumi preview --policy-pack-config`
-    with that file would (the README says to pass it)."""
+    allowPublicSsh is judged with policy/allow-public-ssh.json, one with retainData false with
+    policy/allow-database-deletion.json, as `pulumi preview --policy-pack-config` with that file would (the README
+    says to pass it)."""
     if not (REPO_ROOT / "policy" / "rules.py").exists():
         return None
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     rules = importlib.import_module("policy.rules")
-    pack_config = json.loads((REPO_ROOT / "policy" / "allow-public-ssh.json").read_text()) if allow_public_ssh else None
-    return list(rules.evaluate(resources, pack_config))
+    pack_config: dict[str, Any] = {}
+    for wanted, file in (
+        (allow_public_ssh, "allow-public-ssh.json"),
+        (allow_database_deletion, "allow-database-deletion.json"),
+    ):
+        if wanted:
+            pack_config |= json.loads((REPO_ROOT / "policy" / file).read_text())
+    return list(rules.evaluate(resources, pack_config or None))
 
 
 def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -230,9 +298,12 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO
 
     print(f"Plan for stack {stack} ({config.get(f'{PROJECT}:cloud', 'aws')}) from {args.config}\n", file=out)
     print(f"{tls_summary(run.outputs)}\n", file=out)
+    print(f"{database_summary(run.outputs)}\n", file=out)
     print(format_plan(run), file=out)
     violations = policy_violations(
-        run.resources, allow_public_ssh=config.get(f"{PROJECT}:allowPublicSsh") in (True, "true")
+        run.resources,
+        allow_public_ssh=config.get(f"{PROJECT}:allowPublicSsh") in (True, "true"),
+        allow_database_deletion=config.get(f"{PROJECT}:retainData") in (False, "false"),
     )
     if violations is None:
         print("\npolicy pack: not found (policy/rules.py)", file=out)

@@ -33,9 +33,19 @@ AUTO_NAMED = {
     "gcp:compute/firewall:Firewall": "name",
     "gcp:compute/address:Address": "name",
     "gcp:compute/instance:Instance": "name",
+    "aws:rds/instance:Instance": "identifier",
+    "aws:rds/parameterGroup:ParameterGroup": "name",
+    "aws:rds/subnetGroup:SubnetGroup": "name",
+    "gcp:compute/globalAddress:GlobalAddress": "name",
+    "gcp:sql/databaseInstance:DatabaseInstance": "name",
 }
 # EC2 families built on Graviton: a "g" after the generation digit (t4g, m7gd, c7gn, x2gd, im4gn), or a1.
 ARM_EC2_FAMILY = re.compile(r"a1|[a-z]+\d+[a-z]*g[a-z]*")
+# vCPUs by EC2 size as in the current families (t3, t4g, m7i, c7g, ...): up to large 2, xlarge 4, Nxlarge 4N. EC2's
+# exceptions that matter here: t2's nano to small have 1, and so do Graviton's non-burstable mediums (m6g.medium).
+EC2_SIZE_VCPUS = {"nano": 2, "micro": 2, "small": 2, "medium": 2, "large": 2, "xlarge": 4, "metal": 64}
+# Compute Engine's shared-core machine types; the others name their vCPUs (e2-standard-4, n2-custom-6-16384).
+GCE_SHARED_CORE_VCPUS = {"e2-micro": 2, "e2-small": 2, "e2-medium": 2, "f1-micro": 1, "g1-small": 1}
 
 
 def partition_of(region: str) -> str:
@@ -246,6 +256,56 @@ def _access_key(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[
     return key_id, {"secret": secret, "status": "Active", "createDate": "2025-01-01T00:00:00Z"}
 
 
+def _rds_instance(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
+    identifier = state["identifier"]
+    address = f"{identifier}.c{m._hex(12, 'rds-zone')}.{m.aws_region}.rds.amazonaws.com"
+    port = int(state.get("port", 5432))
+    return identifier, {
+        "address": address,
+        "endpoint": f"{address}:{port}",
+        "port": port,
+        "arn": m._arn("rds", f"db:{identifier}"),
+        "resourceId": "db-" + m._hex(26, args.typ, args.name).upper(),
+        "engineVersionActual": f"{state.get('engineVersion', '17')}.5",
+        "status": "available",
+    }
+
+
+def _rds_named(kind: str) -> Callable:
+    def handler(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
+        computed = {"arn": m._arn("rds", f"{kind}:{state['name']}")}
+        if kind == "subgrp":
+            computed["vpcId"] = "vpc-" + m._hex(17, "default-vpc")
+        return state["name"], computed
+
+    return handler
+
+
+def _peering_range_octet(m: ProviderMocks) -> int:
+    """The second octet of the stack's private services access range, which Cloud SQL's private IP is in."""
+    return 100 + m._octet("peering-range") % 100
+
+
+def _global_address(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
+    resource_id, computed = _gcp("addresses", "global")(m, args, state)
+    computed["address"] = f"10.{_peering_range_octet(m)}.0.0"
+    return resource_id, computed
+
+
+def _sql_instance(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
+    project = m.config.get("gcp:project", "mock-project")
+    region = state.get("region") or m.config.get("gcp:region")
+    private_ip = f"10.{_peering_range_octet(m)}.0.3"
+    return state["name"], {
+        "project": project,
+        "connectionName": f"{project}:{region}:{state['name']}",
+        "privateIpAddress": private_ip,
+        "ipAddresses": [{"ipAddress": private_ip, "type": "PRIVATE"}],
+        "selfLink": f"https://sqladmin.googleapis.com/sql/v1beta4/projects/{project}/instances/{state['name']}",
+        "serviceAccountEmailAddress": f"p{m._hex(12, 'sa')}@gcp-sa-cloud-sql.iam.gserviceaccount.com",
+    }
+
+
 def _gcp(collection: str, scope: str) -> Callable:
     def handler(m: ProviderMocks, args: MockResourceArgs, state: dict) -> tuple[str, dict]:
         project = m.config.get("gcp:project", "mock-project")
@@ -295,6 +355,11 @@ RESOURCE_HANDLERS: dict[str, Callable[[ProviderMocks, MockResourceArgs, dict], t
     "gcp:compute/firewall:Firewall": _gcp("firewalls", "global"),
     "gcp:compute/address:Address": _gcp("addresses", "region"),
     "gcp:compute/instance:Instance": _gcp("instances", "zone"),
+    "aws:rds/instance:Instance": _rds_instance,
+    "aws:rds/parameterGroup:ParameterGroup": _rds_named("pg"),
+    "aws:rds/subnetGroup:SubnetGroup": _rds_named("subgrp"),
+    "gcp:compute/globalAddress:GlobalAddress": _global_address,
+    "gcp:sql/databaseInstance:DatabaseInstance": _sql_instance,
 }
 
 
@@ -312,7 +377,69 @@ def _get_instance_type(m: ProviderMocks, args: dict) -> dict:
         architectures = ["arm64"]
     else:
         architectures = ["i386", "x86_64"] if family in ("t2", "t3", "c5") else ["x86_64"]
-    return {"id": instance_type, "instanceType": instance_type, "supportedArchitectures": architectures}
+    return {
+        "id": instance_type,
+        "instanceType": instance_type,
+        "supportedArchitectures": architectures,
+        "defaultVcpus": _ec2_vcpus(instance_type),
+    }
+
+
+def _ec2_vcpus(instance_type: str) -> int:
+    family, size = instance_type.split(".", 1)
+    if (family == "t2" and size in ("nano", "micro", "small")) or (
+        size == "medium" and ARM_EC2_FAMILY.fullmatch(family) and not family.startswith("t")
+    ):
+        return 1
+    multiple = re.fullmatch(r"(\d+)xlarge", size)
+    return 4 * int(multiple.group(1)) if multiple else EC2_SIZE_VCPUS.get(size, 2)
+
+
+def _gce_vcpus(machine_type: str) -> int | None:
+    if machine_type in GCE_SHARED_CORE_VCPUS:
+        return GCE_SHARED_CORE_VCPUS[machine_type]
+    custom = re.fullmatch(r"(?:[a-z0-9]+-)?custom-(\d+)-\d+(?:-ext)?", machine_type)
+    named = re.fullmatch(r"[a-z0-9]+-[a-z]+-(\d+)(?:-[a-z]+)?", machine_type)
+    found = custom or named
+    return int(found.group(1)) if found else None
+
+
+def _get_subnets(m: ProviderMocks, args: dict) -> dict:
+    filters = args.get("filters", [])
+    [vpc] = [f["values"][0] for f in filters if f["name"] == "vpc-id"]
+    return {
+        "id": m.aws_region,
+        "ids": [f"subnet-{m._hex(17, 'subnet', vpc, zone)}" for zone in "abc"],
+        "filters": filters,
+    }
+
+
+def _get_machine_types(m: ProviderMocks, args: dict) -> dict:
+    match = re.fullmatch(r'name = "([^"]+)"', args.get("filter", ""))
+    if not match or not args.get("zone"):
+        raise ValueError('mockstack answers machine type lookups by zone and the filter name = "<type>" only')
+    name, zone = match.group(1), args["zone"]
+    vcpus = _gce_vcpus(name)
+    project = m.config.get("gcp:project", "mock-project")
+    if vcpus is None:  # not a machine type: Compute Engine lists none
+        return {"id": f"projects/{project}/zones/{zone}", "filter": args["filter"], "zone": zone, "machineTypes": []}
+    found = [
+        {
+            "name": name,
+            "guestCpus": vcpus,
+            "isSharedCpus": name in GCE_SHARED_CORE_VCPUS,
+            "memoryMb": 1024 * max(vcpus, 1) * 4,
+            "architecture": "ARM64" if name.split("-", 1)[0] in ("t2a", "c4a") else "X86_64",
+            "description": f"{vcpus} vCPUs",
+            "maximumPersistentDisks": 128,
+            "maximumPersistentDisksSizeGb": 263168,
+            "selfLink": f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/machineTypes/{name}",
+            "accelerators": [],
+            "bundledLocalSsds": [],
+            "deprecateds": [],
+        }
+    ]
+    return {"id": f"projects/{project}/zones/{zone}", "filter": args["filter"], "zone": zone, "machineTypes": found}
 
 
 def _get_ami(m: ProviderMocks, args: dict) -> dict:
@@ -350,4 +477,6 @@ CALL_HANDLERS: dict[str, Callable[[ProviderMocks, dict], dict]] = {
     "aws:ec2/getInstanceType:getInstanceType": _get_instance_type,
     "aws:ec2/getAmi:getAmi": _get_ami,
     "aws:index/getPartition:getPartition": _get_partition,
+    "aws:ec2/getSubnets:getSubnets": _get_subnets,
+    "gcp:compute/getMachineTypes:getMachineTypes": _get_machine_types,
 }

@@ -60,6 +60,9 @@ AWS_POLICY_ATTACHMENT = "aws:iam/policyAttachment:PolicyAttachment"
 GCP_FIREWALL = "gcp:compute/firewall:Firewall"
 GCP_NETWORK = "gcp:compute/network:Network"
 GCP_INSTANCE = "gcp:compute/instance:Instance"
+AWS_RDS_INSTANCE = "aws:rds/instance:Instance"
+AWS_RDS_PARAMETER_GROUP = "aws:rds/parameterGroup:ParameterGroup"
+GCP_SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
 
 # What may be reachable from anywhere: the Prefect UI/API (4200, also UDP as the issue asks) and 80/443.
 PUBLIC_PORTS = {"tcp": frozenset({80, 443, 4200}), "udp": frozenset({4200})}
@@ -81,6 +84,22 @@ SSH_CONFIG_SCHEMA = PolicyConfigSchema(
     }
 )
 ENCRYPTION_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
+# The deletion-protection policies' one config property (see _unless_allowed), set with
+# `--policy-pack-config policy/allow-database-deletion.json` for a stack with prefect-host:retainData false.
+ALLOW_DATABASE_DELETION = "allowDatabaseDeletion"
+DATABASE_DELETION_CONFIG_SCHEMA = PolicyConfigSchema(
+    properties={
+        ALLOW_DATABASE_DELETION: {
+            "type": "boolean",
+            "default": False,
+            "description": "The stack sets prefect-host:retainData false: a database that may be deleted is intended.",
+        }
+    }
+)
+# RDS keeps automated backups for 1 to 35 days.
+RDS_BACKUP_RETENTION_DAYS = (1, 35)
+# Cloud SQL's sslMode values that refuse unencrypted connections.
+CLOUD_SQL_TLS_MODES = frozenset({"ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,10 @@ def _as_list(value: Any) -> list:
 
 def _is_true(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
 def _known(props: Mapping, key: str) -> Any:
@@ -306,17 +329,23 @@ def _unless_public_ssh_allowed(
     policy (prefect-host-public-ports-only above all) still applies. Whoever wants the findings shown as
     warnings instead sets these policies to "advisory" in the config file, without allowPublicSsh.
     """
+    return _unless_allowed(ALLOW_PUBLIC_SSH, validate)
+
+
+def _unless_allowed(
+    flag: str, validate: Callable[[Any, ReportViolation], None]
+) -> Callable[[Any, ReportViolation], None]:
+    """A validation that the policy config property `flag` (a boolean) turns into "not applicable", naming what
+    it found: allowPublicSsh for the SSH rules, allowDatabaseDeletion for the deletion-protection rules."""
 
     def wrapped(args: Any, report_violation: ReportViolation) -> None:
-        if not _is_true(args.get_config().get(ALLOW_PUBLIC_SSH)):
+        if not _is_true(args.get_config().get(flag)):
             validate(args, report_violation)
             return
         found: list[str] = []
         validate(args, lambda message, urn=None: found.append(message))
         if found:
-            args.not_applicable(
-                f"{ALLOW_PUBLIC_SSH} is set in the policy pack config; not enforced: " + " ".join(found)
-            )
+            args.not_applicable(f"{flag} is set in the policy pack config; not enforced: " + " ".join(found))
 
     return wrapped
 
@@ -412,6 +441,160 @@ def _gcp_serial_port_off(args: ResourceValidationArgs, report_violation: ReportV
     # GCE reads several spellings as true; accept only explicit "off" spellings.
     if str(value).strip().lower() not in ("false", "0", "no", "n"):
         report_violation(f'metadata serial-port-enable is {value!r}; remove it or set it to "false".')
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Managed PostgreSQL: RDS instances and Cloud SQL instances.
+
+
+def _rds_name(props: Mapping, fallback: str) -> str:
+    identifier = _known(props, "identifier")
+    return identifier if isinstance(identifier, str) else fallback
+
+
+def _rds_encrypted(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == AWS_RDS_INSTANCE and not _is_true(args.props.get("storageEncrypted")):
+        report_violation(
+            "storageEncrypted is not true (it defaults to false): the database's storage, backups and snapshots "
+            "would be unencrypted."
+        )
+
+
+def _rds_not_public(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == AWS_RDS_INSTANCE and _is_true(args.props.get("publiclyAccessible")):
+        report_violation("publiclyAccessible is true: the database gets a public address; leave it false.")
+
+
+def _rds_backups(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != AWS_RDS_INSTANCE:
+        return
+    # Stricter than CKV_AWS_133, which passes an unset period (assuming AWS's API default of 1 day): the provider's
+    # default is 0, no automated backups, so the period must be declared.
+    value = args.props.get("backupRetentionPeriod")
+    low, high = RDS_BACKUP_RETENTION_DAYS
+    try:
+        days = None if value is None else _port(value)
+    except (TypeError, ValueError):
+        days = None
+    if days is None or not low <= days <= high:
+        report_violation(
+            f"backupRetentionPeriod is {value!r}; set it to {low}..{high} days (unset, the provider's default is 0: "
+            "no automated backups)."
+        )
+
+
+def _rds_deletion_protection(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == AWS_RDS_INSTANCE and not _is_true(args.props.get("deletionProtection")):
+        report_violation("deletionProtection is not true (it defaults to false): the database can be deleted.")
+
+
+def _cloud_sql_settings(args: ResourceValidationArgs) -> Mapping | None:
+    return _mapping(args.props.get("settings")) if args.resource_type == GCP_SQL_INSTANCE else None
+
+
+def _cloud_sql_no_public_ip(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    settings = _cloud_sql_settings(args)
+    if settings is None:
+        return
+    # Stricter than CKV_GCP_60, which passes an instance without ipv4Enabled: Cloud SQL then gives it a public IP.
+    enabled = _mapping(settings.get("ipConfiguration")).get("ipv4Enabled")
+    if not _is_false(enabled):
+        report_violation(
+            f"settings.ipConfiguration.ipv4Enabled is {enabled!r}; set it to false (Cloud SQL assigns a public IP "
+            "unless told not to) and use a private network."
+        )
+
+
+def _cloud_sql_tls_only(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    settings = _cloud_sql_settings(args)
+    if settings is None:
+        return
+    # As CKV_GCP_6 (sslMode decides when set, else the deprecated requireSsl), except that ENCRYPTED_ONLY passes
+    # too: TLS is required, client certificates are not (Prefect's asyncpg connection authenticates with a
+    # password over TLS). Checkov passes only TRUSTED_CLIENT_CERTIFICATE_REQUIRED for PostgreSQL.
+    ip_configuration = _mapping(settings.get("ipConfiguration"))
+    mode = ip_configuration.get("sslMode")
+    if mode in CLOUD_SQL_TLS_MODES or (mode is None and _is_true(ip_configuration.get("requireSsl"))):
+        return
+    report_violation(
+        f"settings.ipConfiguration.sslMode is {mode!r}; set it to one of {sorted(CLOUD_SQL_TLS_MODES)} so that "
+        "unencrypted connections are refused."
+    )
+
+
+def _cloud_sql_backups(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    settings = _cloud_sql_settings(args)
+    # As CKV_GCP_14: a read replica (masterInstanceName) has no backups of its own and is not judged.
+    if settings is None or args.props.get("masterInstanceName"):
+        return
+    if not _is_true(_mapping(settings.get("backupConfiguration")).get("enabled")):
+        report_violation("settings.backupConfiguration.enabled is not true: the database has no automated backups.")
+
+
+def _cloud_sql_deletion_protection(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    settings = _cloud_sql_settings(args)
+    if settings is not None and not _is_true(settings.get("deletionProtectionEnabled")):
+        report_violation(
+            "settings.deletionProtectionEnabled is not true (it defaults to false): Cloud SQL lets any client "
+            "(console, gcloud, API) delete the database."
+        )
+
+
+def _reference(resource: PolicyResource, prop: str, candidates: Iterable[PolicyResource]) -> PolicyResource | None:
+    """The candidate that `resource`'s input `prop` names: through the engine's property dependencies (a preview
+    names a new resource that way while its name is unknown), else by the value against the candidate's name and
+    id. An unknown value that no dependency explains raises: the engine then reports that the policy cannot decide
+    in this preview, rather than a false violation."""
+    candidates = list(candidates)
+    depends_on = {dep.urn for dep in resource.property_dependencies.get(prop, [])}
+    for candidate in candidates:
+        if candidate.urn in depends_on:
+            return candidate
+    value = resource.props.get(prop)
+    for candidate in candidates:
+        if isinstance(value, str) and value in {_known(candidate.props, key) for key in ("name", "id")}:
+            return candidate
+    return None
+
+
+def _force_ssl(parameter_group: PolicyResource) -> Any:
+    for parameter in _items(parameter_group.props.get("parameters")):
+        parameter = _mapping(parameter)
+        if parameter.get("name") == "rds.force_ssl":
+            return parameter.get("value")
+    return None
+
+
+def _is_one(value: Any) -> bool:
+    """RDS parameter values are strings ("1"); a number (1, or 1.0 as numbers cross gRPC) means the same."""
+    try:
+        return not isinstance(value, bool) and float(value) == 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _rds_tls_enforced(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    # Stricter than CKV2_AWS_69, which passes an instance without a parameter group of its own: RDS's default one
+    # enforces TLS only from PostgreSQL 15 on, so the parameter group must be in the stack, with rds.force_ssl 1.
+    groups = [r for r in args.resources if r.resource_type == AWS_RDS_PARAMETER_GROUP]
+    for instance in (r for r in args.resources if r.resource_type == AWS_RDS_INSTANCE):
+        engine = _known(instance.props, "engine")
+        if not (isinstance(engine, str) and engine.startswith("postgres")):
+            continue
+        name = _rds_name(instance.props, instance.name)
+        group = _reference(instance, "parameterGroupName", groups)
+        if group is None:
+            report_violation(
+                f"RDS instance {name!r} uses no parameter group of this stack; give it one with rds.force_ssl = 1 "
+                "so that unencrypted connections are refused.",
+                instance.urn,
+            )
+        elif not _is_one(_force_ssl(group)):
+            report_violation(
+                f"RDS instance {name!r} uses parameter group {group.name!r}, whose rds.force_ssl is "
+                f"{_force_ssl(group)!r}; set it to 1 so that unencrypted connections are refused.",
+                instance.urn,
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -669,7 +852,8 @@ def _bucket_tls_only(args: StackValidationArgs, report_violation: ReportViolatio
 
 # ---------------------------------------------------------------------------------------------------------
 # The rules. Each is mandatory: a violation fails `pulumi preview`/`up` with `--policy-pack policy`. The SSH
-# exposure rules take one config property, allowPublicSsh (policy/allow-public-ssh.json sets it on all three).
+# exposure rules take one config property, allowPublicSsh (policy/allow-public-ssh.json sets it on all three); the
+# deletion-protection rules take allowDatabaseDeletion (policy/allow-database-deletion.json, for retainData false).
 
 MANDATORY = EnforcementLevel.MANDATORY
 
@@ -680,6 +864,17 @@ def _resource_rule(name: str, description: str, validate) -> ResourceValidationP
 
 def _stack_rule(name: str, description: str, validate) -> StackValidationPolicy:
     return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY)
+
+
+def _deletion_rule(name: str, description: str, validate) -> ResourceValidationPolicy:
+    """A deletion-protection rule: mandatory, and skipped when its config sets allowDatabaseDeletion."""
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=_unless_allowed(ALLOW_DATABASE_DELETION, validate),
+        enforcement_level=MANDATORY,
+        config_schema=DATABASE_DELETION_CONFIG_SCHEMA,
+    )
 
 
 def _ssh_rule(policy_type: type[Policy], name: str, description: str, validate) -> Policy:
@@ -752,6 +947,34 @@ ALL: list[Policy] = [
     ),
     _resource_rule("CKV_GCP_32", "GCP instances block project-wide SSH keys.", _gcp_block_project_ssh_keys),
     _resource_rule("CKV_GCP_35", "GCP instances keep the serial port console disabled.", _gcp_serial_port_off),
+    _resource_rule("CKV_AWS_16", "RDS instances encrypt their storage (storageEncrypted).", _rds_encrypted),
+    _resource_rule("CKV_AWS_17", "RDS instances are not publicly accessible.", _rds_not_public),
+    _resource_rule(
+        "CKV_AWS_133", "RDS instances keep automated backups for 1 to 35 days (backupRetentionPeriod).", _rds_backups
+    ),
+    _deletion_rule("CKV_AWS_293", "RDS instances have deletion protection.", _rds_deletion_protection),
+    _stack_rule(
+        "CKV2_AWS_69",
+        "RDS for PostgreSQL instances use a parameter group of the stack with rds.force_ssl = 1 (TLS only).",
+        _rds_tls_enforced,
+    ),
+    _resource_rule(
+        "CKV_GCP_60",
+        "Cloud SQL instances have no public IP (ipConfiguration.ipv4Enabled false).",
+        _cloud_sql_no_public_ip,
+    ),
+    _resource_rule(
+        "CKV_GCP_6",
+        "Cloud SQL instances refuse unencrypted connections (sslMode ENCRYPTED_ONLY or "
+        "TRUSTED_CLIENT_CERTIFICATE_REQUIRED).",
+        _cloud_sql_tls_only,
+    ),
+    _resource_rule("CKV_GCP_14", "Cloud SQL instances have automated backups enabled.", _cloud_sql_backups),
+    _deletion_rule(
+        "prefect-host-gcp-sql-deletion-protection",
+        "Cloud SQL instances have Cloud SQL's own deletion protection (settings.deletionProtectionEnabled).",
+        _cloud_sql_deletion_protection,
+    ),
 ]
 
 

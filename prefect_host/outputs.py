@@ -75,6 +75,12 @@ class StackOutputs:
     # bootstrap uses DEFAULT_BACKUP_RETENTION and DEFAULT_BACKUP_SNAPSHOT_INTERVAL.
     backup_retention: str | None = _output("backupRetention", required=False)
     backup_snapshot_interval: str | None = _output("backupSnapshotInterval", required=False)
+    # Prefect's database, "sqlite" (on the VM) or "postgres" (RDS / Cloud SQL), and how many API processes share it
+    # (a whole number as text; 1 with sqlite). Absent from older stacks: sqlite and 1.
+    database: str | None = _output("database", required=False)
+    api_workers: str | None = _output("apiWorkers", required=False)
+    # postgres only: postgresql+asyncpg://prefect:<password>@<private host>:5432/prefect?ssl=require
+    database_url: str | None = _output("databaseUrl", secret=True, required=False)
     # Not exported by infra/: an S3-compatible endpoint (MinIO, moto in tests) given by the user.
     s3_endpoint_url: str | None = _output("s3EndpointUrl", required=False)
 
@@ -104,6 +110,7 @@ class StackOutputs:
             raise OutputsError(f"{source}: output prefectAuthString must have the form user:password.")
         values["tls_mode"] = _check_tls(values, source)
         _check_backup(values, source)
+        _check_database(values, source)
         return cls(**values)
 
     @classmethod
@@ -272,3 +279,16 @@ OUTPUT_FIELDS = {f.metadata["output"]: f.metadata for f in fields(StackOutputs)}
 SECRET_OUTPUTS = frozenset(n for n, m in OUTPUT_FIELDS.items() if m["secret"])
 # What infra/ exports: everything but the user-supplied extras.
 INFRA_OUTPUTS = frozenset(OUTPUT_FIELDS) - {"s3EndpointUrl"}
+
+
+def _check_database(values: dict[str, Any], source: str) -> None:
+    """database sqlite (or absent) or postgres with its databaseUrl; apiWorkers a whole number, 1 with sqlite."""
+    database = values.get("database", "sqlite")
+    if database not in ("sqlite", "postgres"):
+        raise OutputsError(f"{source}: output database is {shown(database)}; allowed: sqlite, postgres.")
+    workers = values.get("api_workers", "1")
+    if not re.fullmatch(r"[1-9][0-9]{0,2}", workers) or (database == "sqlite" and workers != "1"):
+        allowed = "1 with sqlite" if database == "sqlite" else "a whole number from 1"
+        raise OutputsError(f"{source}: output apiWorkers is {shown(workers)}; allowed: {allowed}.")
+    if (database == "postgres") != ("database_url" in values):
+        raise OutputsError(f"{source}: output databaseUrl must be there exactly when database is postgres.")

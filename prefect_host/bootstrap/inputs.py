@@ -125,6 +125,7 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
         )
     if not given.client_only:
         _check_prefect_aws_fits(outputs.prefect_version)
+        _check_database_supported(outputs)
     tls, ca = _trust(given, outputs, user=user)
     endpoint = given.s3_endpoint_url or outputs.s3_endpoint_url
     storage = None if given.no_storage else dataclasses.replace(outputs, s3_endpoint_url=endpoint)
@@ -279,6 +280,17 @@ def _check_server_outputs(outputs: StackOutputs) -> None:
         )
     if any(c in outputs.prefect_auth_string for c in "\r\n\0"):
         raise UsageError("prefectAuthString contains a line break or NUL; it must be one line user:password.")
+
+
+def _check_database_supported(outputs: StackOutputs) -> None:
+    """database: postgres provisions RDS / Cloud SQL, but running Prefect on it (Redis, several API
+    processes, the services apart) is not in this release's bootstrap: refused before any change."""
+    if outputs.database == "postgres":
+        raise UsageError(
+            "database postgres: this release provisions the managed PostgreSQL, but its bootstrap runs Prefect "
+            "on SQLite only (the scale-out mode on PostgreSQL + Redis is not built yet). Set database: sqlite "
+            "and `pulumi up` again, or bootstrap with --client-only."
+        )
 
 
 def _read_text(flag: str, path: str) -> str:

@@ -12,9 +12,11 @@ import pytest
 
 import component_args
 import mockstack
+from aws_database import AwsDatabase, AwsDatabaseArgs
 from aws_host import AwsHost, AwsHostArgs, DebianAmi
 from bucket_access import BucketAccess, BucketAccessArgs
 from bucket_storage import BucketStorage, BucketStorageArgs
+from gcp_database import GcpDatabase, GcpDatabaseArgs
 from gcp_host import GcpHost, GcpHostArgs
 from host_keys import HostKeys, HostKeysArgs
 from infra_test_configs import AWS, GCP
@@ -27,6 +29,8 @@ COMPONENTS = [
     (BucketStorage, BucketStorageArgs),
     (BucketAccess, BucketAccessArgs),
     (HostKeys, HostKeysArgs),
+    (AwsDatabase, AwsDatabaseArgs),
+    (GcpDatabase, GcpDatabaseArgs),
 ]
 IDS = [component.__name__ for component, _ in COMPONENTS]
 INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
@@ -150,6 +154,34 @@ def test_bucket_and_key_args_carry_the_validated_settings():
         bucket_arn="arn:aws:s3:::my-bucket-1",
     )
     assert component_args.host_keys_args(config) == HostKeysArgs(ssh_public_key=key)
+
+
+def test_database_args_carry_the_settings_and_the_hosts_network():
+    settings = {"prefect-host:database": "postgres", "prefect-host:dbBackupRetentionDays": "14"}
+    aws_host = SimpleNamespace(vpc_id="vpc-1", security_group_id="sg-1")
+    aws = stack_config({**AWS, **settings, "prefect-host:retainData": "false"})
+    assert component_args.aws_database_args(aws, aws_host) == AwsDatabaseArgs(
+        stack="dev",
+        instance_class="db.t4g.micro",
+        backup_retention_days=14,
+        retain_data=False,
+        vpc_id="vpc-1",
+        host_security_group_id="sg-1",
+    )
+    gcp = stack_config({**GCP, **settings, "prefect-host:dbInstanceClass": "db-g1-small"})
+    assert component_args.gcp_database_args(gcp, SimpleNamespace(network_id="net-1")) == GcpDatabaseArgs(
+        stack="dev",
+        region="europe-west1",
+        zone="europe-west1-b",
+        tier="db-g1-small",
+        backup_retention_days=14,
+        retain_data=True,
+        network_id="net-1",
+    )
+    with pytest.raises(ValueError, match="database postgres"):
+        component_args.aws_database_args(stack_config(AWS), aws_host)
+    with pytest.raises(ValueError, match="cloud gcp"):
+        component_args.gcp_database_args(aws, SimpleNamespace(network_id="net-1"))
 
 
 def test_components_work_from_their_args_alone(tmp_path):

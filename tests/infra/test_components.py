@@ -6,6 +6,11 @@ import pytest
 
 from infra_test_configs import AWS, GCP
 
+AWS_PG = {**AWS, "prefect-host:database": "postgres"}
+GCP_PG = {**GCP, "prefect-host:database": "postgres"}
+ALL_CONFIGS = [AWS, GCP, AWS_PG, GCP_PG]
+ALL_IDS = ["aws", "gcp", "aws-postgres", "gcp-postgres"]
+
 COMMON = {
     "prefect-host:host_keys:HostKeys",
     "prefect-host:bucket_storage:BucketStorage",
@@ -14,11 +19,20 @@ COMMON = {
 }
 
 
-@pytest.mark.parametrize("base, host", [(AWS, "prefect-host:aws_host:AwsHost"), (GCP, "prefect-host:gcp_host:GcpHost")])
-def test_every_resource_belongs_to_a_component_of_this_project(program, base, host):
+@pytest.mark.parametrize(
+    "base, own",
+    [
+        (AWS, {"prefect-host:aws_host:AwsHost"}),
+        (GCP, {"prefect-host:gcp_host:GcpHost"}),
+        (AWS_PG, {"prefect-host:aws_host:AwsHost", "prefect-host:aws_database:AwsDatabase"}),
+        (GCP_PG, {"prefect-host:gcp_host:GcpHost", "prefect-host:gcp_database:GcpDatabase"}),
+    ],
+    ids=ALL_IDS,
+)
+def test_every_resource_belongs_to_a_component_of_this_project(program, base, own):
     run = program(base)
     components = [r for r in run.resources if not r.custom]
-    assert {c.type for c in components} == COMMON | {host}
+    assert {c.type for c in components} == COMMON | own
     by_urn = {r.urn: r for r in run.resources}
     for component in components:
         module = component.type.split(":")[1]
@@ -48,13 +62,15 @@ def test_component_outputs_are_the_real_values(program):
     assert credentials.secret_outputs == {"authString"}
 
 
-@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+@pytest.mark.parametrize("base", ALL_CONFIGS, ids=ALL_IDS)
 def test_secret_values_appear_only_where_marked_secret(program, base):
     run = program(base)
     host_key = run.one("prefect-host:host_keys:HostKeys").outputs["hostPrivateKey"]
-    password = run.one("random:index/randomPassword:RandomPassword").outputs["result"]
+    # The auth string's password, and with postgres the database's.
+    passwords = [r.outputs["result"] for r in run.of_type("random:index/randomPassword:RandomPassword")]
+    assert len(passwords) == (2 if "prefect-host:database" in base else 1)
     # Whole one-line secrets, and each base64 line of the private keys (JSON escapes their newlines).
-    fragments = [password, run.outputs["awsSecretAccessKey"]] + [
+    fragments = [*passwords, run.outputs["awsSecretAccessKey"]] + [
         line
         for key in (host_key, run.outputs["sshPrivateKey"])
         for line in key.splitlines()
@@ -75,7 +91,7 @@ def test_secret_values_appear_only_where_marked_secret(program, base):
         assert name in run.secret_outputs or not leaks(value), name
 
 
-@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+@pytest.mark.parametrize("base", ALL_CONFIGS, ids=ALL_IDS)
 def test_every_nested_property_name_is_one_the_sdk_knows(program, base):
     """The SDK turns the snake_case keys it knows into the provider's camelCase names and passes
     unknown ones through unchanged: a snake_case key in the graph is a misspelt property."""

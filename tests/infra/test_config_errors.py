@@ -7,6 +7,8 @@ from infra_test_configs import AWS, GCP
 from stack_config import StackConfigError
 
 AWS_WITH_DOMAIN = {**AWS, "prefect-host:domain": "prefect.example.com"}
+AWS_PG = {**AWS, "prefect-host:database": "postgres"}
+GCP_PG = {**GCP, "prefect-host:database": "postgres"}
 
 # (base config, key, bad value or None to unset it, text the message must contain)
 CASES = [
@@ -54,6 +56,23 @@ CASES = [
     (AWS, "prefect-host:backupRetention", "12h", "at least prefect-host:backupSnapshotInterval"),
     # Valid in shape, refused by the provider's instance type lookup: a Mac has no Debian AMI.
     (AWS, "prefect-host:instanceType", "mac2.metal", "x86_64 or arm64"),
+    (AWS, "prefect-host:database", "mysql", '"mysql" is invalid; allowed: sqlite or postgres'),
+    (GCP, "prefect-host:database", "", "sqlite or postgres"),
+    (AWS, "prefect-host:apiWorkers", 2, "1 with prefect-host:database sqlite"),
+    (GCP, "prefect-host:dbInstanceClass", "db-g1-small", "only applies with prefect-host:database postgres"),
+    (AWS_PG, "prefect-host:dbInstanceClass", "", "RDS DB instance class such as db.t4g.micro"),
+    (AWS_PG, "prefect-host:dbInstanceClass", "db.t4g micro", "RDS DB instance class"),
+    (GCP_PG, "prefect-host:dbInstanceClass", "db custom", "Cloud SQL tier"),
+    (AWS_PG, "prefect-host:dbBackupRetentionDays", 0, "from 1 to 35"),
+    (GCP_PG, "prefect-host:dbBackupRetentionDays", 40, "from 1 to 35"),
+    (AWS_PG, "prefect-host:apiWorkers", 0, "whole number of API processes from 1 to 2 per vCPU"),
+    (GCP_PG, "prefect-host:apiWorkers", "many", "whole number of API processes"),
+    (AWS_PG, "prefect-host:apiWorkers", 1.5, "whole number of API processes"),
+    # Valid in shape, more than the provider's lookup of instanceType allows: t3.small and e2-small have 2 vCPUs.
+    (AWS_PG, "prefect-host:apiWorkers", 5, "1 to 4: at most 2 API processes per vCPU"),
+    (GCP_PG, "prefect-host:apiWorkers", 5, "instanceType e2-small has 2 vCPUs"),
+    # A machine type the zone does not offer (the lookup runs with postgres, to bound apiWorkers).
+    (GCP_PG, "prefect-host:instanceType", "e2-tiny", "a machine type that zone europe-west1-b offers"),
 ]
 
 

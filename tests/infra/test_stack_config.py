@@ -7,10 +7,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from stack_config import StackConfigError, parse_stack_config
+from stack_config import StackConfigError, check_api_workers, parse_stack_config
 
 BASE = {"aws:region": "eu-west-1", "prefect-host:sshAllowedCidrs": '["203.0.113.0/24"]'}
 GCP = {**BASE, "prefect-host:cloud": "gcp", "gcp:project": "my-project-123", "gcp:zone": "europe-west1-b"}
+POSTGRES = {**BASE, "prefect-host:database": "postgres"}
 
 
 def parse(values, stack="dev", **kwargs):
@@ -46,6 +47,10 @@ def test_defaults_for_aws():
         "allow_plaintext": False,
         "backup_retention": "7d",
         "backup_snapshot_interval": "1d",
+        "database": "sqlite",
+        "db_instance_class": None,
+        "db_backup_retention_days": None,
+        "api_workers": 1,
         "aws_region": "eu-west-1",
         "gcp_project": None,
         "gcp_region": None,
@@ -90,6 +95,10 @@ def test_every_key_is_read():
             "prefect-host:allowPlaintext": "true",
             "prefect-host:backupRetention": "90d",
             "prefect-host:backupSnapshotInterval": "12h",
+            "prefect-host:database": "postgres",
+            "prefect-host:dbInstanceClass": "db.m7g.large",
+            "prefect-host:dbBackupRetentionDays": "35",
+            "prefect-host:apiWorkers": "8",
         }
     )
     assert (config.instance_type, config.image, config.disk_size_gb) == ("t4g.medium", "debian-12", 2000)
@@ -107,6 +116,12 @@ def test_every_key_is_read():
     )
     assert config.acme_ca == "https://ca.internal.example:8443/acme/directory" and config.allow_plaintext
     assert (config.backup_retention, config.backup_snapshot_interval) == ("90d", "12h")
+    assert (config.database, config.db_instance_class, config.db_backup_retention_days, config.api_workers) == (
+        "postgres",
+        "db.m7g.large",
+        35,
+        8,
+    )
 
 
 @pytest.mark.parametrize(
@@ -195,6 +210,34 @@ BAD_VALUES = [
     ("prefect-host:backupSnapshotInterval", "8d", 'at most prefect-host:backupRetention ("7d", the default)'),
     # Shorter than the default interval (1d).
     ("prefect-host:backupRetention", "23h", 'at least prefect-host:backupSnapshotInterval ("1d", the default)'),
+    ("prefect-host:database", "mysql", "sqlite or postgres"),
+    ("prefect-host:database", "Postgres", "sqlite or postgres"),
+    # SQLite serves one API process; the database settings need postgres.
+    ("prefect-host:apiWorkers", "2", "1 with prefect-host:database sqlite"),
+    ("prefect-host:apiWorkers", "0", "1 with prefect-host:database sqlite"),
+    ("prefect-host:dbInstanceClass", "db.t4g.micro", "only applies with prefect-host:database postgres"),
+    ("prefect-host:dbBackupRetentionDays", "7", "only applies with prefect-host:database postgres"),
+]
+
+# With database postgres: (key, raw value, text the message must contain).
+POSTGRES_BAD_VALUES = [
+    ("prefect-host:dbInstanceClass", "", "RDS DB instance class such as db.t4g.micro"),
+    ("prefect-host:dbInstanceClass", "db.t4g micro", "RDS DB instance class"),
+    ("prefect-host:dbInstanceClass", " db.t4g.micro", "RDS DB instance class"),
+    ("prefect-host:dbInstanceClass", "t4g.micro", "RDS DB instance class"),
+    ("prefect-host:dbInstanceClass", "db-custom-1-3840", "RDS DB instance class"),
+    ("prefect-host:dbBackupRetentionDays", "0", "a whole number of days from 1 to 35"),
+    ("prefect-host:dbBackupRetentionDays", "40", "a whole number of days from 1 to 35"),
+    ("prefect-host:dbBackupRetentionDays", "36", "at most 35"),
+    ("prefect-host:dbBackupRetentionDays", "7.5", "from 1 to 35"),
+    ("prefect-host:dbBackupRetentionDays", "07", "from 1 to 35"),
+    ("prefect-host:dbBackupRetentionDays", "seven", "from 1 to 35"),
+    ("prefect-host:apiWorkers", "0", "a whole number of API processes from 1 to 2 per vCPU"),
+    ("prefect-host:apiWorkers", "-1", "whole number of API processes"),
+    ("prefect-host:apiWorkers", "2.5", "whole number of API processes"),
+    ("prefect-host:apiWorkers", "two", "whole number of API processes"),
+    ("prefect-host:apiWorkers", "", "whole number of API processes"),
+    ("prefect-host:apiWorkers", "true", "whole number of API processes"),
 ]
 
 
@@ -213,6 +256,54 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(key, value, all
         # (a value with a line break as its JSON string, so the message stays one line)
         assert any(item in message or json.dumps(item) in message for item in items)
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("key, value, allowed", POSTGRES_BAD_VALUES)
+def test_a_bad_database_setting_names_the_key_the_value_and_what_is_allowed(key, value, allowed):
+    with pytest.raises(StackConfigError) as caught:
+        parse({**POSTGRES, key: value})
+    message = str(caught.value)
+    assert message.startswith(f"Config {key} = {json.dumps(value)} is invalid; allowed: ") and allowed in message
+
+
+def test_postgres_takes_each_clouds_default_class_two_api_workers_and_a_week_of_backups():
+    aws = parse(POSTGRES)
+    assert (aws.database, aws.db_instance_class, aws.db_backup_retention_days, aws.api_workers) == (
+        "postgres",
+        "db.t4g.micro",
+        7,
+        2,
+    )
+    gcp = parse({**GCP, "prefect-host:database": "postgres"})
+    assert (gcp.db_instance_class, gcp.db_backup_retention_days, gcp.api_workers) == ("db-custom-1-3840", 7, 2)
+    # Cloud SQL's tiers, Enterprise Plus's with their capital N included; an RDS class is refused on GCP.
+    for tier in ("db-g1-small", "db-perf-optimized-N-2", "db-custom-2-7680"):
+        assert (
+            parse({**GCP, "prefect-host:database": "postgres", "prefect-host:dbInstanceClass": tier}).db_instance_class
+            == tier
+        )
+    with pytest.raises(StackConfigError, match="Cloud SQL tier such as db-custom-1-3840"):
+        parse({**GCP, "prefect-host:database": "postgres", "prefect-host:dbInstanceClass": "db.t4g.micro"})
+    assert (
+        parse({**POSTGRES, "prefect-host:dbBackupRetentionDays": "1", "prefect-host:apiWorkers": "1"}).api_workers == 1
+    )
+    assert parse({**BASE, "prefect-host:database": "sqlite", "prefect-host:apiWorkers": "1"}).api_workers == 1
+
+
+@pytest.mark.parametrize(
+    "vcpus, workers, ok", [(1, 2, True), (1, 3, False), (2, 4, True), (2, 5, False), (8, 16, True)]
+)
+def test_api_workers_are_at_most_two_per_vcpu(vcpus, workers, ok):
+    config = parse({**POSTGRES, "prefect-host:apiWorkers": str(workers)})
+    if ok:
+        check_api_workers(config, vcpus)
+        return
+    with pytest.raises(StackConfigError) as caught:
+        check_api_workers(config, vcpus)
+    assert str(caught.value) == (
+        f'Config prefect-host:apiWorkers = "{workers}" is invalid; allowed: 1 to {2 * vcpus}: at most 2 API processes '
+        f"per vCPU, and prefect-host:instanceType t3.small has {vcpus} vCPU{'s' if vcpus > 1 else ''}."
+    )
 
 
 GCP_BAD_VALUES = [

@@ -13,7 +13,12 @@ import mockstack
 from mockstack import plan
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = {"aws": REPO / "examples" / "stack-aws.yaml", "gcp": REPO / "examples" / "stack-gcp.yaml"}
+EXAMPLES = {
+    "aws": REPO / "examples" / "stack-aws.yaml",
+    "gcp": REPO / "examples" / "stack-gcp.yaml",
+    "aws-postgres": REPO / "examples" / "stack-aws-postgres.yaml",
+    "gcp-postgres": REPO / "examples" / "stack-gcp-postgres.yaml",
+}
 
 
 def run_main(*argv):
@@ -53,9 +58,10 @@ def test_unusable_stack_files_are_one_line_errors(tmp_path, text, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("cloud", ["aws", "gcp"])
-def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(cloud):
-    code, out, err = run_main(EXAMPLES[cloud])
+@pytest.mark.parametrize("example", list(EXAMPLES))
+def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(example):
+    cloud = example.split("-")[0]
+    code, out, err = run_main(EXAMPLES[example])
     assert err == ""
     assert "tcp/22 from 203.0.113.0/24" in out and "tcp/4200 from 0.0.0.0/0" in out and "udp/4200 from 0.0.0.0/0" in out
     assert "blockPublicAcls=True, blockPublicPolicy=True, ignorePublicAcls=True, restrictPublicBuckets=True" in out
@@ -66,14 +72,50 @@ def test_examples_plan_shows_the_graph_the_secret_outputs_and_a_clean_verdict(cl
         assert "IMDS tokens required" in out and "gp3 20 GB encrypted=True" in out
     else:
         assert "shielded=True, block-project-ssh-keys=true, serial-port-enable=false" in out
-    for name in ("prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"):
+    secrets = ["prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"]
+    for name in secrets + (["databaseUrl"] if example.endswith("postgres") else []):
         assert any(line.split() == [name, "secret"] for line in out.splitlines())
     # Never a secret value: the same (deterministic) run's secrets are nowhere in the text.
-    run = mockstack.run_program(plan.load_stack_file(EXAMPLES[cloud]), stack="dev")
+    run = mockstack.run_program(plan.load_stack_file(EXAMPLES[example]), stack="dev")
     for name in run.secret_outputs:
         assert run.outputs[name].splitlines()[1 if "\n" in run.outputs[name] else 0] not in out
     if (REPO / "policy" / "rules.py").exists():
         assert "policy pack: 0 violations" in out and code == plan.EXIT_OK
+
+
+def test_postgres_examples_show_the_database_and_its_locks():
+    _, aws, _ = run_main(EXAMPLES["aws-postgres"])
+    assert (
+        "Database: postgres: managed PostgreSQL 17 on a private address, TLS required; 4 API processes; "
+        "the secret output databaseUrl holds the connection URL" in aws.splitlines()
+    )
+    assert (
+        "postgres 17 db.t4g.small, gp3 20 GB encrypted=True, public=False, backups 14 days, deletion protection, "
+        "final snapshot on delete, password secret=True" in aws
+    )
+    assert "postgres17: rds.force_ssl=1" in aws and "tcp/5432 from security group sg-" in aws
+    _, gcp, _ = run_main(EXAMPLES["gcp-postgres"])
+    assert (
+        "POSTGRES_17 db-custom-1-3840 (ENTERPRISE) in europe-west1-b, public IP=False, private network, sslMode "
+        "ENCRYPTED_ONLY, backups=True (8 kept), point-in-time recovery=True (7 days), deletion protection=True" in gcp
+    )
+    assert "INTERNAL /16 for VPC_PEERING" in gcp and "servicenetworking.googleapis.com peering" in gcp
+    assert "2 API processes" in gcp
+    _, sqlite, _ = run_main(EXAMPLES["aws"])
+    assert "Database: sqlite on the VM; 1 API process" in sqlite.splitlines()
+
+
+def test_a_disposable_database_is_judged_with_the_packs_deletion_config(tmp_path):
+    """retainData false: the deletion-protection policies stand down (policy/allow-database-deletion.json)."""
+    document = yaml.safe_load(EXAMPLES["aws-postgres"].read_text())
+    document["config"]["prefect-host:retainData"] = False
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(document))
+    code, out, err = run_main(path)
+    assert err == "" and code == plan.EXIT_OK and "policy pack: 0 violations" in out
+    assert "no deletion protection, no final snapshot" in out
+    without = plan.policy_violations(plan.record_program(plan.load_stack_file(path), stack="dev").resources)
+    assert {v.policy for v in without} == {"CKV_AWS_293"}
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 The default configs must pass every rule; a config that opens SSH wider than a /8 (allowed only with
 allowPublicSsh) must fail exactly the SSH rules, on exactly the SSH rules' resources and their target, and
-pass with the pack config policy/allow-public-ssh.json.
+pass with the pack config policy/allow-public-ssh.json. With database postgres the graph passes too; with
+retainData false as well it fails exactly the deletion-protection rule, and passes with
+policy/allow-database-deletion.json.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ TOTAL = "prefect-host-ssh-total-per-target"
 # What SSH is opened on: the security group, the network.
 SSH_TARGET = {"aws": rules.AWS_SECURITY_GROUP, "gcp": rules.GCP_NETWORK}
 PACK_CONFIG = json.loads((REPO_ROOT / "policy" / "allow-public-ssh.json").read_text())
+DELETION_CONFIG = json.loads((REPO_ROOT / "policy" / "allow-database-deletion.json").read_text())
+# What each cloud's postgres graph must contain, and the rule that judges its deletion protection.
+DATABASE_TYPES = {
+    "aws": {rules.AWS_RDS_INSTANCE, rules.AWS_RDS_PARAMETER_GROUP, rules.AWS_SECURITY_GROUP},
+    "gcp": {rules.GCP_SQL_INSTANCE},
+}
+DELETION_RULE = {"aws": "CKV_AWS_293", "gcp": "prefect-host-gcp-sql-deletion-protection"}
 WORLD = ("0.0.0.0/0", "::/0")
 # Each within a /8, together more: infra/ registers one AWS rule per CIDR, one GCP firewall per IP version.
 SLASH_9S = ("10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/9")
@@ -114,3 +123,29 @@ def test_ssh_ranges_in_one_firewall_fail_the_firewall_alone():
 @pytest.mark.parametrize("ssh_cidrs", [WORLD, SLASH_9S], ids=["world", "three-slash-9s"])
 def test_allow_public_ssh_pack_config_passes_what_allow_public_ssh_opens(cloud, ssh_cidrs):
     assert evaluate(graph(cloud, ssh_cidrs), PACK_CONFIG) == []
+
+
+@cache
+def postgres_graph(cloud: str, retain_data: bool = True) -> tuple:
+    config = {
+        **DEFAULT_CONFIG,
+        "prefect-host:cloud": cloud,
+        "prefect-host:database": "postgres",
+        "prefect-host:retainData": retain_data,
+    }
+    return tuple(mockstack.run_program(config).resources)
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_postgres_graph_has_no_violation(cloud):
+    resources = postgres_graph(cloud)
+    assert CHECKED_TYPES[cloud] | DATABASE_TYPES[cloud] <= {r.type for r in resources}
+    assert evaluate(resources) == []
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_a_disposable_database_fails_only_deletion_protection_unless_the_pack_is_told(cloud):
+    resources = postgres_graph(cloud, retain_data=False)
+    violations = evaluate(resources)
+    assert [(v.policy, v.resource) for v in violations] == [(DELETION_RULE[cloud], "prefect-host-dev-db")]
+    assert evaluate(resources, DELETION_CONFIG) == []

@@ -29,6 +29,7 @@ POLICY_DIR = REPO / "policy"
 STACK = "urn:pulumi:dev::prefect-host::"
 TOTAL = "prefect-host-ssh-total-per-target"
 SSH_POLICIES = {"CKV_AWS_24", "CKV_GCP_2", TOTAL}
+DELETION_POLICIES = {"CKV_AWS_293", "prefect-host-gcp-sql-deletion-protection"}
 
 
 def pack_virtualenv() -> Path:
@@ -94,16 +95,18 @@ def test_engine_sees_every_rule_as_mandatory(analyzer):
     assert [p.name for p in info.policies] == [p.name for p in rules.ALL]
     assert {p.enforcementLevel for p in info.policies} == {proto.MANDATORY}
     stack_rules = {p.name for p in info.policies if p.policy_type == proto.PolicyType.POLICY_TYPE_STACK}
-    assert stack_rules == {TOTAL, "CKV2_AWS_6", "CKV_AWS_19", "prefect-host-s3-tls-only"}
+    assert stack_rules == {TOTAL, "CKV2_AWS_6", "CKV_AWS_19", "prefect-host-s3-tls-only", "CKV2_AWS_69"}
 
 
-def test_engine_sees_the_ssh_rules_config_schema(analyzer):
+def test_engine_sees_the_ssh_and_deletion_rules_config_schemas(analyzer):
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
     schemas = {p.name: json_format.MessageToDict(p.configSchema) for p in info.policies if p.HasField("configSchema")}
-    assert set(schemas) == SSH_POLICIES
-    for schema in schemas.values():
-        assert schema["properties"]["allowPublicSsh"]["type"] == "boolean"
-        assert schema["properties"]["allowPublicSsh"]["default"] is False
+    assert set(schemas) == SSH_POLICIES | DELETION_POLICIES
+    for name, schema in schemas.items():
+        flag = "allowPublicSsh" if name in SSH_POLICIES else "allowDatabaseDeletion"
+        assert set(schema["properties"]) == {flag}
+        assert schema["properties"][flag]["type"] == "boolean"
+        assert schema["properties"][flag]["default"] is False
 
 
 def test_resource_rules_run_on_inputs(analyzer):
@@ -321,3 +324,51 @@ def test_allow_public_ssh_false_keeps_the_ssh_rules_mandatory(analyzer, configur
     configured({name: {"allowPublicSsh": False} for name in SSH_POLICIES})
     [diagnostic] = analyze(analyzer, rules.AWS_VPC_INGRESS_RULE, "ssh", WORLD_SSH)
     assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_24", proto.MANDATORY)
+
+
+RDS = {
+    "engine": "postgres",
+    "storageEncrypted": True,
+    "publiclyAccessible": False,
+    "backupRetentionPeriod": 7,
+    "deletionProtection": False,
+}
+
+
+def test_allow_database_deletion_config_makes_only_the_deletion_rules_not_applicable(analyzer, configured):
+    [diagnostic] = analyze(analyzer, rules.AWS_RDS_INSTANCE, "db", RDS)
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_293", proto.MANDATORY)
+    configured(json.loads((POLICY_DIR / "allow-database-deletion.json").read_text()))
+    response = analyzer.Analyze(
+        proto.AnalyzeRequest(
+            type=rules.AWS_RDS_INSTANCE, name="db", urn=f"{STACK}{rules.AWS_RDS_INSTANCE}::db", properties=struct(RDS)
+        )
+    )
+    assert list(response.diagnostics) == []
+    [skipped] = response.not_applicable
+    assert skipped.policy_name == "CKV_AWS_293" and "allowDatabaseDeletion" in skipped.reason
+    # The other database rules stay mandatory.
+    [diagnostic] = analyze(analyzer, rules.AWS_RDS_INSTANCE, "db", {**RDS, "publiclyAccessible": True})
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("CKV_AWS_17", proto.MANDATORY)
+
+
+def test_rds_tls_is_judged_through_the_parameter_groups_dependency_in_a_preview(analyzer):
+    group_urn = f"{STACK}{rules.AWS_RDS_PARAMETER_GROUP}::db-params"
+
+    def preview(force_ssl: str) -> list:
+        params = stack_resource(
+            rules.AWS_RDS_PARAMETER_GROUP,
+            "db-params",
+            {"name": UNKNOWN_STRING_VALUE, "parameters": [{"name": "rds.force_ssl", "value": force_ssl}]},
+        )
+        db = stack_resource(
+            rules.AWS_RDS_INSTANCE,
+            "db",
+            {**RDS, "deletionProtection": True, "parameterGroupName": UNKNOWN_STRING_VALUE},
+            depends_on={"parameterGroupName": group_urn},
+        )
+        return list(analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=[params, db])).diagnostics)
+
+    assert preview("1") == []
+    [diagnostic] = preview("0")
+    assert diagnostic.policyName == "CKV2_AWS_69" and diagnostic.urn.endswith("::db")

@@ -32,6 +32,10 @@ TOTAL = "prefect-host-ssh-total-per-target"
 PORTS = "prefect-host-public-ports-only"
 TLS = "prefect-host-s3-tls-only"
 SECURE_BOOT = "prefect-host-gcp-secure-boot"
+RDS_TLS = "CKV2_AWS_69"
+SQL_DELETION = "prefect-host-gcp-sql-deletion-protection"
+DELETION_POLICIES = {"CKV_AWS_293", SQL_DELETION}
+RDS_PARAMS = "prefect-host-dev-db-params-1a2b3c4"
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,78 @@ def gcp_graph() -> list[Res]:
         ),
         *storage_and_access(),
     ]
+
+
+def aws_db_graph() -> list[Res]:
+    """The AWS graph with database postgres: RDS in its own security group (5432 from the VM's group), TLS only."""
+    return [
+        *aws_graph(),
+        Res(rules.AWS_SECURITY_GROUP, "db-sg", {"vpcId": "vpc-1"}, outputs={"id": "sg-db"}),
+        vpc_rule("db-tcp-5432-from-vm", "tcp", 5432, group="sg-db", referencedSecurityGroupId="sg-0123"),
+        Res(
+            rules.AWS_RDS_PARAMETER_GROUP,
+            "db-params",
+            {"family": "postgres17", "parameters": [{"name": "rds.force_ssl", "value": "1"}]},
+            outputs={"name": RDS_PARAMS, "id": RDS_PARAMS},
+        ),
+        Res(
+            rules.AWS_RDS_INSTANCE,
+            "db",
+            {
+                "engine": "postgres",
+                "engineVersion": "17",
+                "instanceClass": "db.t4g.micro",
+                "storageEncrypted": True,
+                "publiclyAccessible": False,
+                "backupRetentionPeriod": 7,
+                "deletionProtection": True,
+                "parameterGroupName": RDS_PARAMS,
+                "vpcSecurityGroupIds": ["sg-db"],
+            },
+        ),
+    ]
+
+
+def rds(**inputs) -> list[Res]:
+    return set_inputs(aws_db_graph(), "db", inputs)
+
+
+def rds_parameters(*parameters: dict) -> list[Res]:
+    return set_inputs(aws_db_graph(), "db-params", {"parameters": list(parameters)})
+
+
+SQL_SETTINGS = {
+    "tier": "db-custom-1-3840",
+    "edition": "ENTERPRISE",
+    "deletionProtectionEnabled": True,
+    "ipConfiguration": {
+        "ipv4Enabled": False,
+        "privateNetwork": "projects/demo-project/global/networks/net",
+        "sslMode": "ENCRYPTED_ONLY",
+    },
+    "backupConfiguration": {"enabled": True, "pointInTimeRecoveryEnabled": True},
+}
+
+
+def gcp_db_graph(settings: dict | None = SQL_SETTINGS, **inputs) -> list[Res]:
+    """The GCP graph with database postgres: Cloud SQL with a private IP only, TLS only, backed up."""
+    sql = {"databaseVersion": "POSTGRES_17", "region": "europe-west1", **inputs}
+    if settings is not None:
+        sql["settings"] = settings
+    return [*gcp_graph(), Res(rules.GCP_SQL_INSTANCE, "db", sql)]
+
+
+def sql(**changes) -> list[Res]:
+    """Cloud SQL with settings changed: a key mapped to None is removed, a dict is merged one level deep."""
+    settings = json.loads(json.dumps(SQL_SETTINGS))
+    for key, value in changes.items():
+        if value is None:
+            settings.pop(key, None)
+        elif isinstance(value, dict):
+            settings[key] = {k: v for k, v in {**settings.get(key, {}), **value}.items() if v is not None}
+        else:
+            settings[key] = value
+    return gcp_db_graph(settings)
 
 
 def set_inputs(graph: list[Res], name: str, inputs: dict) -> list[Res]:
@@ -686,6 +762,49 @@ BROKEN: dict[str, tuple[list[Res], set[str], str | frozenset[str]]] = {
     "gcp-serial-port-TRUE": (gcp_metadata(**{"serial-port-enable": "TRUE"}), {"CKV_GCP_35"}, "host-vm"),
     "gcp-serial-port-1": (gcp_metadata(**{"serial-port-enable": "1"}), {"CKV_GCP_35"}, "host-vm"),
     "gcp-serial-port-bool": (gcp_metadata(**{"serial-port-enable": True}), {"CKV_GCP_35"}, "host-vm"),
+    # --- RDS for PostgreSQL.
+    "rds-unencrypted": (rds(storageEncrypted=False), {"CKV_AWS_16"}, "db"),
+    "rds-encryption-unset": (rds(storageEncrypted=None), {"CKV_AWS_16"}, "db"),
+    "rds-public": (rds(publiclyAccessible=True), {"CKV_AWS_17"}, "db"),
+    "rds-public-as-text": (rds(publiclyAccessible="true"), {"CKV_AWS_17"}, "db"),
+    "rds-backups-off": (rds(backupRetentionPeriod=0), {"CKV_AWS_133"}, "db"),
+    "rds-backups-unset": (rds(backupRetentionPeriod=None), {"CKV_AWS_133"}, "db"),
+    "rds-backups-36-days": (rds(backupRetentionPeriod=36), {"CKV_AWS_133"}, "db"),
+    "rds-no-deletion-protection": (rds(deletionProtection=False), {"CKV_AWS_293"}, "db"),
+    "rds-deletion-protection-unset": (rds(deletionProtection=None), {"CKV_AWS_293"}, "db"),
+    "rds-force-ssl-0": (rds_parameters({"name": "rds.force_ssl", "value": "0"}), {RDS_TLS}, "db"),
+    "rds-force-ssl-missing": (rds_parameters({"name": "log_connections", "value": "1"}), {RDS_TLS}, "db"),
+    "rds-without-parameter-group": (rds(parameterGroupName=None), {RDS_TLS}, "db"),
+    "rds-default-parameter-group": (rds(parameterGroupName="default.postgres17"), {RDS_TLS}, "db"),
+    "rds-all-wrong": (
+        rds(storageEncrypted=False, publiclyAccessible=True, backupRetentionPeriod=0, deletionProtection=False),
+        {"CKV_AWS_16", "CKV_AWS_17", "CKV_AWS_133", "CKV_AWS_293"},
+        "db",
+    ),
+    # --- Cloud SQL for PostgreSQL.
+    "sql-public-ip": (sql(ipConfiguration={"ipv4Enabled": True}), {"CKV_GCP_60"}, "db"),
+    "sql-public-ip-unset": (sql(ipConfiguration={"ipv4Enabled": None}), {"CKV_GCP_60"}, "db"),
+    "sql-ip-configuration-missing": (sql(ipConfiguration=None), {"CKV_GCP_60", "CKV_GCP_6"}, "db"),
+    "sql-ssl-allows-unencrypted": (
+        sql(ipConfiguration={"sslMode": "ALLOW_UNENCRYPTED_AND_ENCRYPTED"}),
+        {"CKV_GCP_6"},
+        "db",
+    ),
+    "sql-ssl-unset": (sql(ipConfiguration={"sslMode": None}), {"CKV_GCP_6"}, "db"),
+    "sql-ssl-mode-decides-over-require-ssl": (
+        sql(ipConfiguration={"sslMode": "ALLOW_UNENCRYPTED_AND_ENCRYPTED", "requireSsl": True}),
+        {"CKV_GCP_6"},
+        "db",
+    ),
+    "sql-backups-off": (sql(backupConfiguration={"enabled": False}), {"CKV_GCP_14"}, "db"),
+    "sql-backups-unset": (sql(backupConfiguration=None), {"CKV_GCP_14"}, "db"),
+    "sql-no-deletion-protection": (sql(deletionProtectionEnabled=False), {SQL_DELETION}, "db"),
+    "sql-deletion-protection-unset": (sql(deletionProtectionEnabled=None), {SQL_DELETION}, "db"),
+    "sql-settings-missing": (
+        gcp_db_graph(settings=None),
+        {"CKV_GCP_60", "CKV_GCP_6", "CKV_GCP_14", SQL_DELETION},
+        "db",
+    ),
 }
 
 COMPLIANT: dict[str, list[Res]] = {
@@ -804,6 +923,18 @@ COMPLIANT: dict[str, list[Res]] = {
     "gcp-metadata-upper-case-true-and-no-serial-key": gcp_metadata(
         **{"block-project-ssh-keys": "TRUE", "serial-port-enable": None}
     ),
+    "aws-db-graph": aws_db_graph(),
+    "rds-force-ssl-as-a-number": rds_parameters({"name": "rds.force_ssl", "value": 1.0}),
+    "rds-backups-35-days-as-a-double": rds(backupRetentionPeriod=35.0),
+    # CKV2_AWS_69 judges PostgreSQL's rds.force_ssl only.
+    "rds-mysql-without-parameter-group": rds(engine="mysql", parameterGroupName=None),
+    "gcp-db-graph": gcp_db_graph(),
+    "sql-client-certificates-required": sql(ipConfiguration={"sslMode": "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"}),
+    "sql-legacy-require-ssl": sql(ipConfiguration={"sslMode": None, "requireSsl": True}),
+    # A read replica has no backups of its own (as CKV_GCP_14: not judged).
+    "sql-read-replica-without-backups": gcp_db_graph(
+        {**SQL_SETTINGS, "backupConfiguration": {"enabled": False}}, masterInstanceName="primary"
+    ),
 }
 
 
@@ -828,7 +959,7 @@ def test_every_rule_has_a_case_that_raises_it_alone():
 
 def test_rules_are_mandatory_with_unique_names():
     names = [policy.name for policy in rules.ALL]
-    assert len(names) == len(set(names)) == 18
+    assert len(names) == len(set(names)) == 27
     assert all(policy.enforcement_level is rules.EnforcementLevel.MANDATORY for policy in rules.ALL)
 
 
@@ -877,16 +1008,90 @@ PACK_CONFIG = json.loads((REPO / "policy" / "allow-public-ssh.json").read_text()
 SSH_POLICIES = {SSH, GCP_SSH, TOTAL}
 
 
-def test_allow_public_ssh_config_file_sets_it_on_every_ssh_rule():
-    assert {p.name for p in rules.ALL if p.config_schema is not None} == set(PACK_CONFIG) == SSH_POLICIES
-    assert all(properties == {rules.ALLOW_PUBLIC_SSH: True} for properties in PACK_CONFIG.values())
+DELETION_CONFIG = json.loads((REPO / "policy" / "allow-database-deletion.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "config, flag, names",
+    [
+        (PACK_CONFIG, rules.ALLOW_PUBLIC_SSH, SSH_POLICIES),
+        (DELETION_CONFIG, rules.ALLOW_DATABASE_DELETION, DELETION_POLICIES),
+    ],
+    ids=["allow-public-ssh", "allow-database-deletion"],
+)
+def test_each_config_file_sets_its_flag_on_every_rule_that_takes_it(config, flag, names):
+    takes_it = {p.name for p in rules.ALL if p.config_schema is not None and flag in p.config_schema.properties}
+    assert takes_it == set(config) == names
+    assert all(properties == {flag: True} for properties in config.values())
     for policy in rules.ALL:
-        if policy.config_schema is not None:
-            assert policy.config_schema.properties[rules.ALLOW_PUBLIC_SSH] | {"description": ""} == {
-                "type": "boolean",
-                "default": False,
-                "description": "",
+        if policy.name in names:
+            assert policy.config_schema.properties == {
+                flag: policy.config_schema.properties[flag] | {"type": "boolean", "default": False}
             }
+    # No other rule takes a config.
+    assert {p.name for p in rules.ALL if p.config_schema is not None} == SSH_POLICIES | DELETION_POLICIES
+
+
+@pytest.mark.parametrize("case", [c for c, (_, expected, _) in BROKEN.items() if expected & DELETION_POLICIES])
+def test_allow_database_deletion_skips_the_deletion_rules_and_only_them(case):
+    graph, expected, _ = BROKEN[case]
+    assert {v.policy for v in evaluate(graph, DELETION_CONFIG)} == expected - DELETION_POLICIES
+    off = {name: {rules.ALLOW_DATABASE_DELETION: False} for name in DELETION_POLICIES}
+    assert {v.policy for v in evaluate(graph, off)} == expected
+    # The SSH flag does not stand them down, nor this one the SSH rules.
+    assert {v.policy for v in evaluate(graph, PACK_CONFIG)} == expected - SSH_POLICIES
+
+
+@pytest.mark.parametrize("case", ["rds-no-deletion-protection", "sql-no-deletion-protection"])
+def test_allow_database_deletion_turns_the_violation_into_not_applicable_naming_it(case):
+    graph, [name], _ = BROKEN[case]
+    policy = next(p for p in rules.ALL if p.name == name)
+    [db] = [r for r in graph if r.name == "db"]
+
+    def args(config):
+        return ResourceValidationArgs(db.type, unknown_checking_proxy(db.inputs), "urn", "db", None, None, config)
+
+    with pytest.raises(_NotApplicableError) as raised:
+        policy.validate(args({rules.ALLOW_DATABASE_DELETION: True}), lambda m, urn=None: pytest.fail(m))
+    assert raised.value.reason.startswith("allowDatabaseDeletion is set in the policy pack config; not enforced: ")
+    reported = []
+    policy.validate(args({}), lambda m, urn=None: reported.append(m))
+    assert len(reported) == 1 and reported[0] in raised.value.reason
+
+
+def test_rds_tls_follows_the_parameter_group_through_property_dependencies():
+    """In a preview a new parameter group's name is unknown: the dependency names it."""
+    graph = aws_db_graph()
+    params = next(r for r in graph if r.name == "db-params")
+    db = next(r for r in graph if r.name == "db")
+
+    def resource(r, props, depends_on=None):
+        return PolicyResource(
+            r.type, unknown_checking_proxy(props), f"urn:{r.name}", r.name, None, None, None, [], depends_on or {}
+        )
+
+    params_resource = resource(params, {**params.inputs, "name": UNKNOWN_STRING_VALUE})
+    db_props = {**db.inputs, "parameterGroupName": UNKNOWN_STRING_VALUE}
+    policy = next(p for p in rules.ALL if p.name == RDS_TLS)
+    reported = []
+    followed = resource(db, db_props, {"parameterGroupName": [params_resource]})
+    policy.validate(StackValidationArgs([params_resource, followed], {}), lambda m, urn=None: reported.append(m))
+    assert reported == []
+    # Without the dependency the unknown name cannot be judged: the engine reports that, not a violation.
+    with pytest.raises(UnknownValueError):
+        policy.validate(
+            StackValidationArgs([params_resource, resource(db, db_props)], {}), lambda m, urn=None: reported.append(m)
+        )
+
+
+def test_database_violations_name_the_setting_and_the_fix():
+    messages = {v.policy: v.message for v in evaluate(BROKEN["rds-all-wrong"][0])}
+    assert "storageEncrypted" in messages["CKV_AWS_16"] and "publiclyAccessible" in messages["CKV_AWS_17"]
+    assert "backupRetentionPeriod is 0; set it to 1..35 days" in messages["CKV_AWS_133"]
+    [tls] = evaluate(BROKEN["rds-force-ssl-0"][0])
+    assert "rds.force_ssl is '0'; set it to 1" in tls.message
+    [ssl] = evaluate(BROKEN["sql-ssl-allows-unencrypted"][0])
+    assert "'ALLOW_UNENCRYPTED_AND_ENCRYPTED'" in ssl.message and "ENCRYPTED_ONLY" in ssl.message
 
 
 @pytest.mark.parametrize("case", [c for c, (_, expected, _) in BROKEN.items() if expected & SSH_POLICIES])
@@ -1003,7 +1208,7 @@ def test_importing_rules_starts_no_server():
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["18"]
+    assert result.stdout.split() == ["27"]
 
 
 def test_entry_point_assembles_every_rule_into_a_mandatory_pack(monkeypatch):

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -35,11 +36,31 @@ def test_round_trip_keeps_every_name():
 
 
 def test_secrets_are_the_contracted_ones_and_hidden_from_repr():
-    assert {"prefectAuthString", "awsSecretAccessKey", "sshPrivateKey"} == SECRET_OUTPUTS
-    text = repr(StackOutputs.from_mapping(GOOD))
+    assert {"prefectAuthString", "awsSecretAccessKey", "sshPrivateKey", "databaseUrl"} == SECRET_OUTPUTS
+    postgres = {**GOOD, "database": "postgres", "apiWorkers": "2", "databaseUrl": DATABASE_URL}
+    text = repr(StackOutputs.from_mapping(postgres))
     for name in SECRET_OUTPUTS:
-        assert GOOD[name] not in text
+        assert postgres[name] not in text
     assert "203.0.113.7" in text
+
+
+DATABASE_URL = "postgresql+asyncpg://prefect:Pw0rd@10.0.1.5:5432/prefect?ssl=require"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"database": "mysql"}, "output database is 'mysql'; allowed: sqlite, postgres"),
+        ({"apiWorkers": "2"}, "output apiWorkers is '2'; allowed: 1 with sqlite"),
+        ({"database": "postgres", "apiWorkers": "0", "databaseUrl": DATABASE_URL}, "allowed: a whole number from 1"),
+        ({"database": "postgres"}, "databaseUrl must be there exactly when database is postgres"),
+        ({"databaseUrl": DATABASE_URL}, "databaseUrl must be there exactly when database is postgres"),
+    ],
+)
+def test_database_outputs_agree_with_each_other(changes, message):
+    with pytest.raises(OutputsError, match=re.escape(message)):
+        StackOutputs.from_mapping({**GOOD, **changes})
+    assert StackOutputs.from_mapping(GOOD).database is None  # older stacks: sqlite
 
 
 def test_infra_outputs_are_the_issue_contract():
@@ -65,6 +86,9 @@ def test_infra_outputs_are_the_issue_contract():
         "acmeEmail",
         "backupRetention",
         "backupSnapshotInterval",
+        "database",
+        "apiWorkers",
+        "databaseUrl",
     } == INFRA_OUTPUTS
     assert {"domain", "acmeCa", "acmeEmail"} == CONDITIONAL_OUTPUTS
 

@@ -174,3 +174,14 @@ def test_an_outputs_file_others_may_read_gets_a_warning_as_ssh_gives_for_keys(ou
         [warning] = outputs_file_warnings(path)
         assert f"mode {mode:04o}" in warning and f"chmod 600 {path}" in warning and "umask 077" in warning
     assert outputs_file_warnings(None) == []
+
+
+def test_a_postgres_stack_is_refused_before_anything_changes(outputs_file):
+    postgres = outputs_file(
+        database="postgres",
+        apiWorkers="2",
+        databaseUrl="postgresql+asyncpg://prefect:pw@10.0.1.5:5432/prefect?ssl=require",
+    )
+    with pytest.raises(UsageError, match=r"database postgres: .*SQLite only"):
+        resolve_inputs(outputs_file=postgres, stack=None)
+    assert resolve_inputs(outputs_file=postgres, stack=None, client_only=True).client_only
