@@ -41,7 +41,7 @@ fmt: $(STAMP)
 	$(PY) -m ruff format .
 
 test: lint $(STAMP) $(SYSDEPS)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not e2e"
