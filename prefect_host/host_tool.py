@@ -133,15 +133,17 @@ def restore(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     txid = int(summary["txid"], 16)
     last = max(f["timestamp"] for f in files if int(f["max_txid"], 16) <= txid)
-    if args.replace and os.path.exists(target):
-        kept = f"{target}.before-restore-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(target + suffix):
-                os.replace(target + suffix, kept + suffix)
-        print(f"kept the database it replaced as {kept}")
     user = pwd.getpwnam(args.owner)
     os.chown(staging, user.pw_uid, user.pw_gid)
     os.chmod(staging, 0o600)
+    # Only a rename lies between the old files moving aside and the new one in place. A WAL or
+    # shared-memory file without its database (deleted by hand) goes aside too: SQLite would replay it.
+    present = [suffix for suffix in ("", "-wal", "-shm") if os.path.exists(target + suffix)]
+    if present:
+        kept = f"{target}.before-restore-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+        for suffix in present:
+            os.replace(target + suffix, kept + suffix)
+        print(f"kept {'the database it replaced' if '' in present else 'stray SQLite files'} as {kept}")
     os.replace(staging, target)
     size = os.path.getsize(target)
     shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
@@ -229,10 +231,13 @@ def worker_units() -> list[str]:
     return sorted(line.split()[0] for line in proc.stdout.splitlines() if line.strip())
 
 
-def server(env: dict[str, str], pool: str) -> dict:
+def server(env: dict[str, str], pool: str, db_path: str) -> dict:
     base = f"http://127.0.0.1:{env.get('PREFECT_SERVER_API_PORT', '4200')}/api"
     auth = env.get("PREFECT_SERVER_API_AUTH_STRING", "")
-    report: dict = {"database_url": env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")}
+    # Whether the server writes its database elsewhere than the replicated file (the URL itself may hold a
+    # password: it never leaves the host).
+    url = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    report: dict = {"database_elsewhere": bool(url) and not url.endswith(f"/{os.path.basename(db_path)}")}
     try:
         report["health"] = api(base, auth, "GET", "/health")
         report["version"] = api(base, auth, "GET", "/admin/version")
@@ -267,6 +272,14 @@ def database(path: str) -> dict:
     return {"path": path, "exists": "" in sizes, "bytes": sum(sizes.values()), "disk_free": usage.free}
 
 
+def probe(read, *args) -> dict:
+    """One part of the status; a part that fails says why instead of failing the whole report."""
+    try:
+        return read(*args)
+    except Exception as exc:  # noqa: BLE001 (reported, not raised)
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def status(args: argparse.Namespace) -> int:
     """What `prefect-host status` shows, as one JSON object; every probe that fails says why in its
     own field instead of failing the whole report."""
@@ -274,9 +287,9 @@ def status(args: argparse.Namespace) -> int:
     report = {
         "hostname": socket.gethostname(),
         "units": units(args.status_unit + worker_units()),
-        "server": server(env, args.pool),
-        "replication": replication(args),
-        "database": database(args.db),
+        "server": probe(server, env, args.pool, args.db),
+        "replication": probe(replication, args),
+        "database": probe(database, args.db),
     }
     print(json.dumps(report))
     return 0

@@ -247,6 +247,8 @@ def _connect_with_retries(
             if time.monotonic() - started >= min(key_grace, connect_timeout):
                 raise
             client, last_error, offered_other_key = None, str(mismatch), mismatch
+        else:
+            offered_other_key = None  # this attempt got past the key check (or never reached it)
         if client is not None:
             return client
         attempt += 1

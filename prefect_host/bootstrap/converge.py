@@ -101,7 +101,7 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
 
             hooks = Hooks(started={server.name: on_start})
             if change is not None:
-                hooks.starting = {server.name: lambda: upgrade.switching(change)}
+                hooks.starting = {server.name: lambda: upgrade.switch(change, session, console)}
             with upgrade.guarded(change, session, console, lambda: checks.wait_for_start(session, None, inputs)):
                 apply(lanes[:3], session, console, hooks)
                 ca = None

@@ -30,14 +30,27 @@ from prefect_host.host.apply import run_step
 from prefect_host.host.facts import HostFacts
 from prefect_host.host.model import Step, Venv
 from prefect_host.services import litestream, prefect_server, workers
+from prefect_host.services.python_env import VENV_DIR
 from prefect_host.ssh import HostSession
 
 from .inputs import release
 
 UPGRADES_DIR = f"{prefect_server.STATE_DIR}/upgrades"
 DB_FACT = "prefect_db"
-# For the server's facts script: does the database exist (whether or not it is replicated)?
-DB_FACT_SCRIPT = f'[ -e {shlex.quote(litestream.DB_PATH)} ] && echo "{DB_FACT}=1"\n'
+ROLLBACK_FACT = "prefect_rollback_venv"
+_ROLLBACK_DIR = f"{VENV_DIR}.rollback"
+# For the server's facts script: does the database exist (whether or not it is replicated), and is an
+# old venv left from an upgrade that was interrupted (its Prefect version)?
+DB_FACT_SCRIPT = (
+    f'[ -e {shlex.quote(litestream.DB_PATH)} ] && echo "{DB_FACT}=1"\n'
+    f"for d in {shlex.quote(_ROLLBACK_DIR)}/lib/python3*/site-packages/prefect-*.dist-info; do\n"
+    f'  [ -d "$d" ] && v="${{d##*/prefect-}}" && echo "{ROLLBACK_FACT}=${{v%.dist-info}}"\n'
+    "done\n"
+)
+# Room the snapshot needs beside the database: a copy of it (with its WAL), and as much again for the
+# rollback's copy back, plus a margin; checked before the snapshot so it can never fill the disk.
+_SPACE_FACTOR, _SPACE_MARGIN_KB = 2, 100_000
+KEEP_SNAPSHOTS = 3
 
 
 class UpgradeError(PrefectHostError):
@@ -66,6 +79,15 @@ def plan_upgrade(facts: HostFacts, venv: Venv, *, allow_downgrade: bool, replica
     allow_downgrade is refused here, before anything changes."""
     installed = facts.venv_version(venv, "prefect")
     wanted = venv.pins[0][1]
+    left = facts.get(ROLLBACK_FACT)
+    if left is not None:
+        raise UsageError(
+            f"An earlier upgrade from Prefect {left} did not finish: its venv is kept at {_ROLLBACK_DIR} and the "
+            f"host has Prefect {installed or 'none'} installed, with the database snapshots in {UPGRADES_DIR}. "
+            f"If the server works on {installed}, remove the old venv (`sudo rm -rf {_ROLLBACK_DIR}`) and run the "
+            f"bootstrap again; to go back, stop prefect-server, move {_ROLLBACK_DIR} to {VENV_DIR} and restore "
+            "the newest snapshot over the database."
+        )
     if installed is None or installed == wanted or facts.get(DB_FACT) is None:
         return None
     if release(wanted) < release(installed) and not allow_downgrade:
@@ -78,16 +100,9 @@ def plan_upgrade(facts: HostFacts, venv: Venv, *, allow_downgrade: bool, replica
 
 
 def prepare(upgrade: Upgrade, session: HostSession, console: Console) -> None:
-    q = shlex.quote
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    upgrade.snapshot = f"{UPGRADES_DIR}/prefect-{upgrade.old}-{stamp}.db"
-    copy = (
-        f"install -d -o {prefect_server.SERVICE_USER} -g {prefect_server.SERVICE_USER} -m 0700 {q(UPGRADES_DIR)} && "
-        f"python3 -c 'import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); "
-        f"s.backup(d); d.close()' {q(litestream.DB_PATH)} {q(upgrade.snapshot)} && "
-        f"chown {prefect_server.SERVICE_USER}: {q(upgrade.snapshot)} && chmod 600 {q(upgrade.snapshot)}"
-    )
-    keep = f"rm -rf {q(upgrade.rollback_dir)} && cp -al {q(upgrade.venv.path)} {q(upgrade.rollback_dir)}"
+    """Before anything changes: the old venv kept beside the new one (the snapshot comes at the switch)."""
+    venv, kept = shlex.quote(upgrade.venv.path), shlex.quote(upgrade.rollback_dir)
+    keep = f"rm -rf {kept} && cp -al {venv} {kept}"
     listed = session.run(
         "systemctl list-units --state=active --plain --no-legend 'prefect-worker@*.service'",
         sudo=True,
@@ -95,16 +110,37 @@ def prepare(upgrade: Upgrade, session: HostSession, console: Console) -> None:
         label="systemctl list-units",
     )
     upgrade.worker_units = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-    console.line(f"  upgrade: Prefect {upgrade.old} -> {upgrade.new}; a snapshot first, the old venv kept")
-    run_step(
-        Step.shell(f"snapshot the database ({upgrade.old})", copy, "sqlite3 backup", timeout=900), session, console
-    )
+    console.line(f"  upgrade: Prefect {upgrade.old} -> {upgrade.new}; the old venv kept, a snapshot at the switch")
     run_step(Step.shell(f"keep the Prefect {upgrade.old} venv for a rollback", keep, "cp -al"), session, console)
 
 
-def switching(upgrade: Upgrade) -> None:
-    """Called as the server restarts on the new version."""
+def snapshot_script(snapshot: str) -> str:
+    """Stop the server, then copy the database with SQLite's backup API: nothing is written after the
+    copy until the new version starts. Refused (the server started again) when the disk lacks room."""
+    q, db, user = shlex.quote, shlex.quote(litestream.DB_PATH), prefect_server.SERVICE_USER
+    return (
+        f"install -d -o {user} -g {user} -m 0700 {q(UPGRADES_DIR)} && "
+        f"need=$(( ($(du -sk {db} {db}-wal 2>/dev/null | awk '{{s+=$1}} END {{print s+0}}') * {_SPACE_FACTOR}) "
+        f"+ {_SPACE_MARGIN_KB} )) && free=$(df -Pk {q(UPGRADES_DIR)} | awk 'NR==2 {{print $4}}') && "
+        f'if [ "$free" -lt "$need" ]; then echo "the snapshot needs $need kB free beside the database, '
+        f'there are $free kB: free some space and run the bootstrap again" >&2; exit 1; fi && '
+        f"systemctl stop {prefect_server.UNIT_NAME} && "
+        f"{{ python3 -c 'import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); "
+        f"s.backup(d); d.close()' {db} {q(snapshot)} || {{ rm -f {q(snapshot)}; systemctl start "
+        f"{prefect_server.UNIT_NAME}; exit 1; }}; }} && chown {user}: {q(snapshot)} && chmod 600 {q(snapshot)} && "
+        # The newest KEEP_SNAPSHOTS snapshots stay; older ones (and what failed upgrades wrote) go.
+        f"for pattern in 'prefect-*.db' 'failed-*.db'; do ls -1t {q(UPGRADES_DIR)}/$pattern 2>/dev/null | "
+        f"tail -n +{KEEP_SNAPSHOTS + 1} | xargs -r rm -f; done"
+    )
+
+
+def switch(upgrade: Upgrade, session: HostSession, console: Console) -> None:
+    """Just before the server restarts on the new version: stop it and snapshot the database."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    upgrade.snapshot = f"{UPGRADES_DIR}/prefect-{upgrade.old}-{stamp}.db"
     upgrade.switched, upgrade.switched_at = True, time.monotonic()
+    session.run(snapshot_script(upgrade.snapshot), sudo=True, timeout=900, label="snapshot the database")
+    console.line(f"    snapshot of the database (Prefect {upgrade.old}): {upgrade.snapshot}")
 
 
 def started(upgrade: Upgrade) -> None:
@@ -123,47 +159,82 @@ def guarded(
         return
     try:
         yield
-    except (PrefectHostError, OSError) as exc:
-        rollback(upgrade, session, console)
+    except (PrefectHostError, OSError, KeyboardInterrupt) as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        try:
+            rollback(upgrade, session, console)
+        except PrefectHostError as failed:
+            raise UpgradeError(
+                f"The upgrade to Prefect {upgrade.new} failed ({reason}), and so did the rollback ({failed}). "
+                f"The old venv is at {upgrade.rollback_dir} (or already back in {upgrade.venv.path}), the snapshot "
+                f"at {upgrade.snapshot or '(none: the server had not stopped)'}; `prefect-host status` shows what runs."
+            ) from None
         if upgrade.switched:
             with console.step(f"Prefect {upgrade.old} answers again"):
                 wait_for_start()
         where = "after the switch" if upgrade.switched else "before the switch"
+        kept = (
+            f"with the database as it was when it stopped (snapshot {upgrade.snapshot}; what the new version "
+            f"wrote is kept as {failed_database(upgrade)})"
+            if upgrade.switched
+            else "and never stopped"
+        )
         raise UpgradeError(
-            f"The upgrade to Prefect {upgrade.new} failed {where} ({exc}). Rolled back: Prefect {upgrade.old} runs "
-            f"with the database as it was{' before the upgrade' if upgrade.switched else ''} "
-            f"(snapshot kept in {upgrade.snapshot})."
+            f"The upgrade to Prefect {upgrade.new} failed {where} ({reason}). Rolled back: Prefect {upgrade.old} "
+            f"runs {kept}."
         ) from None
     run_step(
         Step.shell("drop the old venv copy", f"rm -rf {shlex.quote(upgrade.rollback_dir)}", "rm"), session, console
     )
     if upgrade.downtime is not None:
-        console.line(f"  upgrade: the API was down {upgrade.downtime:.1f} s while Prefect {upgrade.new} started")
+        console.line(
+            f"  upgrade: the API was down {upgrade.downtime:.1f} s (snapshot, restart, migrations); "
+            f"the snapshot of Prefect {upgrade.old}'s database stays in {upgrade.snapshot}"
+        )
+
+
+def failed_database(upgrade: Upgrade) -> str:
+    return upgrade.snapshot.replace(f"prefect-{upgrade.old}-", f"failed-{upgrade.new}-")
+
+
+def rollback_script(upgrade: Upgrade) -> str:
+    """Stop the server, workers and Litestream; reset Litestream's state while its binary is there (an
+    old venv may predate it); the old venv back; the new version's database kept aside, the snapshot
+    in place; the applied records dropped. The units start again whatever failed before."""
+    q, db = shlex.quote, litestream.DB_PATH
+    user = prefect_server.SERVICE_USER
+    units = [prefect_server.UNIT_NAME, *upgrade.worker_units]
+    failed = failed_database(upgrade)
+    reset = (
+        f"runuser -u {user} -- {q(litestream.LITESTREAM_BIN)} reset -no-expand-env -config "
+        f"{q(litestream.CONFIG_FILE)} {q(db)} >/dev/null || true; "
+        if upgrade.replicated
+        else ""
+    )
+    venv, kept = q(upgrade.venv.path), q(upgrade.rollback_dir)
+    swap = (
+        f"set -e; {reset}rm -rf {venv}.failed; mv {venv} {venv}.failed; mv {kept} {venv}; rm -rf {venv}.failed; "
+        f"for suffix in '' -wal -shm; do [ ! -e {q(db)}$suffix ] || mv {q(db)}$suffix {q(failed)}$suffix; done; "
+        f"install -o {user} -g {user} -m 600 {q(upgrade.snapshot)} {q(db)}.rollback; mv {q(db)}.rollback {q(db)}; "
+        f"rm -f {q(prefect_server.APPLIED_FILE)} {q(workers.APPLIED_FILE)}"
+    )
+    start = f"systemctl start {' '.join(reversed(units))}"
+    if upgrade.replicated:
+        start += f"; [ ! -x {q(litestream.LITESTREAM_BIN)} ] || systemctl start {litestream.UNIT_NAME}"
+    stop = " ".join(units + ([litestream.UNIT_NAME] if upgrade.replicated else []))
+    return f"systemctl stop {stop}; ( {swap} ); rc=$?; {start}; exit $rc"
 
 
 def rollback(upgrade: Upgrade, session: HostSession, console: Console) -> None:
     q = shlex.quote
-    venv, kept = q(upgrade.venv.path), q(upgrade.rollback_dir)
-    back = f"rm -rf {venv} && mv {kept} {venv}"
     if not upgrade.switched:
+        back = f"rm -rf {q(upgrade.venv.path)} && mv {q(upgrade.rollback_dir)} {q(upgrade.venv.path)}"
         run_step(Step.shell(f"put the Prefect {upgrade.old} venv back", back, "mv"), session, console)
         return
-    units = [prefect_server.UNIT_NAME, *upgrade.worker_units] + ([litestream.UNIT_NAME] if upgrade.replicated else [])
-    db = q(litestream.DB_PATH)
-    restore = (
-        f"systemctl stop {' '.join(units)} && {back} && "
-        f"install -o {prefect_server.SERVICE_USER} -g {prefect_server.SERVICE_USER} -m 600 "
-        f"{q(upgrade.snapshot)} {db}.rollback && rm -f {db}-wal {db}-shm && mv {db}.rollback {db} && "
-        f"rm -f {q(prefect_server.APPLIED_FILE)} {q(workers.APPLIED_FILE)}"
-    )
-    if upgrade.replicated:
-        restore += (
-            f" && runuser -u {prefect_server.SERVICE_USER} -- {q(litestream.LITESTREAM_BIN)} reset -no-expand-env "
-            f"-config {q(litestream.CONFIG_FILE)} {db}"
-        )
-    restore += f" && systemctl start {' '.join(reversed(units))}"
     run_step(
-        Step.shell(f"roll back to Prefect {upgrade.old} and the snapshot", restore, "rollback", timeout=300),
+        Step.shell(
+            f"roll back to Prefect {upgrade.old} and the snapshot", rollback_script(upgrade), "rollback", timeout=300
+        ),
         session,
         console,
     )

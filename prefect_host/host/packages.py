@@ -134,5 +134,10 @@ def bytecode_compile_steps(facts: HostFacts, venv: Venv, venv_changed: bool) -> 
         f"{q(venv.python)} -m compileall -q -j 0 {q(venv.path + '/lib')} && "
         f"echo {q(venv.bytecode_tag)} > {q(venv.bytecode_marker)}"
     )
-    script = f"systemd-run --quiet --no-block --collect --unit={q(BYTECODE_UNIT)} --property=Nice=10 sh -c {q(job)}"
+    # A job still running (or just finished, not yet collected) since the facts were read keeps its name:
+    # then leave it be (the marker it writes names its own pins; the next run compiles again if stale).
+    script = (
+        f"systemctl reset-failed {q(BYTECODE_UNIT)} 2>/dev/null; systemctl is-active --quiet {q(BYTECODE_UNIT)} || "
+        f"systemd-run --quiet --no-block --collect --unit={q(BYTECODE_UNIT)} --property=Nice=10 sh -c {q(job)}"
+    )
     return [Step.shell("compile bytecode (in the background)", script, "systemd-run compileall")]

@@ -9,6 +9,7 @@ converged host yields lanes without steps, so a re-run changes nothing and resta
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ def plan(facts: HostFacts, services: Sequence[Service]) -> list[Lane]:
     planned_users: set[str] = set()
     for service in services:
         if service.absent:
-            lanes.append(Lane(service, (), tuple(_remove(facts, service))))
+            # Its units stop first, then the files it leaves behind go (only those declared absent).
+            removals = _file_steps(facts, dataclasses.replace(service, files=_absent_files(service)))
+            lanes.append(Lane(service, (), tuple(_remove(facts, service) + removals)))
             continue
         # A user two services share (the server and Litestream) is planned by the first that declares it.
         prepare = [
@@ -62,6 +65,10 @@ def plan(facts: HostFacts, services: Sequence[Service]) -> list[Lane]:
             start += bytecode_compile_steps(facts, service.venv, venv_refilled)
         lanes.append(Lane(service, tuple(prepare), tuple(start)))
     return lanes
+
+
+def _absent_files(service: Service) -> tuple[File, ...]:
+    return tuple(file for file in service.files if file.text is None)
 
 
 def all_steps(lanes: Sequence[Lane]) -> list[Step]:

@@ -15,6 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from prefect_host.bootstrap.inputs import WORK_POOL_NAME, BootstrapInputs
+from prefect_host.errors import PrefectHostError
 from prefect_host.services import caddy, litestream, prefect_server
 from prefect_host.ssh import HostSession
 
@@ -23,6 +24,10 @@ from prefect_host.ssh import HostSession
 REPLICATION_WARN_S = 120
 CERT_WARN_DAYS = 14
 HEARTBEAT_WARN_S = 120
+
+
+class StatusError(PrefectHostError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,10 @@ def read_host(session: HostSession) -> dict:
         options += ["--status-unit", unit]
     command = litestream.host_command("status", *options, label="read the host's status", timeout=60)
     result = session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label)
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise StatusError(f"{session.host} answered the status probe with something else than JSON.") from None
 
 
 def certificate_expiry(api_url: str, timeout: float = 10.0) -> dt.datetime | None:
@@ -112,8 +120,7 @@ def _replication_rows(replication: dict, server: dict, now: dt.datetime) -> list
     if mine is None:
         return [Row("backup", "bad", f"Litestream does not replicate {litestream.DB_PATH}")]
     rows = []
-    url = server.get("database_url")
-    if url and litestream.DB_PATH not in url:
+    if server.get("database_elsewhere"):
         rows.append(Row("database location", "bad", "the server's database is not the replicated file"))
     age = _age(mine.get("last_sync_at"), now)
     state = "ok" if age is not None and age < REPLICATION_WARN_S else "bad" if age is None else "warn"
@@ -123,6 +130,8 @@ def _replication_rows(replication: dict, server: dict, now: dt.datetime) -> list
 
 
 def _database_row(database: dict) -> Row:
+    if "error" in database:
+        return Row("database", "bad", f"cannot read it: {database['error']}")
     if not database["exists"]:
         return Row("database", "bad", f"{database['path']} does not exist")
     free_gb = database["disk_free"] / 1e9

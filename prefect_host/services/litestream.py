@@ -166,7 +166,13 @@ def litestream_service(
     `restore`: a host without a database gets the replica (at `restore_at`) before Prefect starts."""
     units = Units((UNIT_NAME,), applied=APPLIED_FILE, display="Litestream")
     if replica is None:
-        return Service(NAME, units=units, absent=absent or "no backup bucket")
+        # Off: the unit stops, and its config and the bucket key go too (the replica stays in the bucket).
+        gone = (
+            File(UNIT_PATH, None, systemd=True, describe=f"remove {UNIT_NAME}"),
+            File(CONFIG_FILE, None),
+            File(ENV_FILE, None),
+        )
+        return Service(NAME, units=units, files=gone, absent=absent or "no backup bucket")
     seed = None
     if restore:
         name = f"restore the database from {replica.url}" + (f" at {restore_at}" if restore_at else "")

@@ -72,7 +72,7 @@ def test_a_stale_worker_or_replica_and_a_moved_database_are_flagged():
         server={
             "health": True,
             "version": "3.9.1",
-            "database_url": "sqlite+aiosqlite:////srv/other.db",
+            "database_elsewhere": True,
             "workers": [{"name": "ph-1-1", "status": "OFFLINE", "last_heartbeat": ago(900)}],
         },
         replication={

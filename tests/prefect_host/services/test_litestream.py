@@ -71,9 +71,21 @@ def test_the_key_is_only_in_the_root_only_env_file():
     assert "Restart=always" in unit and "ProtectSystem=strict" in unit and "StateDirectory=prefect" in unit
 
 
-def test_no_replica_means_the_unit_must_not_run():
-    svc = litestream.litestream_service(venv=VENV, replica=None, absent="--no-backup")
-    assert svc.absent == "--no-backup" and svc.units.names == (litestream.UNIT_NAME,) and not svc.files
+def test_backups_turned_off_stop_the_unit_then_remove_its_config_and_the_key():
+    off = litestream.litestream_service(venv=VENV, replica=None, absent="--no-backup")
+    assert off.absent == "--no-backup" and off.units.names == (litestream.UNIT_NAME,)
+    on = service()
+    # The host as a bootstrap with backups left it: unit running, files in place.
+    steps = steps_for(converged_output(on), off)
+    assert names(steps) == [
+        f"stop and disable {litestream.UNIT_NAME} (--no-backup)",
+        f"remove {litestream.CONFIG_FILE}",
+        f"remove {litestream.ENV_FILE}",
+        f"remove {litestream.UNIT_NAME}",
+    ]
+    assert_shell_parses(steps)
+    # Once gone, nothing more to do.
+    assert steps_for(converged_output(off), off) == []
 
 
 def test_the_seed_restores_only_when_asked():

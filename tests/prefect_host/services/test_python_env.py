@@ -48,7 +48,9 @@ def test_bytecode_is_compiled_once_in_the_background():
     steps = server_steps(missing)
     assert names(steps) == ["compile bytecode (in the background)"]
     script = steps[0].commands[0].script
-    assert script.startswith("systemd-run --quiet --no-block") and "compileall" in script
+    assert "|| systemd-run --quiet --no-block" in script and "compileall" in script
+    # A job that started since the facts were read is left alone instead of failing the step.
+    assert script.index(f"systemctl is-active --quiet {BYTECODE_UNIT}") < script.index("systemd-run")
     assert f"echo 3.9.1 > {BYTECODE_MARKER}" in script
     # Still running from the previous run (a re-run right after a fresh install): leave it be.
     running = missing.replace(unit_line(BYTECODE_UNIT, "", "inactive"), unit_line(BYTECODE_UNIT, "", "active"))
