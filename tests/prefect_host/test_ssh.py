@@ -140,8 +140,14 @@ def ssh_server_factory() -> Iterator:
                 for key in (*server.other_host_keys, server.host_key):
                     transport.add_server_key(key)
                 transports.append(transport)
-                with contextlib.suppress(paramiko.SSHException, EOFError):
-                    transport.start_server(server=_Server(server.client_key, server.log))
+                # Each connection on its own thread, as sshd does: one a client gave up on (say after a
+                # host key mismatch) must not hold up the next.
+                threading.Thread(target=serve, args=(transport,), daemon=True).start()
+
+        def serve(transport: paramiko.Transport) -> None:
+            # A client that left mid-handshake (a key it refused, the test's end) is not the server's error.
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                transport.start_server(server=_Server(server.client_key, server.log))
 
         threading.Thread(target=accept, daemon=True).start()
 
