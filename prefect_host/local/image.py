@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prefect_host.local.common import (
@@ -99,33 +99,19 @@ def build_image(suite: str = "trixie", extra_packages: Iterable[str] = ()) -> Pa
     """The root file system for `suite` plus `extra_packages`, built once and then reused.
     Never modify the returned tree: hosts boot copies (or overlays) of it."""
     recipe = image_recipe(suite, extra_packages)
-    images = cache_root() / "images"
+
+    def build(staging: Path, log: Path) -> None:
+        run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(recipe['packages'])}", suite, str(staging)],
+            what=f"debootstrap of Debian {suite}",
+            timeout=1800,
+            log=log,
+        )
+        progress("preparing the image like a cloud image")
+        _prepare(staging)
+
     name = f"{suite}-{recipe_hash(recipe)}"
-    final = images / name
-    if final.is_dir():
-        return final
-    require_root_and_tools("debootstrap", "chroot")
-    with file_lock(images / f".{name}.lock"):
-        if final.is_dir():  # another process finished it while we waited for the lock
-            return final
-        staging, log = new_staging(images, name)
-        started = time.monotonic()
-        progress(f"building Debian {suite} image {name} (about a minute, once; log: {log})")
-        try:
-            run(
-                ["debootstrap", "--variant=minbase", f"--include={','.join(recipe['packages'])}", suite, str(staging)],
-                what=f"debootstrap of Debian {suite}",
-                timeout=1800,
-                log=log,
-            )
-            progress("preparing the image like a cloud image")
-            _prepare(staging)
-            staging.rename(final)
-        except BaseException:
-            remove_tree(staging)
-            raise
-        progress(f"image {name} ready in {time.monotonic() - started:.0f} s")
-    return final
+    return _cached_image(name, f"Debian {suite} image {name} (about a minute, once)", ("debootstrap", "chroot"), build)
 
 
 def build_cloud_init_image(suite: str = "trixie") -> Path:
@@ -139,22 +125,32 @@ def build_cloud_init_image(suite: str = "trixie") -> Path:
         "config": CLOUD_INIT_CONFIG,
         "revision": CLOUD_INIT_REVISION,
     }
-    images = base.parent
+
+    def build(staging: Path, log: Path) -> None:
+        run(["cp", "-a", "--reflink=auto", str(base), str(staging)], what=f"copying image {base.name}", timeout=600)
+        _apt_install(staging, CLOUD_INIT_PACKAGES, log)
+        (staging / CLOUD_INIT_CONFIG_PATH).write_text(CLOUD_INIT_CONFIG)
+
     name = f"{base.name}-cloud-init-{recipe_hash(recipe)}"
+    return _cached_image(name, f"image {name}: {base.name} plus cloud-init (once)", ("chroot", "cp"), build)
+
+
+def _cached_image(name: str, what: str, tools: tuple[str, ...], build: Callable[[Path, Path], None]) -> Path:
+    """images/<name>, built by `build(staging, log)` into a staging tree renamed into place, once: other
+    processes wait on the lock and reuse it; a failed build leaves nothing behind."""
+    images = cache_root() / "images"
     final = images / name
     if final.is_dir():
         return final
-    require_root_and_tools("chroot", "cp")
+    require_root_and_tools(*tools)
     with file_lock(images / f".{name}.lock"):
-        if final.is_dir():
+        if final.is_dir():  # another process finished it while we waited for the lock
             return final
         staging, log = new_staging(images, name)
         started = time.monotonic()
-        progress(f"building image {name}: {base.name} plus cloud-init (once; log: {log})")
+        progress(f"building {what}; log: {log}")
         try:
-            run(["cp", "-a", "--reflink=auto", str(base), str(staging)], what=f"copying image {base.name}", timeout=600)
-            _apt_install(staging, CLOUD_INIT_PACKAGES, log)
-            (staging / CLOUD_INIT_CONFIG_PATH).write_text(CLOUD_INIT_CONFIG)
+            build(staging, log)
             staging.rename(final)
         except BaseException:
             remove_tree(staging)
