@@ -12,7 +12,9 @@ from prefect_host.host.apply import journal_on_failure
 from prefect_host.host.facts import HostFacts
 from prefect_host.services import litestream
 from prefect_host.ssh import HostSession
+from prefect_host.storage import s3_client
 
+from . import upgrade
 from .inputs import BootstrapInputs
 
 # How long a forced sync may take to reach the bucket (Litestream's own -timeout, seconds).
@@ -32,6 +34,32 @@ def check_restore_request(inputs: BootstrapInputs, facts: HostFacts) -> None:
             f"({litestream.DB_PATH}), which a bootstrap never overwrites. To go back in time on this host, "
             "stop the server and run `prefect-host backup restore --at TIME` (it keeps the current database "
             "beside the restored one)."
+        )
+
+
+def warn_before_an_empty_start(inputs: BootstrapInputs, facts: HostFacts, console: Console) -> None:
+    """--no-restore on a host without a database while the bucket holds a replica: the new, empty
+    database's replica becomes the newest there (the older history then ages out after the retention)."""
+    replica = inputs.backup.replica
+    if replica is None or inputs.backup.restore or facts.get(upgrade.DB_FACT) is not None:
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_client(
+        region=replica.region,
+        access_key_id=replica.access_key_id,
+        secret_access_key=replica.secret_access_key,
+        endpoint_url=replica.endpoint_url,
+    )
+    try:
+        listed = client.list_objects_v2(Bucket=replica.bucket, Prefix=f"{litestream.REPLICA_PATH}/", MaxKeys=1)
+    except (BotoCoreError, ClientError):
+        return  # the bucket was probed already; a listing refused here changes nothing about the warning's point
+    if listed.get("KeyCount", 0):
+        console.warn(
+            f"--no-restore: {replica.url} holds a replica of an earlier database, and this host starts empty; "
+            "from now on its own replica is the newest there. The earlier history stays restorable with "
+            "`prefect-host backup restore --at TIME` (a time before this run) until backupRetention ages it out."
         )
 
 

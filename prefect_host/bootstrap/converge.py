@@ -31,7 +31,7 @@ from prefect_host.tls import CaCertificate
 from prefect_host.verify import check_server, ensure_work_pool
 
 from . import checks, upgrade
-from .backup_checks import check_restore_request, verify_replication
+from .backup_checks import check_restore_request, verify_replication, warn_before_an_empty_start
 from .checks import http
 from .inputs import WORK_POOL_NAME, WORK_POOL_TYPE, BootstrapInputs
 
@@ -82,6 +82,7 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
             backup, server, front, worker_set = host_services(inputs)
             facts = ready_facts(session, inputs, (backup, server, front, worker_set), console)
             check_restore_request(inputs, facts)
+            warn_before_an_empty_start(inputs, facts, console)
             change = upgrade.plan_upgrade(
                 facts, server.venv, allow_downgrade=inputs.allow_downgrade, replicated=not backup.absent
             )

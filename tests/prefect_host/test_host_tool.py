@@ -196,3 +196,33 @@ def test_the_env_file_is_read_back_exactly_as_systemd_would(tmp_path):
     path = tmp_path / "x.env"
     path.write_text(env_file_text(values))
     assert tool["read_env_file"](str(path)) == values
+
+
+def test_no_restore_over_an_existing_replica_is_warned_about(replicated):
+    """The bootstrap's warning, against the same bucket: a replica there, --no-restore, no database."""
+    import io
+
+    from prefect_host.bootstrap.backup_checks import warn_before_an_empty_start
+    from prefect_host.bootstrap.backup_inputs import BackupSettings
+    from prefect_host.bootstrap.upgrade import DB_FACT
+    from prefect_host.console import Console
+    from prefect_host.host.facts import parse_facts
+    from tests.prefect_host.bootstrap.bootstrap_samples import sample_inputs
+    from tests.prefect_host.host.host_samples import END, HOST
+
+    env = dict(line.split("=", 1) for line in replicated.env_file.read_text().splitlines() if "=" in line)
+    replica = litestream.Replica(
+        BUCKET,
+        replicated.s3.region,
+        env["LITESTREAM_ACCESS_KEY_ID"].strip("'"),
+        env["LITESTREAM_SECRET_ACCESS_KEY"].strip("'"),
+        endpoint_url=replicated.s3.endpoint_url,
+    )
+    warned = []
+    for restore, database in ((False, False), (True, False), (False, True)):
+        inputs = sample_inputs(backup=BackupSettings(replica=replica, restore=restore))
+        facts = parse_facts(HOST + (f"{DB_FACT}=1\n" if database else "") + END)
+        err = io.StringIO()
+        warn_before_an_empty_start(inputs, facts, Console(io.StringIO(), err))
+        warned.append(err.getvalue())
+    assert "holds a replica of an earlier database" in warned[0] and warned[1:] == ["", ""]
