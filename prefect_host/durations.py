@@ -7,6 +7,7 @@ the same rules for the stack config (infra never imports prefect_host); each sid
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 # What the bootstrap uses when the outputs lack them (a stack from before the backups).
@@ -35,3 +36,11 @@ def hours_within(text: str, bounds: tuple[tuple[int, int], str]) -> int | None:
     except ValueError:
         return None
     return hours if low <= hours <= high else None
+
+
+def seconds_since(moment: str | None, now: dt.datetime) -> float | None:
+    """How long ago an RFC 3339 time (Prefect's, Litestream's with nanoseconds: Python keeps microseconds)
+    was; None for no time at all."""
+    if not moment:
+        return None
+    return (now - dt.datetime.fromisoformat(moment)).total_seconds()

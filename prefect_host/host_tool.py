@@ -160,8 +160,8 @@ def position(args: argparse.Namespace) -> int:
     synced = json.loads(
         litestream(args, "sync", "-wait", "-json", "-timeout", str(args.timeout), "-socket", args.socket, config=False)
     )
-    proc = subprocess.run([args.litestream, "list", "-json", "-socket", args.socket], capture_output=True, text=True)
-    databases = json.loads(proc.stdout or "{}").get("databases", []) if proc.returncode == 0 else []
+    listed, _ = daemon(args, "list")
+    databases = (listed or {}).get("databases", [])
     last_sync = next((d.get("last_sync_at") for d in databases if d.get("path") == args.db), None)
     print(json.dumps({"txid": synced["txid"], "replica_txid": synced["replica_txid"], "last_sync_at": last_sync}))
     return 0
@@ -255,15 +255,24 @@ def replication(args: argparse.Namespace) -> dict:
     if not os.path.exists(args.config):
         return {"configured": False}
     report: dict = {"configured": True}
-    for command, key in ((["list", "-json"], "list"), (["info", "-json"], "info")):
-        proc = subprocess.run(
-            [args.litestream, *command, "-socket", args.socket], capture_output=True, text=True, timeout=20
-        )
-        if proc.returncode != 0:
-            report["error"] = (proc.stderr.strip().splitlines() or ["no answer"])[-1][:300]
+    for command in ("list", "info"):
+        answer, error = daemon(args, command)
+        if error:
+            report["error"] = error
             return report
-        report[key] = json.loads(proc.stdout)
+        report[command] = answer
     return report
+
+
+def daemon(args: argparse.Namespace, command: str) -> tuple[dict | None, str]:
+    """A question to the running Litestream through its control socket: (its JSON answer, "") or
+    (None, why not)."""
+    proc = subprocess.run(
+        [args.litestream, command, "-json", "-socket", args.socket], capture_output=True, text=True, timeout=20
+    )
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or ["no answer"])[-1][:300]
+    return json.loads(proc.stdout or "{}"), ""
 
 
 def database(path: str) -> dict:

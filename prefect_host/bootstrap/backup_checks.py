@@ -7,8 +7,9 @@ import datetime as dt
 import json
 
 from prefect_host.console import Console
+from prefect_host.durations import seconds_since
 from prefect_host.errors import PrefectHostError, UsageError
-from prefect_host.host.apply import journal_on_failure
+from prefect_host.host.apply import journal_on_failure, run_command
 from prefect_host.host.facts import HostFacts
 from prefect_host.services import litestream
 from prefect_host.ssh import HostSession
@@ -65,9 +66,10 @@ def warn_before_an_empty_start(inputs: BootstrapInputs, facts: HostFacts, consol
 
 def replication_position(session: HostSession, *, timeout: int = SYNC_TIMEOUT_S) -> dict:
     """{txid, replica_txid, last_sync_at} once a forced sync has reached the bucket."""
-    command = litestream.host_command("position", "--timeout", str(timeout), label="litestream sync -wait")
-    result = session.run(command.script, sudo=True, stdin=command.stdin, timeout=timeout + 30, label=command.label)
-    return json.loads(result.stdout)
+    command = litestream.host_command(
+        "position", "--timeout", str(timeout), label="litestream sync -wait", timeout=timeout + 30
+    )
+    return json.loads(run_command(session, command).stdout)
 
 
 def verify_replication(session: HostSession, inputs: BootstrapInputs, console: Console) -> None:
@@ -97,8 +99,5 @@ def verify_replication(session: HostSession, inputs: BootstrapInputs, console: C
 
 def sync_age(moment: str | None, now: dt.datetime | None = None) -> str:
     """ "last sync 3 s ago" from Litestream's RFC 3339 time (nanoseconds: Python keeps microseconds)."""
-    if not moment:
-        return "never synced"
-    then = dt.datetime.fromisoformat(moment)
-    seconds = ((now or dt.datetime.now(dt.UTC)) - then).total_seconds()
-    return f"last sync {max(seconds, 0):.0f} s ago"
+    seconds = seconds_since(moment, now or dt.datetime.now(dt.UTC))
+    return "never synced" if seconds is None else f"last sync {max(seconds, 0):.0f} s ago"

@@ -103,13 +103,7 @@ def prepare(upgrade: Upgrade, session: HostSession, console: Console) -> None:
     """Before anything changes: the old venv kept beside the new one (the snapshot comes at the switch)."""
     venv, kept = shlex.quote(upgrade.venv.path), shlex.quote(upgrade.rollback_dir)
     keep = f"rm -rf {kept} && cp -al {venv} {kept}"
-    listed = session.run(
-        "systemctl list-units --state=active --plain --no-legend 'prefect-worker@*.service'",
-        sudo=True,
-        timeout=30,
-        label="systemctl list-units",
-    )
-    upgrade.worker_units = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+    upgrade.worker_units = workers.running_units(session)
     console.line(f"  upgrade: Prefect {upgrade.old} -> {upgrade.new}; the old venv kept, a snapshot at the switch")
     run_step(Step.shell(f"keep the Prefect {upgrade.old} venv for a rollback", keep, "cp -al"), session, console)
 
@@ -205,12 +199,7 @@ def rollback_script(upgrade: Upgrade) -> str:
     user = prefect_server.SERVICE_USER
     units = [prefect_server.UNIT_NAME, *upgrade.worker_units]
     failed = failed_database(upgrade)
-    reset = (
-        f"runuser -u {user} -- {q(litestream.LITESTREAM_BIN)} reset -no-expand-env -config "
-        f"{q(litestream.CONFIG_FILE)} {q(db)} >/dev/null || true; "
-        if upgrade.replicated
-        else ""
-    )
+    reset = f"{litestream.reset_script()} >/dev/null || true; " if upgrade.replicated else ""
     venv, kept = q(upgrade.venv.path), q(upgrade.rollback_dir)
     swap = (
         f"set -e; {reset}rm -rf {venv}.failed; mv {venv} {venv}.failed; mv {kept} {venv}; rm -rf {venv}.failed; "

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
-from prefect_host.host.model import Step
+from prefect_host.host.model import Command, Step
 from prefect_host.host.planner import Lane
-from prefect_host.ssh import HostSession
+from prefect_host.ssh import CommandResult, HostSession
 
 JOURNAL_LINES = 40
 
@@ -123,9 +123,7 @@ def run_step(
         if step.starts and step.starts in hooks.starting:
             hooks.starting[step.starts]()
         for command in step.commands:
-            result = session.run(
-                command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label
-            )
+            result = run_command(session, command)
             if command.reports and result.stdout.strip():
                 reports.append(result.stdout.strip())
         if step.starts and step.starts in hooks.started:
@@ -135,6 +133,11 @@ def run_step(
     for report in reports:
         for line in report.splitlines():
             console.line(f"    {line}")
+
+
+def run_command(session: HostSession, command: Command) -> CommandResult:
+    """One declared command on the host, as root, with its stdin, timeout and label."""
+    return session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label)
 
 
 @contextmanager

@@ -14,22 +14,14 @@ import shlex
 
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
-from prefect_host.host.apply import run_step
-from prefect_host.host.model import Command, Step
-from prefect_host.services import litestream, prefect_server
+from prefect_host.host.apply import run_command, run_step
+from prefect_host.host.model import Step
+from prefect_host.services import litestream, prefect_server, workers
 from prefect_host.ssh import HostSession
-
-WORKER_UNITS = "prefect-worker@*.service"
 
 
 class BackupError(PrefectHostError):
     pass
-
-
-def _host(session: HostSession, command: Command) -> str:
-    return session.run(
-        command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label
-    ).stdout
 
 
 def require_replication(session: HostSession) -> None:
@@ -46,7 +38,8 @@ def require_replication(session: HostSession) -> None:
 def snapshot_now(session: HostSession, console: Console) -> dict:
     require_replication(session)
     with console.step("take a full snapshot of the database", changed=True):
-        snapshot = json.loads(_host(session, litestream.host_command("snapshot", label="litestream snapshot")))
+        command = litestream.host_command("snapshot", label="litestream snapshot")
+        snapshot = json.loads(run_command(session, command).stdout)
     console.line(
         f"    snapshot at transaction {snapshot['txid']}, {snapshot['bytes'] / 1e6:.1f} MB, {snapshot['timestamp']}"
     )
@@ -55,7 +48,7 @@ def snapshot_now(session: HostSession, console: Console) -> dict:
 
 def replica_levels(session: HostSession) -> list[dict]:
     require_replication(session)
-    return json.loads(_host(session, litestream.host_command("list", label="litestream ltx")))
+    return json.loads(run_command(session, litestream.host_command("list", label="litestream ltx")).stdout)
 
 
 def render_levels(rows: list[dict], url: str) -> str:
@@ -74,15 +67,7 @@ def restore(session: HostSession, console: Console, *, at: str | None) -> None:
     """Replace the database with the replica (at `at`), keeping the old file; stops the server, the
     running workers and Litestream around it and starts them again, also when the restore fails."""
     require_replication(session)
-    q = shlex.quote
-    listed = session.run(
-        f"systemctl list-units --state=active --plain --no-legend {q(WORKER_UNITS)}",
-        sudo=True,
-        timeout=30,
-        label="systemctl list-units",
-    )
-    running_workers = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-    units = [prefect_server.UNIT_NAME, *running_workers, litestream.UNIT_NAME]
+    units = [prefect_server.UNIT_NAME, *workers.running_units(session), litestream.UNIT_NAME]
     run_step(
         Step.shell(f"stop {' '.join(units)}", f"systemctl stop {' '.join(units)}", "systemctl stop"), session, console
     )
@@ -90,10 +75,7 @@ def restore(session: HostSession, console: Console, *, at: str | None) -> None:
         name = "restore the database" + (f" as it was at {at}" if at else " (newest)")
         run_step(Step(name, (litestream.restore_command(timestamp=at, replace=True),)), session, console)
         # Litestream's local state describes the old database: it starts afresh from the restored one.
-        reset = (
-            f"runuser -u {q(prefect_server.SERVICE_USER)} -- {q(litestream.LITESTREAM_BIN)} reset -no-expand-env "
-            f"-config {q(litestream.CONFIG_FILE)} {q(litestream.DB_PATH)}"
-        )
+        reset = litestream.reset_script()
         run_step(Step.shell("reset Litestream's local state", reset, "litestream reset"), session, console)
     finally:
         start = f"systemctl start {' '.join(reversed(units))}"

@@ -15,7 +15,9 @@ import urllib.parse
 from dataclasses import dataclass
 
 from prefect_host.bootstrap.inputs import WORK_POOL_NAME, BootstrapInputs
+from prefect_host.durations import seconds_since
 from prefect_host.errors import PrefectHostError
+from prefect_host.host.apply import run_command
 from prefect_host.services import caddy, litestream, prefect_server
 from prefect_host.ssh import HostSession
 
@@ -42,7 +44,7 @@ def read_host(session: HostSession) -> dict:
     for unit in (prefect_server.UNIT_NAME, caddy.UNIT, litestream.UNIT_NAME):
         options += ["--status-unit", unit]
     command = litestream.host_command("status", *options, label="read the host's status", timeout=60)
-    result = session.run(command.script, sudo=True, stdin=command.stdin, timeout=command.timeout, label=command.label)
+    result = run_command(session, command)
     try:
         return json.loads(result.stdout)
     except ValueError:
@@ -100,7 +102,7 @@ def _server_rows(server: dict, inputs: BootstrapInputs, now: dt.datetime, hostna
     state = "ok" if server.get("health") is True and version == inputs.prefect_version else "warn"
     rows = [Row("Prefect API", state, f"healthy, version {version} (outputs: {inputs.prefect_version})")]
     for worker in server.get("workers", []):
-        age = _age(worker.get("last_heartbeat"), now)
+        age = seconds_since(worker.get("last_heartbeat"), now)
         fresh = worker.get("status") == "ONLINE" and age is not None and age < HEARTBEAT_WARN_S
         own = worker["name"].startswith(f"{hostname}-")
         state = "ok" if fresh else "bad" if own else "warn"
@@ -122,7 +124,7 @@ def _replication_rows(replication: dict, server: dict, now: dt.datetime) -> list
     rows = []
     if server.get("database_elsewhere"):
         rows.append(Row("database location", "bad", "the server's database is not the replicated file"))
-    age = _age(mine.get("last_sync_at"), now)
+    age = seconds_since(mine.get("last_sync_at"), now)
     state = "ok" if age is not None and age < REPLICATION_WARN_S else "bad" if age is None else "warn"
     seen = "never" if age is None else f"{age:.0f} s ago"
     rows.append(Row("backup", state, f"{mine.get('status')}, last sync to the bucket {seen}"))
@@ -137,12 +139,6 @@ def _database_row(database: dict) -> Row:
     free_gb = database["disk_free"] / 1e9
     state = "ok" if free_gb >= 1 else "warn"
     return Row("database", state, f"{database['bytes'] / 1e6:.1f} MB, {free_gb:.1f} GB free on its disk")
-
-
-def _age(moment: str | None, now: dt.datetime) -> float | None:
-    if not moment:
-        return None
-    return (now - dt.datetime.fromisoformat(moment)).total_seconds()
 
 
 def render(rows: list[Row], title: str) -> str:

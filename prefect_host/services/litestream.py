@@ -152,6 +152,15 @@ def host_command(operation: str, *options: str, label: str, timeout: float = 900
     return Command(script, label, stdin=_HOST_SCRIPT.read_bytes(), timeout=timeout, reports=reports)
 
 
+def reset_script() -> str:
+    """Drop Litestream's local state (as the database's owner): after the database file was replaced,
+    it starts afresh from the file as it is."""
+    q = shlex.quote
+    return (
+        f"runuser -u {SERVICE_USER} -- {q(LITESTREAM_BIN)} reset -no-expand-env -config {q(CONFIG_FILE)} {q(DB_PATH)}"
+    )
+
+
 def restore_command(*, timestamp: str | None = None, replace: bool = False) -> Command:
     """Restore the newest replica (or the one at `timestamp`) into DB_PATH; prints what it restored.
     Never overwrites a database unless `replace` (then the old one is kept beside it)."""

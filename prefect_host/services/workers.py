@@ -9,6 +9,7 @@ flow can neither signal the server or Caddy nor read their files, even through /
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 
 from prefect_host.caddy import CADDY_HOME
@@ -17,6 +18,7 @@ from prefect_host.services import metadata_guard
 from prefect_host.services.prefect_server import CONFIG_DIR, STATE_DIR, UNIT_NAME, server_port
 from prefect_host.services.python_env import PREFECT_BIN, venv_version
 from prefect_host.services.systemd import HEADER, env_file_text, sandbox_block
+from prefect_host.ssh import HostSession
 
 NAME = "workers"
 UNIT_TEMPLATE = "prefect-worker@.service"
@@ -40,6 +42,17 @@ HIDDEN_PATHS = (STATE_DIR, CONFIG_DIR, CADDY_HOME)
 # server on loopback. Scheduled runs do not wait for it: workers fetch them 10 s ahead
 # (PREFECT_WORKER_PREFETCH_SECONDS), longer than this interval.
 QUERY_SECONDS = 5
+
+
+def running_units(session: HostSession) -> list[str]:
+    """The worker instances running now (to stop them around a database swap and start them again)."""
+    listed = session.run(
+        f"systemctl list-units --state=active --plain --no-legend {shlex.quote(unit_name('*'))}",
+        sudo=True,
+        timeout=30,
+        label="systemctl list-units",
+    )
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
 
 
 def flow_user() -> User:
