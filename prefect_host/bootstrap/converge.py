@@ -90,7 +90,11 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
             if any(step.starts for step in lanes[1].steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job
                 # template (~1.5 s to import): import it while this process mostly waits on the host.
-                threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True).start()
+                warm = threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True)
+                warm.start()
+                # Never leave while it imports: a daemon thread mid-import when the interpreter exits (a
+                # step that fails within a second) aborts the process (SIGABRT) instead of exit status 1.
+                closing.callback(warm.join, 60)
             client = None if inputs.tls_on else closing.enter_context(httpx.Client(timeout=10.0))
             if change is not None:
                 upgrade.prepare(change, session, console)
