@@ -23,6 +23,7 @@ from prefect_host.errors import OutputsError
 from prefect_host.local import demo
 from prefect_host.local.machine import process_start_time
 from prefect_host.outputs import StackOutputs
+from tests.prefect_host.local import released
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "demo.py"
@@ -283,11 +284,11 @@ def test_demo_up_converges_and_down_removes_everything(tmp_path: Path):
         assert json.loads(paths.outputs.read_text())["prefectAuthString"] == data["prefectAuthString"]
         assert host.guest_exec(["systemctl", "show", "-p", "MainPID", "--value", "prefect-server"]).stdout == server_pid
 
+        tag = released.mark(host)
         gone = _run("down", state_dir, env)
         assert gone.returncode == 0, gone.stdout + gone.stderr
         assert f"removed the demo host {host.name}" in gone.stdout
-        assert not host.is_running and not host.host_dir.exists()
-        assert not Path(f"/run/netns/{host.netns}").exists() and not Path(f"/sys/class/net/{host.veth}").exists()
+        assert not host.is_running and released.leftovers(host, tag) == []
         assert process_start_time(state["pid"]) is None and process_start_time(state["s3_pid"]) is None
         assert not [p for p in paths.state_files() if p.exists()]
         assert demo.DEMO_PROFILE not in tomllib.loads((prefect_home / "profiles.toml").read_text()).get("profiles", {})

@@ -14,6 +14,7 @@ import paramiko
 import pytest
 
 from prefect_host.local import LocalHost, LocalHostError, build_image, machine
+from tests.prefect_host.local import released
 
 pytestmark = pytest.mark.e2e
 
@@ -124,11 +125,10 @@ def test_reboot_keeps_the_host_and_destroy_removes_everything(fresh_host, local_
     assert restored.guest_exec(["cat", "/proc/sys/kernel/random/boot_id"]).stdout != boot_id
     restored.guest_exec(["test", "-e", "/var/tmp/survives-reboot"])
 
+    tag = released.mark(host)
     restored.destroy()
     assert not _processes_mentioning(str(host.root))
-    assert host.netns not in _netns_names()
-    assert not Path(f"/sys/class/net/{host.veth}").exists()
-    assert not host.host_dir.exists()
+    assert released.leftovers(host, tag) == []
     assert str(host.root) not in Path("/proc/self/mountinfo").read_text()
     restored.destroy()  # idempotent
 
