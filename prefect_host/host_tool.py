@@ -12,14 +12,12 @@ root-only env file itself, so no secret crosses a command line.
 - position: force a sync through the daemon's control socket, wait for the bucket to have it, print
   JSON {txid, replica_txid, last_sync_at}.
 - list: the replica's files summed per compaction level (JSON).
-- status: the local server's health, version and workers (asked on loopback with the auth string from
-  the root-only env file, which never leaves the host), the units, Litestream, the database's size.
-- snapshot: a full snapshot now (`replicate -once -force-snapshot`, with the daemon stopped meanwhile:
-  two writers to one replica would race).
+- status: the local server's health, readiness, processes, version and workers (asked on loopback with
+  the root-only env file's auth string), the units, Litestream, the database's size.
+- snapshot: a full snapshot now (`replicate -once -force-snapshot`, the daemon stopped meanwhile).
 
 Exit status: 0 done; 1 the replica cannot be read or written (denied, unreachable) or nothing was
-replicated before --timestamp; 2 bad arguments. Errors are one line on stderr.
-"""
+replicated before --timestamp; 2 bad arguments. Errors are one line on stderr."""
 
 from __future__ import annotations
 
@@ -215,11 +213,8 @@ def api(base: str, auth: str, method: str, path: str, body: dict | None = None) 
 
 
 def units(names: list[str]) -> dict[str, str]:
-    states = {}
-    for name in names:
-        proc = subprocess.run(["systemctl", "is-active", name], capture_output=True, text=True)
-        states[name] = proc.stdout.strip() or "unknown"
-    return states
+    active = [subprocess.run(["systemctl", "is-active", n], capture_output=True, text=True) for n in names]
+    return {name: proc.stdout.strip() or "unknown" for name, proc in zip(names, active, strict=True)}
 
 
 def worker_units() -> list[str]:
@@ -238,8 +233,10 @@ def server(env: dict[str, str], pool: str, db_path: str) -> dict:
     # password: it never leaves the host).
     url = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
     report: dict = {"database_elsewhere": bool(url) and not url.endswith(f"/{os.path.basename(db_path)}")}
+    report["api_processes"] = api_processes()
     try:
         report["health"] = api(base, auth, "GET", "/health")
+        report["ready"] = ready(base)
         report["version"] = api(base, auth, "GET", "/admin/version")
         workers = api(base, auth, "POST", f"/work_pools/{pool}/workers/filter", {})
         report["workers"] = [
@@ -249,6 +246,22 @@ def server(env: dict[str, str], pool: str, db_path: str) -> dict:
     except Exception as exc:  # noqa: BLE001 (reported, not raised)
         report["error"] = f"{type(exc).__name__}: {exc}"[:300]
     return report
+
+
+def ready(base: str) -> int:
+    """/api/ready's status: 200, or 503 while the database is unreachable."""
+    try:
+        with urllib.request.urlopen(f"{base}/ready", timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def api_processes() -> int:
+    """The API's processes: uvicorn's workers (children of the unit's main process), or the main one alone."""
+    main = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "prefect-server"], capture_output=True)
+    children = subprocess.run(["ps", "--ppid", main.stdout.strip() or b"0", "-o", "args="], capture_output=True)
+    return sum(b"spawn_main" in line for line in children.stdout.splitlines()) or 1
 
 
 def replication(args: argparse.Namespace) -> dict:

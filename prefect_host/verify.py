@@ -41,27 +41,32 @@ def wait_until_healthy(
     watch: Callable[[], None] | None = None,
     watch_every: float = 5.0,
     poll_every: float = 0.25,
+    ready: bool = False,
 ) -> None:
-    """Poll GET {api_url}/health until it answers true, for at most `timeout` seconds.
+    """Poll GET {api_url}/health until it answers true, for at most `timeout` seconds. `ready`: GET
+    {api_url}/ready until it answers 200 instead (503 while the database is unreachable), which the
+    scale-out mode's API (on PostgreSQL) offers.
 
     `watch` (called every `watch_every` s) may raise to stop early, e.g. when the service on the
     host has crashed, instead of waiting out the whole timeout.
     """
-    url = f"{api_url.rstrip('/')}/health"
+    url = f"{api_url.rstrip('/')}/{'ready' if ready else 'health'}"
     deadline = time.monotonic() + timeout
     next_watch = time.monotonic() + watch_every
     last = "no answer yet"
     while True:
         try:
             response = client.get(url, timeout=5.0)
-            if response.status_code == 200 and response.json() is True:
+            if response.status_code == 200 and (ready or response.json() is True):
                 return
             last = f"HTTP {response.status_code}: {response.text[:200]}"
         except (httpx.HTTPError, ValueError) as exc:
             last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         now = time.monotonic()
         if now >= deadline:
-            raise HealthTimeout(f"GET {url} did not answer true within {timeout:g} s (last: {last}).")
+            raise HealthTimeout(
+                f"GET {url} did not answer {'200' if ready else 'true'} within {timeout:g} s (last: {last})."
+            )
         if watch is not None and now >= next_watch:
             watch()
             next_watch = now + watch_every

@@ -75,7 +75,7 @@ def wait_for_start(session: HostSession, client: httpx.Client | None, inputs: Bo
         )
         return
     try:
-        wait_until_healthy(client, inputs.api_url, watch=watch)
+        wait_until_healthy(client, inputs.api_url, watch=watch, ready=inputs.database is not None)
     except HealthTimeout:
         if healthy_on_host(session, inputs):
             ports = "443 and 4200" if inputs.tls_on else "4200"
@@ -104,10 +104,12 @@ def _poll(
 
 
 def healthy_on_host(session: HostSession, inputs: BootstrapInputs) -> bool:
-    url = f"http://127.0.0.1:{prefect_server.server_port(tls=inputs.tls_on)}/api/health"
+    """/api/health answers true on loopback; on PostgreSQL /api/ready answers 200 (the database is reachable)."""
+    path = "ready" if inputs.database is not None else "health"
+    url = f"http://127.0.0.1:{prefect_server.server_port(tls=inputs.tls_on)}/api/{path}"
     probe = f"python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}', timeout=3).read().decode())\""
     result = session.run(probe, timeout=15, check=False, label="health check on the host")
-    return result.exit_status == 0 and result.stdout.strip() == "true"
+    return result.exit_status == 0 and (path == "ready" or result.stdout.strip() == "true")
 
 
 def host_ca(encoded: str, host: str) -> CaCertificate:

@@ -19,12 +19,10 @@ from prefect_host.console import Console
 from prefect_host.errors import ConnectError, HostUnsupported, SudoError
 from prefect_host.host.apply import Hooks, apply, journal_on_failure, run_step
 from prefect_host.host.facts import HostFacts, gather_facts
-from prefect_host.host.model import Command, PackageSource, Service, Step
+from prefect_host.host.model import Command, Service, Step
 from prefect_host.host.planner import plan
 from prefect_host.outputs import StackOutputs
-from prefect_host.profile import results_settings
-from prefect_host.services import caddy, litestream, prefect_server, workers
-from prefect_host.services.python_env import prefect_venv
+from prefect_host.services import prefect_server
 from prefect_host.ssh import HostSession, PinnedHostKey, load_private_key, load_private_key_file, sudo_refused_message
 from prefect_host.storage import probe_bucket
 from prefect_host.tls import CaCertificate
@@ -33,6 +31,8 @@ from prefect_host.verify import check_server, ensure_work_pool
 from . import checks, upgrade
 from .backup_checks import check_restore_request, verify_replication, warn_before_an_empty_start
 from .checks import http
+from .database_switch import check_database_switch, transfer_due, transfer_objects
+from .host_services import host_services
 from .inputs import WORK_POOL_NAME, WORK_POOL_TYPE, BootstrapInputs
 
 # On GCP, sshd serves the guest agent's own host keys from first boot until the startup script installs
@@ -42,52 +42,26 @@ GCP_HOST_KEY_GRACE_S = 120.0
 _CLOUD_INIT_SETTLED = {"done", "disabled", "error", "degraded done"}
 
 
-def host_services(inputs: BootstrapInputs) -> tuple[Service, Service, Service, Service]:
-    """Litestream, the server, Caddy and the workers, as this host must run them (in lane order)."""
-    replica = inputs.backup.replica
-    extra = ((litestream.DISTRIBUTION, litestream.LITESTREAM_VERSION),) if replica else ()
-    venv = prefect_venv(inputs.prefect_version, PackageSource(inputs.index_url, inputs.find_links), extra_pins=extra)
-    # The database is restored (when the host has none) before Prefect first starts: the server's
-    # lane waits for Litestream's, which installs the venv, restores, then replicates.
-    backup = litestream.litestream_service(
-        venv=venv,
-        replica=replica,
-        restore=inputs.backup.restore,
-        restore_at=inputs.backup.restore_at,
-        absent=inputs.backup.off_reason,
-    )
-    # Port 4200 changes hands: with TLS, Prefect moves to loopback before Caddy (re)starts and binds
-    # 4200; with tls off, Caddy lets go of it before Prefect binds it.
-    server = prefect_server.server_service(
-        venv=venv,
-        auth_string=inputs.auth_string,
-        tls=inputs.tls_on,
-        start_after=() if inputs.tls_on else (caddy.NAME,),
-        after=(litestream.NAME,),
-        fact_script=upgrade.DB_FACT_SCRIPT,
-    )
-    front = caddy.caddy_service(inputs.tls, start_after=(prefect_server.NAME,) if inputs.tls_on else ())
-    results = results_settings(inputs.results_block) if inputs.results_block else {}
-    env = workers.env_text(
-        auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on, result_settings=results
-    )
-    worker_set = workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env)
-    return backup, server, front, worker_set
-
-
 def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
     """Returns the CA the laptop pins (None: the system trust store, or plain HTTP)."""
     try:
         with ssh_session(inputs, console) as session, contextlib.ExitStack() as closing:
-            backup, server, front, worker_set = host_services(inputs)
-            facts = ready_facts(session, inputs, (backup, server, front, worker_set), console)
+            services = host_services(inputs)
+            backup, server, worker_set = services.backup, services.server, services.workers
+            facts = ready_facts(session, inputs, tuple(services.all), console)
             check_restore_request(inputs, facts)
+            check_database_switch(inputs, facts)
             warn_before_an_empty_start(inputs, facts, console)
             change = upgrade.plan_upgrade(
-                facts, server.venv, allow_downgrade=inputs.allow_downgrade, replicated=not backup.absent
+                facts,
+                server.venv,
+                allow_downgrade=inputs.allow_downgrade,
+                replicated=not backup.absent,
+                database=inputs.database,
             )
-            lanes = plan(facts, [backup, server, front, worker_set])
-            if any(step.starts for step in lanes[1].steps):
+            lanes = plan(facts, services.all)
+            serving = len(services.serving)
+            if any(step.starts for step in next(lane for lane in lanes if lane.service is server).steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job
                 # template (~1.5 s to import): import it while this process mostly waits on the host.
                 warm = threading.Thread(target=_import_quietly, args=("prefect.workers.process",), daemon=True)
@@ -108,14 +82,16 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
             if change is not None:
                 hooks.starting = {server.name: lambda: upgrade.switch(change, session, console)}
             with upgrade.guarded(change, session, console, lambda: checks.wait_for_start(session, None, inputs)):
-                apply(lanes[:3], session, console, hooks)
+                apply(lanes[:serving], session, console, hooks)
                 ca = None
                 if inputs.tls_on:
                     ca = checks.server_ca(inputs, facts, session, console)
                     context = checks.verify_context(inputs, ca, session, console)
                     client = closing.enter_context(httpx.Client(timeout=10.0, verify=context))
                 _verify_server(session, client, inputs, console)
-            apply(lanes[3:], session, console, Hooks(stopped=lambda units: _forget(client, inputs, facts, units)))
+            if transfer_due(inputs, facts):
+                transfer_objects(inputs, session, console)
+            apply(lanes[serving:], session, console, Hooks(stopped=lambda units: _forget(client, inputs, facts, units)))
             _wait_for_workers(session, client, inputs, facts, worker_set, console)
             checks.verify_metadata_guard(session, inputs, console)
             verify_replication(session, inputs, console)

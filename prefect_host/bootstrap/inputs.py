@@ -16,10 +16,12 @@ from prefect_host.console import clip_values, mention, redact_url, shown
 from prefect_host.errors import PrefectHostError, UsageError
 from prefect_host.outputs import StackOutputs
 from prefect_host.services.python_env import PREFECT_AWS_MIN_PREFECT, PREFECT_AWS_VERSION
+from prefect_host.services.scale_out import Database
 from prefect_host.storage import block_slug
 from prefect_host.tls import CaCertificate, TlsSettings, check_apt_source, load_ca_certificate, settings_from_outputs
 
 from .backup_inputs import NO_BACKUP, BackupSettings, backup_settings
+from .database_inputs import check_backup_flags, database_from_outputs
 
 # The work pool the host's workers poll, created by the bootstrap.
 WORK_POOL_NAME = "default"
@@ -69,6 +71,9 @@ class BootstrapInputs:
     backup: BackupSettings = field(default=NO_BACKUP, repr=False)
     allow_downgrade: bool = False
     cloud: str = ""  # the outputs' cloud: aws, gcp or local
+    # The scale-out mode's PostgreSQL (None: SQLite on the host), and --migrate-objects.
+    database: Database | None = field(default=None, repr=False)
+    migrate_objects: bool = False
 
     @property
     def tls_on(self) -> bool:
@@ -107,6 +112,7 @@ class BootstrapFlags:
     no_restore: bool = False
     restore_at: str | None = None
     allow_downgrade: bool = False
+    migrate_objects: bool = False
 
 
 def resolve_inputs(**flags: Any) -> BootstrapInputs:
@@ -125,13 +131,16 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
         )
     if not given.client_only:
         _check_prefect_aws_fits(outputs.prefect_version)
-        _check_database_supported(outputs)
+    database = database_from_outputs(outputs)
+    check_backup_flags(database, no_restore=given.no_restore, restore_at=given.restore_at)
     tls, ca = _trust(given, outputs, user=user)
     endpoint = given.s3_endpoint_url or outputs.s3_endpoint_url
     storage = None if given.no_storage else dataclasses.replace(outputs, s3_endpoint_url=endpoint)
     backup = backup_settings(
         storage, no_backup=given.no_backup, no_restore=given.no_restore, restore_at=given.restore_at
     )
+    if database is not None:
+        backup = BackupSettings(off_reason="database postgres: the managed database keeps its own backups")
     return BootstrapInputs(
         host=host,
         user=user,
@@ -156,6 +165,8 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
         backup=backup,
         allow_downgrade=given.allow_downgrade,
         cloud=outputs.cloud,
+        database=database,
+        migrate_objects=given.migrate_objects,
     )
 
 
@@ -280,17 +291,6 @@ def _check_server_outputs(outputs: StackOutputs) -> None:
         )
     if any(c in outputs.prefect_auth_string for c in "\r\n\0"):
         raise UsageError("prefectAuthString contains a line break or NUL; it must be one line user:password.")
-
-
-def _check_database_supported(outputs: StackOutputs) -> None:
-    """database: postgres provisions RDS / Cloud SQL, but running Prefect on it (Redis, several API
-    processes, the services apart) is not in this release's bootstrap: refused before any change."""
-    if outputs.database == "postgres":
-        raise UsageError(
-            "database postgres: this release provisions the managed PostgreSQL, but its bootstrap runs Prefect "
-            "on SQLite only (the scale-out mode on PostgreSQL + Redis is not built yet). Set database: sqlite "
-            "and `pulumi up` again, or bootstrap with --client-only."
-        )
 
 
 def _read_text(flag: str, path: str) -> str:

@@ -31,6 +31,7 @@ from prefect_host.host.facts import HostFacts
 from prefect_host.host.model import Step, Venv
 from prefect_host.services import litestream, prefect_server, workers
 from prefect_host.services.python_env import VENV_DIR
+from prefect_host.services.scale_out import Database
 from prefect_host.ssh import HostSession
 
 from .inputs import release
@@ -74,9 +75,13 @@ class Upgrade:
         return f"{self.venv.path}.rollback"
 
 
-def plan_upgrade(facts: HostFacts, venv: Venv, *, allow_downgrade: bool, replicated: bool) -> Upgrade | None:
+def plan_upgrade(
+    facts: HostFacts, venv: Venv, *, allow_downgrade: bool, replicated: bool, database: Database | None = None
+) -> Upgrade | None:
     """The upgrade this run makes (None: a new host, or the same version); a downgrade without
-    allow_downgrade is refused here, before anything changes."""
+    allow_downgrade is refused here, before anything changes. On PostgreSQL (`database`) there is no
+    snapshot to take here: the migration step runs before the new API starts, and the managed
+    database's point-in-time recovery is the way back (None, after the downgrade check)."""
     installed = facts.venv_version(venv, "prefect")
     wanted = venv.pins[0][1]
     left = facts.get(ROLLBACK_FACT)
@@ -88,15 +93,20 @@ def plan_upgrade(facts: HostFacts, venv: Venv, *, allow_downgrade: bool, replica
             f"bootstrap again; to go back, stop prefect-server, move {_ROLLBACK_DIR} to {VENV_DIR} and restore "
             "the newest snapshot over the database."
         )
-    if installed is None or installed == wanted or facts.get(DB_FACT) is None:
+    if installed is None or installed == wanted or (database is None and facts.get(DB_FACT) is None):
         return None
     if release(wanted) < release(installed) and not allow_downgrade:
         raise UsageError(
             f"prefectVersion {wanted} is older than the {installed} the host runs. Prefect migrates its database "
             "forward on each upgrade and its downgrades are best effort; a downgrade is refused unless "
-            "--allow-downgrade (take `prefect-host backup now` first)."
+            "--allow-downgrade ("
+            + (
+                "take `prefect-host backup now` first)."
+                if database is None
+                else "snapshot the managed database first)."
+            )
         )
-    return Upgrade(installed, wanted, venv, replicated)
+    return None if database is not None else Upgrade(installed, wanted, venv, replicated)
 
 
 def prepare(upgrade: Upgrade, session: HostSession, console: Console) -> None:
@@ -119,8 +129,7 @@ def snapshot_script(snapshot: str) -> str:
         f'if [ "$free" -lt "$need" ]; then echo "the snapshot needs $need kB free beside the database, '
         f'there are $free kB: free some space and run the bootstrap again" >&2; exit 1; fi && '
         f"systemctl stop {prefect_server.UNIT_NAME} && "
-        f"{{ python3 -c 'import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); "
-        f"s.backup(d); d.close()' {db} {q(snapshot)} || {{ rm -f {q(snapshot)}; systemctl start "
+        f"{{ {litestream.SQLITE_COPY} {db} {q(snapshot)} || {{ rm -f {q(snapshot)}; systemctl start "
         f"{prefect_server.UNIT_NAME}; exit 1; }}; }} && chown {user}: {q(snapshot)} && chmod 600 {q(snapshot)} && "
         # The newest KEEP_SNAPSHOTS snapshots stay; older ones (and what failed upgrades wrote) go.
         f"for pattern in 'prefect-*.db' 'failed-*.db'; do ls -1t {q(UPGRADES_DIR)}/$pattern 2>/dev/null | "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect_host.bootstrap.backup_inputs import restore_timestamp
 from prefect_host.cli._parser import ArgumentParser
 from prefect_host.console import Console
-from prefect_host.errors import PrefectHostError
+from prefect_host.errors import PrefectHostError, UsageError
 from prefect_host.operate.backup import render_levels, replica_levels, restore, snapshot_now
 from prefect_host.operate.host_access import add_host_flags, host_inputs, host_session
 from prefect_host.services.litestream import REPLICA_PATH
@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None, prog: str = "backup.py") -> int:
     try:
         at = restore_timestamp(args.at, "--at") if args.at is not None else None
         inputs = host_inputs(args)
+        if inputs.database is not None:
+            raise UsageError(
+                f"backup {args.action}: this stack's database is PostgreSQL ({inputs.database.where}); Litestream "
+                "replicates SQLite only. Use the managed database's snapshots and point-in-time recovery."
+            )
         with host_session(inputs, console) as session:
             if args.action == "now":
                 snapshot_now(session, console)

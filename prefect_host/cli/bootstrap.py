@@ -117,6 +117,13 @@ def _add_backup_flags(parser: argparse.ArgumentParser) -> None:
         help="let a prefectVersion older than the host's through (migrations only go forward; "
         "take `prefect-host backup now` first)",
     )
+    backup.add_argument(
+        "--migrate-objects",
+        action="store_true",
+        help="database postgres on a host that ran on SQLite: move deployments, blocks, work pools, variables, "
+        "concurrency limits and automations over with `prefect transfer` (the run history stays in the old "
+        "database and its replica)",
+    )
     restore = backup.add_mutually_exclusive_group()
     restore.add_argument(
         "--no-restore", action="store_true", help="a host without a database starts empty instead of from the replica"
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
             no_restore=args.no_restore,
             restore_at=args.restore_at,
             allow_downgrade=args.allow_downgrade,
+            migrate_objects=args.migrate_objects,
         )
         check_profiles_file()  # the profile is written last: a file it cannot go into is bad input too
         target = "this machine only" if inputs.client_only else f"{inputs.user}@{inputs.host}"

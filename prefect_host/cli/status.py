@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None, prog: str = "status.py") -> int:
     try:
         inputs = host_inputs(args)
         with host_session(inputs, console) as session:
-            report = read_host(session)
+            report = read_host(session, inputs)
         try:
             expiry = certificate_expiry(inputs.api_url)
         except OSError as exc:

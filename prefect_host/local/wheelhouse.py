@@ -26,6 +26,7 @@ from prefect_host.local.package_index import PackageIndex, normalize_project, pa
 from prefect_host.services.litestream import DISTRIBUTION as LITESTREAM_DISTRIBUTION
 from prefect_host.services.litestream import LITESTREAM_VERSION
 from prefect_host.services.python_env import PREFECT_AWS_VERSION, UV_VERSION
+from prefect_host.services.scale_out import PREFECT_REDIS_DISTRIBUTION, PREFECT_REDIS_VERSION
 
 # The index's names stay importable from here, where the tests and older callers look for them.
 __all__ = [
@@ -46,6 +47,7 @@ GUEST_REQUIREMENTS = [
     f"prefect-aws=={PREFECT_AWS_VERSION}",
     f"uv=={UV_VERSION}",
     f"{LITESTREAM_DISTRIBUTION}=={LITESTREAM_VERSION}",
+    f"{PREFECT_REDIS_DISTRIBUTION}=={PREFECT_REDIS_VERSION}",
 ]
 GUEST_PYTHON = "3.13"
 

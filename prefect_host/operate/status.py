@@ -18,7 +18,7 @@ from prefect_host.bootstrap.inputs import WORK_POOL_NAME, BootstrapInputs
 from prefect_host.durations import seconds_since
 from prefect_host.errors import PrefectHostError
 from prefect_host.host.apply import run_command
-from prefect_host.services import caddy, litestream, prefect_server
+from prefect_host.services import caddy, litestream, prefect_server, redis, scale_out
 from prefect_host.ssh import HostSession
 
 # Replication older than this (seconds since Litestream's last sync) is a warning; Litestream syncs
@@ -39,9 +39,10 @@ class Row:
     detail: str
 
 
-def read_host(session: HostSession) -> dict:
+def read_host(session: HostSession, inputs: BootstrapInputs) -> dict:
     options = ["--server-env", prefect_server.ENV_FILE, "--pool", WORK_POOL_NAME]
-    for unit in (prefect_server.UNIT_NAME, caddy.UNIT, litestream.UNIT_NAME):
+    scale_out_units = (scale_out.SERVICES_UNIT, redis.UNIT) if inputs.database is not None else ()
+    for unit in (prefect_server.UNIT_NAME, *scale_out_units, caddy.UNIT, litestream.UNIT_NAME):
         options += ["--status-unit", unit]
     command = litestream.host_command("status", *options, label="read the host's status", timeout=60)
     result = run_command(session, command)
@@ -72,8 +73,11 @@ def certificate_expiry(api_url: str, timeout: float = 10.0) -> dt.datetime | Non
 
 def assess(report: dict, inputs: BootstrapInputs, expiry: dt.datetime | None, now: dt.datetime) -> list[Row]:
     rows = _unit_rows(report["units"], inputs) + _server_rows(report["server"], inputs, now, report.get("hostname", ""))
-    rows += _replication_rows(report["replication"], report["server"], now)
-    rows.append(_database_row(report["database"]))
+    if inputs.database is None:
+        rows += _replication_rows(report["replication"], report["server"], now)
+        rows.append(_database_row(report["database"]))
+    else:
+        rows += _postgres_rows(report["server"], inputs)
     if expiry is not None:
         days = (expiry - now).total_seconds() / 86400
         state = "bad" if days <= 0 else "warn" if days < CERT_WARN_DAYS else "ok"
@@ -129,6 +133,20 @@ def _replication_rows(replication: dict, server: dict, now: dt.datetime) -> list
     seen = "never" if age is None else f"{age:.0f} s ago"
     rows.append(Row("backup", state, f"{mine.get('status')}, last sync to the bucket {seen}"))
     return rows
+
+
+def _postgres_rows(server: dict, inputs: BootstrapInputs) -> list[Row]:
+    """The scale-out mode: the API's processes, and whether it reaches PostgreSQL (/api/ready)."""
+    assert inputs.database is not None
+    wanted, running = inputs.database.api_workers, server.get("api_processes")
+    processes = Row("API processes", "ok" if running == wanted else "bad", f"{running} running, {wanted} wanted")
+    where = f"PostgreSQL {inputs.database.where}"
+    if server.get("ready") == 200:
+        database = Row("database", "ok", f"{where}: the API reaches it (/api/ready 200)")
+    else:
+        database = Row("database", "bad", f"{where}: not ready (/api/ready {server.get('ready', 'no answer')})")
+    backup = Row("backup", "ok", "the managed database's own backups (Litestream replicates SQLite only)")
+    return [processes, database, backup]
 
 
 def _database_row(database: dict) -> Row:

@@ -38,6 +38,11 @@ ENV_FILE = f"{CONFIG_DIR}/litestream.env"
 APPLIED_FILE = f"{CONFIG_DIR}/litestream.applied"
 # Prefect's default database: sqlite+aiosqlite:///${PREFECT_HOME}/prefect.db
 DB_PATH = f"{STATE_DIR}/prefect.db"
+# `SQLITE_COPY SRC DST`: a consistent copy of a live SQLite database (its online backup API), WAL included.
+SQLITE_COPY = (
+    "python3 -c 'import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); "
+    "s.backup(d); d.close()'"
+)
 REPLICA_PATH = "backups/prefect-db"
 SOCKET = "/run/prefect-litestream/litestream.sock"
 # How often committed transactions are shipped (Litestream's default): the most a lost VM loses.

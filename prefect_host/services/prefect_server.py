@@ -6,7 +6,9 @@ is the front door itself on 0.0.0.0:4200.
 
 from __future__ import annotations
 
-from prefect_host.host.model import File, Service, Units, User, Venv
+from dataclasses import dataclass, field
+
+from prefect_host.host.model import File, Seed, Service, Units, User, Venv
 from prefect_host.services import metadata_guard
 from prefect_host.services.python_env import PREFECT_BIN
 from prefect_host.services.systemd import HEADER, env_file_text, sandbox_block
@@ -28,6 +30,16 @@ LOOPBACK_PORT = UPSTREAM_PORT
 UI_API_PATH = "/api"
 
 
+@dataclass(frozen=True)
+class ScaleOut:
+    """What the server runs with in the scale-out mode (prefect_host.services.scale_out builds it)."""
+
+    env: dict[str, str] = field(repr=False)
+    exec_start: str
+    needs: str
+    migrations: Seed
+
+
 def server_port(*, tls: bool) -> int:
     """Where Prefect listens: 127.0.0.1:4201 behind Caddy, or 0.0.0.0:4200 itself with tls off."""
     return LOOPBACK_PORT if tls else API_PORT
@@ -37,7 +49,8 @@ def service_user() -> User:
     return User(SERVICE_USER, STATE_DIR, "Prefect server")
 
 
-def env_text(*, auth_string: str, tls: bool) -> str:
+def env_text(*, auth_string: str, tls: bool, extra: dict[str, str] | None = None) -> str:
+    """`extra`: the scale-out mode's settings (database, Redis), after the ones every mode has."""
     return env_file_text(
         {
             "PREFECT_HOME": STATE_DIR,
@@ -50,18 +63,22 @@ def env_text(*, auth_string: str, tls: bool) -> str:
             "PREFECT_SERVER_API_AUTH_STRING": auth_string,
             "PREFECT_SERVER_UI_STATIC_DIRECTORY": UI_STATIC_DIR,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **(extra or {}),
         }
     )
 
 
-def unit_text() -> str:
+def unit_text(*, exec_start: str = f"{PREFECT_BIN} server start", needs: str = "") -> str:
+    """`exec_start`, `needs` (a unit it wants and starts after): the scale-out mode's API; the
+    defaults give the text earlier releases wrote (its digest is on their hosts)."""
+    wanted = f"network-online.target {needs}".rstrip()
     return f"""\
 {HEADER}
 [Unit]
 Description=Prefect server (API and UI)
 Documentation=https://docs.prefect.io/v3/manage/self-host
-Wants=network-online.target
-After=network-online.target
+Wants={wanted}
+After={wanted}
 
 [Service]
 Type=simple
@@ -72,7 +89,7 @@ EnvironmentFile={ENV_FILE}
 WorkingDirectory={STATE_DIR}
 # As root, first: the cloud's metadata service rejects this user (and the workers', Caddy's).
 {metadata_guard.EXEC_START_PRE_OPTIONAL}
-ExecStart={PREFECT_BIN} server start
+ExecStart={exec_start}
 # always, not on-failure: `systemctl kill` sends SIGTERM, on which the server shuts down cleanly,
 # and on-failure counts that as a clean exit and leaves the server down (checked on Debian 13).
 # `systemctl stop` still stops it for good.
@@ -102,17 +119,21 @@ def server_service(
     start_after: tuple[str, ...] = (),
     after: tuple[str, ...] = (),
     fact_script: str = "",
+    scale_out: ScaleOut | None = None,
 ) -> Service:
     """The server's declaration. Files in digest order (unit, env, then the metadata guard its start
-    runs): the digest earlier releases recorded, then what this one added."""
+    runs): the digest earlier releases recorded, then what this one added. `scale_out`: the API on
+    PostgreSQL (its env settings, its command, the unit it needs, its migrations)."""
+    unit = unit_text() if scale_out is None else unit_text(exec_start=scale_out.exec_start, needs=scale_out.needs)
+    env = env_text(auth_string=auth_string, tls=tls, extra=None if scale_out is None else scale_out.env)
     return Service(
         NAME,
         users=(service_user(),),
         packages=(metadata_guard.PACKAGE,),
         venv=venv,
         files=(
-            File(UNIT_PATH, unit_text(), systemd=True, describe=f"install {UNIT_NAME}"),
-            File(ENV_FILE, env_text(auth_string=auth_string, tls=tls), mode=0o600),
+            File(UNIT_PATH, unit, systemd=True, describe=f"install {UNIT_NAME}"),
+            File(ENV_FILE, env, mode=0o600),
             metadata_guard.script_file(),
         ),
         units=Units((UNIT_NAME,), applied=APPLIED_FILE, display="the Prefect server"),
@@ -120,4 +141,5 @@ def server_service(
         start_after=start_after,
         after=after,
         fact_script=fact_script,
+        seed=None if scale_out is None else scale_out.migrations,
     )

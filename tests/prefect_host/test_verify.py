@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from prefect_host.errors import VerifyError
-from prefect_host.verify import api_root, check_server, ensure_work_pool, wait_until_healthy
+from prefect_host.verify import HealthTimeout, api_root, check_server, ensure_work_pool, wait_until_healthy
 
 API = "http://203.0.113.7:4200/api"
 AUTH = "admin:pw:with:colons"
@@ -185,3 +185,49 @@ def test_work_pool_of_another_type_is_an_error(fake, client):
         ensure_work_pool(
             client, api_url=API, auth_string=AUTH, name="default", pool_type="process", base_job_template=dict
         )
+
+
+# --- ready=True: the scale-out mode's API, on PostgreSQL ---------------------------------------------
+class ReadyServer:
+    """Answers /api/ready 503 (database unreachable) `unready` times, then 200 with `body`."""
+
+    def __init__(self, unready: int, body: bytes = b'{"message": "OK"}'):
+        self.unready, self.body, self.paths = unready, body, []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path != "/api/ready":
+            return httpx.Response(404)
+        if len(self.paths) <= self.unready:
+            return httpx.Response(503, json={"message": "Database is not available"})
+        return httpx.Response(200, content=self.body)
+
+
+@pytest.mark.parametrize("body", [b'{"message": "OK"}', b"", b"not json", b"false"])
+def test_ready_is_polled_until_200_whatever_the_body(body):
+    server = ReadyServer(unready=2, body=body)
+    with httpx.Client(transport=httpx.MockTransport(server.handle)) as client:
+        wait_until_healthy(client, API + "/", timeout=10, poll_every=0.01, ready=True)
+    assert server.paths == ["/api/ready"] * 3
+
+
+def test_ready_never_200_times_out_naming_the_503():
+    server = ReadyServer(unready=10**6)
+    with (
+        httpx.Client(transport=httpx.MockTransport(server.handle)) as client,
+        pytest.raises(HealthTimeout, match=r"GET http://203\.0\.113\.7:4200/api/ready did not answer 200 .*HTTP 503"),
+    ):
+        wait_until_healthy(client, API, timeout=0.2, poll_every=0.01, ready=True)
+    assert set(server.paths) == {"/api/ready"} and len(server.paths) > 1
+
+
+def test_health_still_needs_true_where_ready_needs_only_200():
+    """Without ready, a 200 that is not `true` is not healthy (the sqlite mode's check is unchanged)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"message": "OK"})
+
+    with httpx.Client(transport=httpx.MockTransport(handle)) as client:
+        with pytest.raises(HealthTimeout, match=r"/api/health did not answer true"):
+            wait_until_healthy(client, API, timeout=0.1, poll_every=0.01)
+        wait_until_healthy(client, API, timeout=0.1, poll_every=0.01, ready=True)

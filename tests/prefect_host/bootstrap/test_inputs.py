@@ -176,12 +176,43 @@ def test_an_outputs_file_others_may_read_gets_a_warning_as_ssh_gives_for_keys(ou
     assert outputs_file_warnings(None) == []
 
 
-def test_a_postgres_stack_is_refused_before_anything_changes(outputs_file):
+def test_a_postgres_stack_runs_on_its_database_without_litestream(outputs_file):
+    url = "postgresql+asyncpg://prefect:pw-secret@10.0.1.5:5432/prefect?ssl=require"
+    postgres = outputs_file(database="postgres", apiWorkers="3", databaseUrl=url)
+    inputs = resolve_inputs(outputs_file=postgres, stack=None)
+    assert inputs.database is not None and inputs.database.url == url and inputs.database.api_workers == 3
+    assert inputs.database.where == "10.0.1.5:5432/prefect"
+    assert "pw-secret" not in repr(inputs) and "pw-secret" not in repr(inputs.database)
+    # Litestream replicates SQLite only: off, and saying why.
+    assert inputs.backup.replica is None and inputs.backup.off_reason.startswith("database postgres")
+    assert not resolve_inputs(outputs_file=postgres, stack=None, migrate_objects=False).migrate_objects
+    assert resolve_inputs(outputs_file=postgres, stack=None, migrate_objects=True).migrate_objects
+    assert resolve_inputs(outputs_file=outputs_file(), stack=None).database is None
+
+
+@pytest.mark.parametrize("flag", [{"no_restore": True}, {"restore_at": "2026-12-06T05:25:45Z"}])
+def test_restore_flags_are_refused_on_postgres(outputs_file, flag):
     postgres = outputs_file(
         database="postgres",
         apiWorkers="2",
         databaseUrl="postgresql+asyncpg://prefect:pw@10.0.1.5:5432/prefect?ssl=require",
     )
-    with pytest.raises(UsageError, match=r"database postgres: .*SQLite only"):
+    with pytest.raises(UsageError, match=r"database is PostgreSQL \(10.0.1.5:5432/prefect\).*point-in-time"):
+        resolve_inputs(outputs_file=postgres, stack=None, **flag)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://prefect:pw-secret@10.0.1.5:99999/prefect",  # port out of range
+        "not a url",
+        "postgresql://prefect:pw-secret@10.0.1.5:5432/prefect",  # not the async driver Prefect needs
+        "postgresql+asyncpg://prefect:pw-secret@10.0.1.5:5432/",  # no database name
+        "postgresql+asyncpg://prefect:pw-secret@[10.0.1.5/prefect",  # unparseable: not shown at all
+    ],
+)
+def test_a_bad_database_url_is_a_usage_error_without_its_password(outputs_file, url):
+    postgres = outputs_file(database="postgres", apiWorkers="2", databaseUrl=url)
+    with pytest.raises(UsageError, match=r"^databaseUrl .*must be postgresql\+asyncpg://USER:PASSWORD@HOST") as bad:
         resolve_inputs(outputs_file=postgres, stack=None)
-    assert resolve_inputs(outputs_file=postgres, stack=None, client_only=True).client_only
+    assert "pw-secret" not in str(bad.value)

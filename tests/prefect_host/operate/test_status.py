@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shlex
 
-from prefect_host.operate.status import assess, render
+import pytest
+
+from prefect_host.operate.status import assess, read_host, render
 from prefect_host.services import litestream
+from prefect_host.services.scale_out import Database
 from tests.prefect_host.bootstrap.bootstrap_samples import sample_inputs
+from tests.prefect_host.host.host_samples import RecordingSession
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 INPUTS = sample_inputs()
@@ -103,3 +108,98 @@ def test_backups_off_is_a_warning_and_a_version_mismatch_too():
         )
     )
     assert rows["backup"] == "warn" and rows["Prefect API"] == "warn"
+
+
+# --- the scale-out mode (database postgres) ---------------------------------------------------------
+PG_PASSWORD = "pg-Status-Secret"
+PG_INPUTS = sample_inputs(
+    database=Database(
+        url=f"postgresql+asyncpg://prefect:{PG_PASSWORD}@10.0.1.5:5432/prefect?ssl=require", api_workers=3
+    )
+)
+
+
+def pg_report(**server_changes) -> dict:
+    """What host_tool.py status prints on a PostgreSQL host: no Litestream, no SQLite file."""
+    server = {
+        "health": True,
+        "ready": 200,
+        "api_processes": 3,
+        "version": "3.9.1",
+        "workers": [{"name": "ph-1-1", "status": "ONLINE", "last_heartbeat": ago(12)}],
+    }
+    units = {
+        "prefect-server.service": "active",
+        "prefect-services.service": "active",
+        "redis-server.service": "active",
+        "caddy.service": "inactive",
+    }
+    return report(
+        units=units,
+        server=server | server_changes,
+        replication={"configured": False},
+        database={"path": litestream.DB_PATH, "exists": False, "bytes": 0, "disk_free": 20e9},
+    )
+
+
+def test_a_healthy_postgres_host_is_green_without_litestream_or_a_sqlite_file():
+    rows = assess(pg_report(), PG_INPUTS, None, NOW)
+    assert set(states(rows).values()) == {"ok"}
+    details = {row.what: row.detail for row in rows}
+    assert details["API processes"] == "3 running, 3 wanted"
+    assert details["database"] == "PostgreSQL 10.0.1.5:5432/prefect: the API reaches it (/api/ready 200)"
+    assert "managed database" in details["backup"]
+    assert PG_PASSWORD not in render(rows, "t")
+    # The same report read as a SQLite host's: no replica, no database file.
+    sqlite_rows = states(assess(pg_report(), INPUTS, None, NOW))
+    assert sqlite_rows["database"] == "bad" and sqlite_rows["backup"] == "warn"
+
+
+@pytest.mark.parametrize(
+    "changes, bad",
+    [
+        ({"api_processes": 2}, "API processes"),
+        ({"api_processes": 4}, "API processes"),
+        ({"ready": 503}, "database"),
+        ({"ready": None}, "database"),
+    ],
+)
+def test_a_missing_api_process_or_an_unready_database_is_red(changes, bad):
+    rows = assess(pg_report(**changes), PG_INPUTS, None, NOW)
+    assert {what for what, state in states(rows).items() if state == "bad"} == {bad}
+
+
+def test_no_answer_from_ready_says_so():
+    server = {k: v for k, v in pg_report()["server"].items() if k != "ready"}
+    rows = assess(pg_report() | {"server": server}, PG_INPUTS, None, NOW)
+    database = next(row for row in rows if row.what == "database")
+    assert database.state == "bad" and database.detail.endswith("not ready (/api/ready no answer)")
+    unready = next(row for row in assess(pg_report(ready=503), PG_INPUTS, None, NOW) if row.what == "database")
+    assert "/api/ready 503" in unready.detail
+
+
+def test_a_stopped_redis_or_services_unit_is_red():
+    broken = pg_report()
+    broken["units"] = broken["units"] | {"redis-server.service": "failed", "prefect-services.service": "inactive"}
+    bad = {what for what, state in states(assess(broken, PG_INPUTS, None, NOW)).items() if state == "bad"}
+    assert bad == {"redis-server.service", "prefect-services.service"}
+
+
+def status_units(inputs) -> list[str]:
+    session = RecordingSession(on_run={"read the host's status": lambda: '{"units": {}}'})
+    assert read_host(session, inputs) == {"units": {}}
+    [ran] = session.ran
+    words = shlex.split(ran.script)
+    assert ran.sudo and "status" in words
+    return [words[i + 1] for i, word in enumerate(words) if word == "--status-unit"]
+
+
+def test_the_status_probe_asks_for_redis_and_the_services_only_on_postgres():
+    assert status_units(INPUTS) == ["prefect-server.service", "caddy.service", "prefect-litestream.service"]
+    assert status_units(PG_INPUTS) == [
+        "prefect-server.service",
+        "prefect-services.service",
+        "redis-server.service",
+        "caddy.service",
+        "prefect-litestream.service",
+    ]
