@@ -2,17 +2,19 @@
 
 The only module besides stack_config that reads StackConfig: the components see just the fields they
 use, plus the outputs of the components they depend on (HostKeys' keys, BucketStorage's bucket ARN, the
-host's VPC and security group or network for the database).
+host's VPC and security group or network for the database and the worker VMs).
 """
 
 from __future__ import annotations
 
 from aws_database import AwsDatabaseArgs
 from aws_host import AwsHost, AwsHostArgs, DebianAmi
+from aws_worker_hosts import AwsWorkerHostsArgs
 from bucket_access import BucketAccessArgs
 from bucket_storage import BucketStorage, BucketStorageArgs
 from gcp_database import GcpDatabaseArgs
 from gcp_host import GcpHost, GcpHostArgs
+from gcp_worker_hosts import GcpWorkerHostsArgs
 from host_keys import HostKeys, HostKeysArgs
 from stack_config import StackConfig
 
@@ -51,6 +53,37 @@ def gcp_host_args(config: StackConfig, keys: HostKeys) -> GcpHostArgs:
         operator_public_key=keys.operator_public_key,
         host_private_key=keys.host_private_key,
         host_public_key=keys.host_public_key,
+    )
+
+
+def aws_worker_hosts_args(config: StackConfig, ami: DebianAmi, keys: HostKeys, host: AwsHost) -> AwsWorkerHostsArgs:
+    return AwsWorkerHostsArgs(
+        stack=config.stack,
+        names=config.worker_host_names,
+        instance_type=config.worker_instance_type,
+        disk_size_gb=config.worker_disk_size_gb,
+        ssh_allowed_cidrs=config.ssh_allowed_cidrs,
+        ami=ami,
+        operator_public_key=keys.operator_public_key,
+        server_security_group_id=host.security_group_id,
+    )
+
+
+def gcp_worker_hosts_args(config: StackConfig, keys: HostKeys, host: GcpHost) -> GcpWorkerHostsArgs:
+    if config.gcp_region is None or config.gcp_zone is None:
+        raise ValueError(f"gcp_worker_hosts_args needs a config with cloud gcp, not {config.cloud}")
+    return GcpWorkerHostsArgs(
+        stack=config.stack,
+        region=config.gcp_region,
+        zone=config.gcp_zone,
+        names=config.worker_host_names,
+        instance_type=config.worker_instance_type,
+        image=config.image,
+        disk_size_gb=config.worker_disk_size_gb,
+        ssh_allowed_cidrs=config.ssh_allowed_cidrs,
+        operator_public_key=keys.operator_public_key,
+        server_network_id=host.network_id,
+        server_target_tag=host.target_tag,
     )
 
 

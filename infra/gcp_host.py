@@ -86,10 +86,95 @@ def firewall_rules(
     return rules
 
 
+def add_firewall(
+    name: str,
+    *,
+    network_id: pulumi.Input[str],
+    protocol: str,
+    ports: list[int],
+    source_ranges: pulumi.Input[list[str]],
+    target_tag: str,
+    description: str,
+    parent: pulumi.Resource,
+) -> gcp.compute.Firewall:
+    """An INGRESS firewall rule letting `source_ranges` reach `ports` of the VMs tagged `target_tag` only."""
+    return gcp.compute.Firewall(
+        name,
+        network=network_id,
+        direction="INGRESS",
+        allows=[{"protocol": protocol, "ports": [str(port) for port in ports]}],
+        source_ranges=source_ranges,
+        target_tags=[target_tag],
+        description=description,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def hardened_instance(
+    name: str,
+    *,
+    zone: str,
+    instance_type: str,
+    image: str,
+    disk_size_gb: int,
+    subnet_id: pulumi.Input[str],
+    nat_ip: pulumi.Input[str],
+    operator_public_key: pulumi.Input[str],
+    host_private_key: pulumi.Input[str],
+    host_public_key: pulumi.Input[str],
+    tag: str,
+    parent: pulumi.Resource,
+) -> gcp.compute.Instance:
+    """`<name>-vm`: a shielded VM (secure boot, vTPM, integrity monitoring) from a debian-cloud image family, project
+    SSH keys blocked, serial port and OS Login off, the operator's key in `ssh-keys`, and a startup script that
+    installs the pinned SSH host key (first_boot.startup_script). The server VM and every worker VM."""
+    host_key_pair = pulumi.Output.all(host_private_key, host_public_key)
+    startup_script = pulumi.Output.secret(host_key_pair.apply(lambda keys: first_boot.startup_script(*keys)))
+    return gcp.compute.Instance(
+        f"{name}-vm",
+        zone=zone,
+        machine_type=instance_type,
+        boot_disk={
+            "auto_delete": True,
+            "initialize_params": {
+                "image": image,
+                "size": disk_size_gb,
+                "type": boot_disk_type(instance_type),
+            },
+        },
+        network_interfaces=[
+            {
+                "subnetwork": subnet_id,
+                "access_configs": [{"nat_ip": nat_ip, "network_tier": "PREMIUM"}],
+            }
+        ],
+        shielded_instance_config={
+            "enable_secure_boot": True,
+            "enable_vtpm": True,
+            "enable_integrity_monitoring": True,
+        },
+        metadata={
+            "block-project-ssh-keys": "true",
+            "serial-port-enable": "false",
+            # The bootstrap logs in with the `ssh-keys` entry; OS Login would ignore it. (An
+            # organisation policy that enforces OS Login still wins: see the README.)
+            "enable-oslogin": "FALSE",
+            # google-guest-agent creates this user with passwordless sudo from the key.
+            "ssh-keys": pulumi.Output.from_input(operator_public_key).apply(lambda key: f"{SSH_USER}:{key}"),
+            "startup-script": startup_script,
+        },
+        tags=[tag],
+        # A machine type change stops and starts the VM instead of failing.
+        allow_stopping_for_update=True,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
 class GcpHost(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     network_id: pulumi.Output[str]  # the stack's own VPC network: the database's private IP is on it
+    target_tag: str
 
     def __init__(self, name: str, args: GcpHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("prefect-host:gcp_host:GcpHost", name, None, opts)
@@ -104,65 +189,40 @@ class GcpHost(pulumi.ComponentResource):
             f"{name}-subnet", network=network.id, region=args.region, ip_cidr_range=SUBNET_RANGE, opts=child
         )
         for protocol, port, family, cidrs in firewall_rules(args.allowed_cidrs, args.ssh_allowed_cidrs):
-            gcp.compute.Firewall(
+            add_firewall(
                 f"{name}-{protocol}-{port}-{family}",
-                network=network.id,
-                direction="INGRESS",
-                allows=[{"protocol": protocol, "ports": [str(port)]}],
+                network_id=network.id,
+                protocol=protocol,
+                ports=[port],
                 source_ranges=cidrs,
-                target_tags=[name],
+                target_tag=name,
                 description="SSH" if port == 22 else "Prefect server",
-                opts=child,
+                parent=self,
             )
         address = gcp.compute.Address(
             f"{name}-ip", region=args.region, address_type="EXTERNAL", network_tier="PREMIUM", opts=child
         )
-
-        host_key_pair = pulumi.Output.all(args.host_private_key, args.host_public_key)
-        startup_script = pulumi.Output.secret(host_key_pair.apply(lambda keys: first_boot.startup_script(*keys)))
         image = debian_image(args.image, args.instance_type)
-        instance = gcp.compute.Instance(
-            f"{name}-vm",
+        instance = hardened_instance(
+            name,
             zone=args.zone,
-            machine_type=args.instance_type,
-            boot_disk={
-                "auto_delete": True,
-                "initialize_params": {
-                    "image": image,
-                    "size": args.disk_size_gb,
-                    "type": boot_disk_type(args.instance_type),
-                },
-            },
-            network_interfaces=[
-                {
-                    "subnetwork": subnet.id,
-                    "access_configs": [{"nat_ip": address.address, "network_tier": "PREMIUM"}],
-                }
-            ],
-            shielded_instance_config={
-                "enable_secure_boot": True,
-                "enable_vtpm": True,
-                "enable_integrity_monitoring": True,
-            },
-            metadata={
-                "block-project-ssh-keys": "true",
-                "serial-port-enable": "false",
-                # The bootstrap logs in with the `ssh-keys` entry; OS Login would ignore it. (An
-                # organisation policy that enforces OS Login still wins: see the README.)
-                "enable-oslogin": "FALSE",
-                # google-guest-agent creates this user with passwordless sudo from the key.
-                "ssh-keys": pulumi.Output.from_input(args.operator_public_key).apply(lambda key: f"{SSH_USER}:{key}"),
-                "startup-script": startup_script,
-            },
-            tags=[name],
-            # A machine type change stops and starts the VM instead of failing.
-            allow_stopping_for_update=True,
-            opts=child,
+            instance_type=args.instance_type,
+            image=image,
+            disk_size_gb=args.disk_size_gb,
+            subnet_id=subnet.id,
+            nat_ip=address.address,
+            operator_public_key=args.operator_public_key,
+            host_private_key=args.host_private_key,
+            host_public_key=args.host_public_key,
+            tag=name,
+            parent=self,
         )
 
         self.public_ip = address.address
         self.instance_id = instance.instance_id
         self.network_id = network.id
+        # The network tag the firewall rules target: another component's rule for this VM uses it (GcpWorkerHosts').
+        self.target_tag = name
         self.register_outputs(
             {"publicIp": self.public_ip, "instanceId": self.instance_id, "networkId": self.network_id, "image": image}
         )

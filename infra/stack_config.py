@@ -55,6 +55,9 @@ DEFAULT_DB_BACKUP_RETENTION_DAYS = 7
 DEFAULT_API_WORKERS = {"sqlite": 1, "postgres": 2}
 # The most API processes per vCPU of the VM (checked against the provider's lookup of instanceType).
 API_WORKERS_PER_VCPU = 2
+# Worker VMs that run the flows off the server VM; the bootstrap reads at most as many (prefect_host/outputs.py's
+# MAX_WORKER_HOSTS, held equal by tests/infra/test_outputs_contract.py).
+WORKER_HOSTS_RANGE = (0, 20)
 
 # Keys of the prefect-host namespace, in the order they are validated (the issue's table).
 KEYS = (
@@ -82,6 +85,9 @@ KEYS = (
     "dbInstanceClass",
     "dbBackupRetentionDays",
     "apiWorkers",
+    "workerHosts",
+    "workerInstanceType",
+    "workerDiskSizeGb",
 )
 PROVIDER_KEYS = ("aws:region", "gcp:project", "gcp:region", "gcp:zone")
 
@@ -118,6 +124,9 @@ class StackConfig:
     db_instance_class: str | None  # postgres only: an RDS instance class or a Cloud SQL tier
     db_backup_retention_days: int | None  # postgres only: days of automated backups
     api_workers: int  # Prefect API processes: 1 with sqlite; with postgres at most API_WORKERS_PER_VCPU per vCPU
+    worker_hosts: int  # worker VMs, 0 to 20
+    worker_instance_type: str  # default: instance_type
+    worker_disk_size_gb: int  # default: disk_size_gb
     aws_region: str
     gcp_project: str | None
     gcp_region: str | None
@@ -137,6 +146,12 @@ class StackConfig:
         GCP's 63-character limit and naming rules.
         """
         return _slug(f"{self.project}-{self.stack}", max_len=40)
+
+    @property
+    def worker_host_names(self) -> tuple[str, ...]:
+        """The worker VMs' names (output workerHosts, and their resources' logical names): `<prefix>-worker-<n>`,
+        n from 1. Numbered, so `workerHosts` going from 3 to 2 removes the last VM and keeps the others."""
+        return tuple(f"{self.resource_prefix}-worker-{n}" for n in range(1, self.worker_hosts + 1))
 
     @property
     def iam_user_name(self) -> str:
@@ -230,6 +245,15 @@ def parse_api_workers(key: str, raw: str, database: str) -> int:
     if not re.fullmatch(r"[1-9][0-9]{0,5}", raw):
         raise _error(
             key, raw, f"a whole number of API processes from 1 to {API_WORKERS_PER_VCPU} per vCPU of instanceType"
+        )
+    return int(raw)
+
+
+def parse_worker_hosts(key: str, raw: str) -> int:
+    low, high = WORKER_HOSTS_RANGE
+    if not re.fullmatch(r"0|[1-9][0-9]{0,5}", raw) or not low <= int(raw) <= high:
+        raise _error(
+            key, raw, f"a whole number of worker VMs from {low} to {high} ({low}: the flows run on the server VM)"
         )
     return int(raw)
 
@@ -573,6 +597,7 @@ def parse_stack_config(
             backup_snapshot_interval=raw(SNAPSHOT_INTERVAL, BACKUP_DEFAULTS[SNAPSHOT_INTERVAL]),
         )
         fields.update(_database_fields(raw, cloud))
+        fields.update(_worker_fields(raw, cloud, fields["instance_type"], fields["disk_size_gb"]))
         if cloud == "gcp":
             zone = parse_gcp_zone("gcp:zone", values.get("gcp:zone"))
             fields.update(
@@ -615,6 +640,33 @@ def _database_fields(raw: Callable[..., str | None], cloud: str) -> dict[str, ob
             str(DEFAULT_DB_BACKUP_RETENTION_DAYS) if retention_days is None else retention_days,
         ),
         api_workers=api_workers,
+    )
+
+
+def _worker_fields(
+    raw: Callable[..., str | None], cloud: str, instance_type: str, disk_size_gb: int
+) -> dict[str, object]:
+    """workerHosts, workerInstanceType and workerDiskSizeGb; the last two default to the server VM's settings and
+    apply only with one worker VM or more."""
+    key = f"{NAMESPACE}:workerHosts"
+    count = parse_worker_hosts(key, raw("workerHosts", "0"))
+    worker_type, worker_disk = raw("workerInstanceType"), raw("workerDiskSizeGb")
+    if count == 0:
+        # Set but unused would hide a mistake, most often a forgotten workerHosts.
+        for name, value in (("workerInstanceType", worker_type), ("workerDiskSizeGb", worker_disk)):
+            if value is not None:
+                raise StackConfigError(
+                    f"Config {NAMESPACE}:{name} = {json.dumps(value)} only applies with {key} 1 or more (the worker "
+                    f"VMs); workerHosts is 0 here. Set {key}, or remove {NAMESPACE}:{name}."
+                )
+    return dict(
+        worker_hosts=count,
+        worker_instance_type=instance_type
+        if worker_type is None
+        else parse_instance_type(f"{NAMESPACE}:workerInstanceType", worker_type, cloud),
+        worker_disk_size_gb=disk_size_gb
+        if worker_disk is None
+        else parse_disk_size(f"{NAMESPACE}:workerDiskSizeGb", worker_disk),
     )
 
 

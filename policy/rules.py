@@ -220,17 +220,30 @@ def _coverage(cidrs: Iterable[str]) -> dict[int, tuple[int, list[str]]]:
     }
 
 
-def _aws_openings(protocol_value: Any, from_port: Any, to_port: Any, cidrs: Iterable[Any]) -> list[_Opening]:
+# Which openings a rule cares about, judged on protocol and ports alone: a resource's source ranges are read only
+# for those. A range computed from another resource (a worker VM's address as a /32 on the server's API ports) is
+# unknown in a preview, and reading it would make every rule that looks at the resource undecidable there.
+_Relevant = Callable[[_Opening], bool]
+
+
+def _any_opening(opening: _Opening) -> bool:
+    return True
+
+
+def _aws_openings(
+    protocol_value: Any, from_port: Any, to_port: Any, cidrs: Callable[[], Iterable[Any]], relevant: _Relevant
+) -> list[_Opening]:
     protocol = _protocol(protocol_value)
     first, last = _aws_ports(protocol, from_port, to_port)
-    return [_Opening(protocol, first, last, cidr) for cidr in cidrs if isinstance(cidr, str)]
+    if not relevant(_Opening(protocol, first, last, "")):
+        return []
+    return [_Opening(protocol, first, last, cidr) for cidr in cidrs() if isinstance(cidr, str)]
 
 
-def _gcp_openings(props: Mapping) -> list[_Opening]:
+def _gcp_openings(props: Mapping, relevant: _Relevant) -> list[_Opening]:
     if str(props.get("direction") or "INGRESS").upper() != "INGRESS" or props.get("disabled") is True:
         return []
-    sources = [cidr for cidr in _items(props.get("sourceRanges")) if isinstance(cidr, str)]
-    openings = []
+    ports = []
     for allow in _items(props.get("allows")):
         allow = _mapping(allow)
         protocol = _protocol(allow.get("protocol"))
@@ -239,37 +252,63 @@ def _gcp_openings(props: Mapping) -> list[_Opening]:
         for spec in specs:  # "22" or "20-30"
             first, _, last = str(spec).partition("-")
             ranges.append((_port(first), _port(last or first)))
-        for first, last in ranges or [(0, 65535)]:  # no ports listed: every port
-            openings.extend(_Opening(protocol, first, last, cidr) for cidr in sources)
-    return openings
+        # No ports listed: every port.
+        ports += [(protocol, first, last) for first, last in ranges or [(0, 65535)]]
+    ports = [port for port in ports if relevant(_Opening(*port, ""))]
+    if not ports:
+        return []
+    sources = [cidr for cidr in _items(props.get("sourceRanges")) if isinstance(cidr, str)]
+    return [_Opening(*port, cidr) for port in ports for cidr in sources]
 
 
-def _world_openings(resource_type: str, props: Mapping) -> list[_Opening]:
-    """Ingress a resource opens to 0.0.0.0/0 or ::/0."""
-    return [opening for opening in _ingress_openings(resource_type, props) if _is_world(opening.source)]
-
-
-def _ingress_openings(resource_type: str, props: Mapping) -> list[_Opening]:
+def _ingress_openings(resource_type: str, props: Mapping, relevant: _Relevant = _any_opening) -> list[_Opening]:
     """Ingress a resource opens, from any source: inline security group ingress, a SecurityGroupRule of
-    type ingress, a vpc.SecurityGroupIngressRule, or a GCP ingress firewall rule."""
+    type ingress, a vpc.SecurityGroupIngressRule, or a GCP ingress firewall rule; only the `relevant` ones."""
     if resource_type in (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP):
         openings = []
         for rule in _items(props.get("ingress")):
             rule = _mapping(rule)
-            cidrs = _items(rule.get("cidrBlocks")) + _items(rule.get("ipv6CidrBlocks"))
-            openings += _aws_openings(rule.get("protocol"), rule.get("fromPort"), rule.get("toPort"), cidrs)
+            openings += _aws_openings(
+                rule.get("protocol"),
+                rule.get("fromPort"),
+                rule.get("toPort"),
+                lambda rule=rule: _items(rule.get("cidrBlocks")) + _items(rule.get("ipv6CidrBlocks")),
+                relevant,
+            )
         return openings
     if resource_type == AWS_SECURITY_GROUP_RULE:
         if props.get("type") != "ingress":
             return []
-        cidrs = _items(props.get("cidrBlocks")) + _items(props.get("ipv6CidrBlocks"))
-        return _aws_openings(props.get("protocol"), props.get("fromPort"), props.get("toPort"), cidrs)
+        return _aws_openings(
+            props.get("protocol"),
+            props.get("fromPort"),
+            props.get("toPort"),
+            lambda: _items(props.get("cidrBlocks")) + _items(props.get("ipv6CidrBlocks")),
+            relevant,
+        )
     if resource_type == AWS_VPC_INGRESS_RULE:
-        cidrs = [props.get("cidrIpv4"), props.get("cidrIpv6")]
-        return _aws_openings(props.get("ipProtocol"), props.get("fromPort"), props.get("toPort"), cidrs)
+        return _aws_openings(
+            props.get("ipProtocol"),
+            props.get("fromPort"),
+            props.get("toPort"),
+            lambda: [props.get("cidrIpv4"), props.get("cidrIpv6")],
+            relevant,
+        )
     if resource_type == GCP_FIREWALL:
-        return _gcp_openings(props)
+        return _gcp_openings(props, relevant)
     return []
+
+
+def _covers_ssh(opening: _Opening) -> bool:
+    return opening.covers("tcp", SSH_PORT)
+
+
+def _beyond_public_ports(opening: _Opening) -> bool:
+    """Opens something besides the ports that may be public (and SSH, which the SSH rules judge, once)."""
+    allowed = PUBLIC_PORTS.get(opening.protocol, frozenset())
+    if opening.protocol == "tcp":
+        allowed = allowed | {SSH_PORT}
+    return not all(port in allowed for port in range(opening.first_port, opening.last_port + 1))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,7 +337,7 @@ def _ssh_not_public(resource_types: tuple[str, ...]) -> Callable[[ResourceValida
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type not in resource_types:
             return
-        ssh = [o for o in _ingress_openings(args.resource_type, args.props) if o.covers("tcp", SSH_PORT)]
+        ssh = _ingress_openings(args.resource_type, args.props, _covers_ssh)
         world = [o for o in ssh if _is_world(o.source)]
         for opening in world:
             report_violation(
@@ -351,11 +390,8 @@ def _unless_allowed(
 
 
 def _public_ports_only(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    for opening in _world_openings(args.resource_type, args.props):
-        allowed = PUBLIC_PORTS.get(opening.protocol, frozenset())
-        if opening.protocol == "tcp":
-            allowed = allowed | {SSH_PORT}  # reported by CKV_AWS_24 / CKV_GCP_2, once
-        if not all(port in allowed for port in range(opening.first_port, opening.last_port + 1)):
+    for opening in _ingress_openings(args.resource_type, args.props, _beyond_public_ports):
+        if _is_world(opening.source):
             report_violation(f"Open to the world: {opening.describe()}; only tcp 80, 443, 4200 and udp 4200 may be.")
 
 
@@ -689,9 +725,10 @@ def _ssh_openings(resource: PolicyResource) -> list[_Opening]:
     # unknown means none declared (the separate rules that AWS later lists there are counted themselves).
     if resource.resource_type in AWS_SECURITY_GROUPS and _known(resource.props, "ingress") is None:
         return []
-    # Any other unknown (a source range computed from another resource) raises: the engine then reports
-    # that the policy cannot run in this preview, rather than a sum that leaves ranges out.
-    return [o for o in _ingress_openings(resource.resource_type, resource.props) if o.covers("tcp", SSH_PORT)]
+    # Any other unknown (an SSH rule's source range computed from another resource) raises: the engine then reports
+    # that the policy cannot run in this preview, rather than a sum that leaves ranges out. Rules that do not open
+    # SSH are not read beyond their protocol and ports.
+    return _ingress_openings(resource.resource_type, resource.props, _covers_ssh)
 
 
 def _ssh_total_per_target(args: StackValidationArgs, report_violation: ReportViolation) -> None:

@@ -39,6 +39,20 @@ _NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _MULTI_LINE_OUTPUTS = frozenset({"sshPrivateKey"})
 
 
+@dataclass(frozen=True)
+class WorkerHost:
+    """A worker VM of the stack (output workerHosts): flows run there, the server VM serves the API."""
+
+    name: str
+    public_ip: str
+    host_public_key: str
+
+
+_WORKER_HOST_KEYS = {"name": "name", "publicIp": "public_ip", "hostPublicKey": "host_public_key"}
+_WORKER_HOST_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+MAX_WORKER_HOSTS = 20
+
+
 def _output(name: str, *, secret: bool = False, required: bool = True, default: Any = None):
     """A dataclass field that knows its camelCase output name and whether Pulumi keeps it secret."""
     meta = {"output": name, "secret": secret, "required": required}
@@ -81,6 +95,8 @@ class StackOutputs:
     api_workers: str | None = _output("apiWorkers", required=False)
     # postgres only: postgresql+asyncpg://prefect:<password>@<private host>:5432/prefect?ssl=require
     database_url: str | None = _output("databaseUrl", secret=True, required=False)
+    # The worker VMs (a JSON list of {name, publicIp, hostPublicKey}); absent from older stacks: none.
+    worker_hosts: tuple[WorkerHost, ...] = _output("workerHosts", required=False, default=())
     # Not exported by infra/: an S3-compatible endpoint (MinIO, moto in tests) given by the user.
     s3_endpoint_url: str | None = _output("s3EndpointUrl", required=False)
 
@@ -99,8 +115,10 @@ class StackOutputs:
                 f"{source}: missing output(s) {', '.join(missing)}. Expected the JSON of "
                 "`pulumi stack output --json --show-secrets` for a prefect-host stack."
             )
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"worker_hosts": _worker_hosts(data.get("workerHosts"), source)}
         for f in fields(cls):
+            if f.name == "worker_hosts":
+                continue
             value = _checked_value(f.metadata, data.get(f.metadata["output"]), source)
             if value is not None:
                 values[f.name] = value
@@ -157,9 +175,20 @@ class StackOutputs:
             raise OutputsError(f"{source}: `pulumi stack output --json` did not print JSON.") from None
         return cls.from_mapping(data, source=source)
 
-    def to_mapping(self) -> dict[str, str]:
-        """The camelCase JSON shape (what `pulumi stack output --json --show-secrets` prints)."""
-        return {f.metadata["output"]: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+    def to_mapping(self) -> dict[str, Any]:
+        """The camelCase JSON shape (what `pulumi stack output --json --show-secrets` prints); workerHosts
+        only when there are some."""
+        mapping: dict[str, Any] = {
+            f.metadata["output"]: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not None and f.name != "worker_hosts"
+        }
+        if self.worker_hosts:
+            mapping["workerHosts"] = [
+                {key: getattr(host, attribute) for key, attribute in _WORKER_HOST_KEYS.items()}
+                for host in self.worker_hosts
+            ]
+        return mapping
 
     @property
     def auth_user(self) -> str:
@@ -198,6 +227,38 @@ def _checked_value(meta: dict[str, Any], value: Any, source: str) -> str | None:
             "take the outputs unchanged from `pulumi stack output --json --show-secrets`."
         )
     return value
+
+
+def _worker_hosts(value: Any, source: str) -> tuple[WorkerHost, ...]:
+    """workerHosts: a list of {name, publicIp, hostPublicKey}, names unique (absent or null: none)."""
+    if value is None:
+        return ()
+    form = "a JSON list of {name, publicIp, hostPublicKey} objects"
+    if not isinstance(value, list) or len(value) > MAX_WORKER_HOSTS:
+        raise OutputsError(f"{source}: output workerHosts must be {form}, at most {MAX_WORKER_HOSTS}.")
+    hosts = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != set(_WORKER_HOST_KEYS):
+            raise OutputsError(
+                f"{source}: output workerHosts[{index}] must be an object with exactly name, publicIp and "
+                "hostPublicKey."
+            )
+        checked = {
+            attribute: _checked_value(
+                {"output": f"workerHosts[{index}].{key}", "secret": False, "required": True}, item[key], source
+            )
+            for key, attribute in _WORKER_HOST_KEYS.items()
+        }
+        if not _WORKER_HOST_NAME.fullmatch(checked["name"]):
+            raise OutputsError(
+                f"{source}: output workerHosts[{index}].name is {shown(checked['name'])}; allowed: lower case "
+                "letters, digits and '-', starting with a letter, at most 63 characters."
+            )
+        hosts.append(WorkerHost(**checked))
+    names = [host.name for host in hosts]
+    if len(set(names)) != len(names):
+        raise OutputsError(f"{source}: output workerHosts names a host twice; each name must be unique.")
+    return tuple(hosts)
 
 
 def _scheme(url: str) -> str | None:

@@ -8,8 +8,10 @@ from infra_test_configs import AWS, GCP
 
 AWS_PG = {**AWS, "prefect-host:database": "postgres"}
 GCP_PG = {**GCP, "prefect-host:database": "postgres"}
-ALL_CONFIGS = [AWS, GCP, AWS_PG, GCP_PG]
-ALL_IDS = ["aws", "gcp", "aws-postgres", "gcp-postgres"]
+AWS_WORKERS = {**AWS_PG, "prefect-host:workerHosts": 2}
+GCP_WORKERS = {**GCP_PG, "prefect-host:workerHosts": 2}
+ALL_CONFIGS = [AWS, GCP, AWS_PG, GCP_PG, AWS_WORKERS, GCP_WORKERS]
+ALL_IDS = ["aws", "gcp", "aws-postgres", "gcp-postgres", "aws-postgres-workers", "gcp-postgres-workers"]
 
 COMMON = {
     "prefect-host:host_keys:HostKeys",
@@ -26,6 +28,22 @@ COMMON = {
         (GCP, {"prefect-host:gcp_host:GcpHost"}),
         (AWS_PG, {"prefect-host:aws_host:AwsHost", "prefect-host:aws_database:AwsDatabase"}),
         (GCP_PG, {"prefect-host:gcp_host:GcpHost", "prefect-host:gcp_database:GcpDatabase"}),
+        (
+            AWS_WORKERS,
+            {
+                "prefect-host:aws_host:AwsHost",
+                "prefect-host:aws_database:AwsDatabase",
+                "prefect-host:aws_worker_hosts:AwsWorkerHosts",
+            },
+        ),
+        (
+            GCP_WORKERS,
+            {
+                "prefect-host:gcp_host:GcpHost",
+                "prefect-host:gcp_database:GcpDatabase",
+                "prefect-host:gcp_worker_hosts:GcpWorkerHosts",
+            },
+        ),
     ],
     ids=ALL_IDS,
 )
@@ -65,16 +83,16 @@ def test_component_outputs_are_the_real_values(program):
 @pytest.mark.parametrize("base", ALL_CONFIGS, ids=ALL_IDS)
 def test_secret_values_appear_only_where_marked_secret(program, base):
     run = program(base)
-    host_key = run.one("prefect-host:host_keys:HostKeys").outputs["hostPrivateKey"]
+    # The server's host key, and each worker VM's.
+    host_keys = [r.outputs["privateKeyOpenssh"] for r in run.of_type("tls:index/privateKey:PrivateKey")]
+    assert run.one("prefect-host:host_keys:HostKeys").outputs["hostPrivateKey"] in host_keys
+    assert len(host_keys) == 2 + base.get("prefect-host:workerHosts", 0)
     # The auth string's password, and with postgres the database's.
     passwords = [r.outputs["result"] for r in run.of_type("random:index/randomPassword:RandomPassword")]
     assert len(passwords) == (2 if "prefect-host:database" in base else 1)
     # Whole one-line secrets, and each base64 line of the private keys (JSON escapes their newlines).
     fragments = [*passwords, run.outputs["awsSecretAccessKey"]] + [
-        line
-        for key in (host_key, run.outputs["sshPrivateKey"])
-        for line in key.splitlines()
-        if "PRIVATE KEY" not in line
+        line for key in host_keys for line in key.splitlines() if "PRIVATE KEY" not in line
     ]
     assert len(fragments) >= 8 and all(len(f) >= 30 for f in fragments)
 

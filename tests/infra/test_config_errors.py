@@ -9,6 +9,8 @@ from stack_config import StackConfigError
 AWS_WITH_DOMAIN = {**AWS, "prefect-host:domain": "prefect.example.com"}
 AWS_PG = {**AWS, "prefect-host:database": "postgres"}
 GCP_PG = {**GCP, "prefect-host:database": "postgres"}
+AWS_WORKERS = {**AWS, "prefect-host:workerHosts": 2}
+GCP_WORKERS = {**GCP, "prefect-host:workerHosts": 2}
 
 # (base config, key, bad value or None to unset it, text the message must contain)
 CASES = [
@@ -73,6 +75,16 @@ CASES = [
     (GCP_PG, "prefect-host:apiWorkers", 5, "instanceType e2-small has 2 vCPUs"),
     # A machine type the zone does not offer (the lookup runs with postgres, to bound apiWorkers).
     (GCP_PG, "prefect-host:instanceType", "e2-tiny", "a machine type that zone europe-west1-b offers"),
+    (AWS, "prefect-host:workerHosts", 21, "a whole number of worker VMs from 0 to 20"),
+    (GCP, "prefect-host:workerHosts", "some", "a whole number of worker VMs from 0 to 20"),
+    (AWS, "prefect-host:workerInstanceType", "t3.large", "only applies with prefect-host:workerHosts 1 or more"),
+    (GCP, "prefect-host:workerDiskSizeGb", 50, "only applies with prefect-host:workerHosts 1 or more"),
+    (AWS_WORKERS, "prefect-host:workerInstanceType", "t3", "EC2 instance type"),
+    (GCP_WORKERS, "prefect-host:workerInstanceType", "e2.small", "Compute Engine machine type"),
+    (AWS_WORKERS, "prefect-host:workerDiskSizeGb", 5, "from 10 to 2000"),
+    (GCP_WORKERS, "prefect-host:workerDiskSizeGb", 2001, "from 10 to 2000"),
+    # Valid in shape, refused by the provider's lookup of the worker type, as instanceType is: no Debian AMI for a Mac.
+    (AWS_WORKERS, "prefect-host:workerInstanceType", "mac2.metal", "x86_64 or arm64"),
 ]
 
 

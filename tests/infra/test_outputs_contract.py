@@ -1,11 +1,20 @@
 """infra's exports against the bootstrap's contract (prefect_host.outputs): names and secretness."""
 
+import ipaddress
 import urllib.parse
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from infra_test_configs import AWS, GCP
-from prefect_host.outputs import CONDITIONAL_OUTPUTS, INFRA_OUTPUTS, SECRET_OUTPUTS, StackOutputs
+from prefect_host.outputs import (
+    CONDITIONAL_OUTPUTS,
+    INFRA_OUTPUTS,
+    MAX_WORKER_HOSTS,
+    SECRET_OUTPUTS,
+    StackOutputs,
+    WorkerHost,
+)
 
 # Exported only with database postgres.
 POSTGRES_OUTPUTS = frozenset({"databaseUrl"})
@@ -136,3 +145,49 @@ def test_the_url_is_one_prefects_asyncpg_engine_accepts():
     }
     listener = _normalize_asyncpg_dsn_query_params(url.set(drivername="postgresql").render_as_string(False))
     assert listener.endswith("/prefect?sslmode=require")
+
+
+def public_half(private_openssh: str) -> str:
+    key = serialization.load_ssh_private_key(private_openssh.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+def test_worker_hosts_are_exported_plain_even_when_there_are_none(program, base):
+    run = program(base)
+    assert run.outputs["workerHosts"] == [] and "workerHosts" not in run.secret_outputs
+    assert StackOutputs.from_mapping(run.outputs).worker_hosts == ()
+
+
+@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+def test_two_worker_hosts_parse_into_the_bootstraps_model_with_their_own_keys(program, base):
+    run = program({**base, "prefect-host:workerHosts": 2})
+    assert set(run.outputs) == SQLITE_OUTPUTS and "workerHosts" not in run.secret_outputs
+    hosts = StackOutputs.from_mapping(run.outputs, source="the mocked stack").worker_hosts
+    assert len(hosts) == 2 and all(isinstance(host, WorkerHost) for host in hosts)
+    assert [host.name for host in hosts] == ["prefect-host-dev-worker-1", "prefect-host-dev-worker-2"]
+    assert len({host.public_ip for host in hosts}) == 2 and run.outputs["publicIp"] not in {h.public_ip for h in hosts}
+    assert len({host.host_public_key for host in hosts} | {run.outputs["hostPublicKey"]}) == 3
+    generated = {r.name: r.outputs["privateKeyOpenssh"] for r in run.of_type("tls:index/privateKey:PrivateKey")}
+    for host in hosts:
+        ipaddress.IPv4Address(host.public_ip)
+        # The public half of the key generated for that VM (installed there on first boot: test_*_worker_hosts.py).
+        assert host.host_public_key == public_half(generated[f"{host.name}-host-key"])
+
+
+@pytest.mark.parametrize("base", [AWS, GCP], ids=["aws", "gcp"])
+def test_worker_hosts_leave_the_servers_outputs_unchanged(program, base):
+    without = program(base)
+    for count in (1, 2, 20):
+        run = program({**base, "prefect-host:workerHosts": count})
+        assert {k: v for k, v in run.outputs.items() if k != "workerHosts"} == {
+            k: v for k, v in without.outputs.items() if k != "workerHosts"
+        }
+        assert run.secret_outputs == without.secret_outputs
+        assert len(StackOutputs.from_mapping(run.outputs).worker_hosts) == count
+
+
+def test_the_programs_limit_is_the_bootstraps():
+    from stack_config import WORKER_HOSTS_RANGE
+
+    assert WORKER_HOSTS_RANGE == (0, MAX_WORKER_HOSTS)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -51,6 +52,9 @@ def test_defaults_for_aws():
         "db_instance_class": None,
         "db_backup_retention_days": None,
         "api_workers": 1,
+        "worker_hosts": 0,
+        "worker_instance_type": "t3.small",
+        "worker_disk_size_gb": 20,
         "aws_region": "eu-west-1",
         "gcp_project": None,
         "gcp_region": None,
@@ -99,6 +103,9 @@ def test_every_key_is_read():
             "prefect-host:dbInstanceClass": "db.m7g.large",
             "prefect-host:dbBackupRetentionDays": "35",
             "prefect-host:apiWorkers": "8",
+            "prefect-host:workerHosts": "20",
+            "prefect-host:workerInstanceType": "c7g.2xlarge",
+            "prefect-host:workerDiskSizeGb": "100",
         }
     )
     assert (config.instance_type, config.image, config.disk_size_gb) == ("t4g.medium", "debian-12", 2000)
@@ -122,6 +129,7 @@ def test_every_key_is_read():
         35,
         8,
     )
+    assert (config.worker_hosts, config.worker_instance_type, config.worker_disk_size_gb) == (20, "c7g.2xlarge", 100)
 
 
 @pytest.mark.parametrize(
@@ -217,6 +225,16 @@ BAD_VALUES = [
     ("prefect-host:apiWorkers", "0", "1 with prefect-host:database sqlite"),
     ("prefect-host:dbInstanceClass", "db.t4g.micro", "only applies with prefect-host:database postgres"),
     ("prefect-host:dbBackupRetentionDays", "7", "only applies with prefect-host:database postgres"),
+    ("prefect-host:workerHosts", "21", "a whole number of worker VMs from 0 to 20"),
+    ("prefect-host:workerHosts", "-1", "a whole number of worker VMs from 0 to 20"),
+    ("prefect-host:workerHosts", "1.5", "from 0 to 20"),
+    ("prefect-host:workerHosts", "02", "from 0 to 20"),
+    ("prefect-host:workerHosts", "two", "from 0 to 20"),
+    ("prefect-host:workerHosts", "", "from 0 to 20"),
+    ("prefect-host:workerHosts", "true", "from 0 to 20"),
+    # The worker settings need worker VMs.
+    ("prefect-host:workerInstanceType", "t3.large", "only applies with prefect-host:workerHosts 1 or more"),
+    ("prefect-host:workerDiskSizeGb", "50", "only applies with prefect-host:workerHosts 1 or more"),
 ]
 
 # With database postgres: (key, raw value, text the message must contain).
@@ -513,3 +531,54 @@ def test_duration_hours_refuses_anything_else(text):
     from backup_config import duration_hours
 
     assert duration_hours(text) is None
+
+
+# With worker VMs: (key, raw value, text the message must contain).
+WORKER_BAD_VALUES = [
+    ("prefect-host:workerInstanceType", "", "EC2 instance type such as t3.small"),
+    ("prefect-host:workerInstanceType", "t3 large", "EC2 instance type"),
+    ("prefect-host:workerInstanceType", "e2-standard-4", "EC2 instance type"),
+    ("prefect-host:workerDiskSizeGb", "9", "a whole number of GB from 10 to 2000"),
+    ("prefect-host:workerDiskSizeGb", "2001", "from 10 to 2000"),
+    ("prefect-host:workerDiskSizeGb", "20.5", "from 10 to 2000"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", WORKER_BAD_VALUES)
+def test_a_bad_worker_setting_names_the_key_the_value_and_what_is_allowed(key, value, allowed):
+    with pytest.raises(StackConfigError) as caught:
+        parse({**BASE, "prefect-host:workerHosts": "2", key: value})
+    message = str(caught.value)
+    assert message.startswith(f"Config {key} = {json.dumps(value)} is invalid; allowed: ") and allowed in message
+
+
+def test_worker_vms_take_the_servers_type_and_disk_unless_told():
+    config = parse({**BASE, "prefect-host:instanceType": "t4g.small", "prefect-host:diskSizeGb": "40"})
+    assert (config.worker_hosts, config.worker_host_names) == (0, ())
+    config = parse(
+        {
+            **BASE,
+            "prefect-host:instanceType": "t4g.small",
+            "prefect-host:diskSizeGb": "40",
+            "prefect-host:workerHosts": "3",
+        }
+    )
+    assert (config.worker_hosts, config.worker_instance_type, config.worker_disk_size_gb) == (3, "t4g.small", 40)
+    assert config.worker_host_names == (
+        "prefect-host-dev-worker-1",
+        "prefect-host-dev-worker-2",
+        "prefect-host-dev-worker-3",
+    )
+    gcp = parse({**GCP, "prefect-host:workerHosts": "1", "prefect-host:workerInstanceType": "n2-standard-8"})
+    assert (gcp.worker_instance_type, gcp.worker_disk_size_gb, gcp.instance_type) == ("n2-standard-8", 20, "e2-small")
+    # A type of the other cloud is refused, as for instanceType.
+    with pytest.raises(StackConfigError, match=r"Compute Engine machine type .* \(cloud is gcp\)"):
+        parse({**GCP, "prefect-host:workerHosts": "1", "prefect-host:workerInstanceType": "t3.large"})
+
+
+@pytest.mark.parametrize("stack", ["dev", "a" * 80, "Prod_EU.1"])
+def test_worker_names_are_unique_dns_labels(stack):
+    """What the bootstrap accepts in the workerHosts output (prefect_host/outputs.py: a DNS label, names unique)."""
+    names = parse({**BASE, "prefect-host:workerHosts": "20"}, stack=stack).worker_host_names
+    assert len(names) == len(set(names)) == 20 and names[-1].endswith("-worker-20")
+    assert all(re.fullmatch(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?", name) for name in names)

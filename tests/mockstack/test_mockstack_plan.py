@@ -18,6 +18,8 @@ EXAMPLES = {
     "gcp": REPO / "examples" / "stack-gcp.yaml",
     "aws-postgres": REPO / "examples" / "stack-aws-postgres.yaml",
     "gcp-postgres": REPO / "examples" / "stack-gcp-postgres.yaml",
+    "aws-workers": REPO / "examples" / "stack-aws-workers.yaml",
+    "gcp-workers": REPO / "examples" / "stack-gcp-workers.yaml",
 }
 
 
@@ -116,6 +118,29 @@ def test_a_disposable_database_is_judged_with_the_packs_deletion_config(tmp_path
     assert "no deletion protection, no final snapshot" in out
     without = plan.policy_violations(plan.record_program(plan.load_stack_file(path), stack="dev").resources)
     assert {v.policy for v in without} == {"CKV_AWS_293"}
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_worker_examples_show_the_worker_vms_and_the_servers_ports_for_them(cloud):
+    code, out, err = run_main(EXAMPLES[f"{cloud}-workers"])
+    assert err == "" and code == plan.EXIT_OK and "policy pack: 0 violations" in out
+    run = mockstack.run_program(plan.load_stack_file(EXAMPLES[f"{cloud}-workers"]), stack="dev")
+    hosts = run.outputs["workerHosts"]
+    assert [h["name"] for h in hosts] == ["prefect-host-dev-worker-1", "prefect-host-dev-worker-2"]
+    lines = out.splitlines()
+    assert any(line.split()[:2] == ["workerHosts", "-"] for line in lines)
+    for host in hosts:
+        vm = next(line for line in lines if f" {host['name']}-vm " in line)
+        ip = next(line for line in lines if f" {host['name']}-ip " in line)
+        assert host["publicIp"] in ip
+        if cloud == "aws":
+            assert "root gp3 20 GB encrypted=True, IMDS tokens required, user data secret=True" in vm
+            assert f"tcp/443 from {host['publicIp']}/32" in out and f"tcp/4200 from {host['publicIp']}/32" in out
+        else:
+            assert "shielded=True, block-project-ssh-keys=true, serial-port-enable=false" in vm
+            assert f"tcp/443 from {host['publicIp']}/32; tcp/4200 from {host['publicIp']}/32" in out
+    component = "AwsWorkerHosts" if cloud == "aws" else "GcpWorkerHosts"
+    assert any(line.startswith(f"prefect-host:{cloud}_worker_hosts:{component} ") for line in lines)
 
 
 @pytest.mark.parametrize(

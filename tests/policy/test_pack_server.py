@@ -246,6 +246,33 @@ def test_rules_on_a_group_computed_from_another_resource_are_summed_by_that_reso
     assert "the security group computed from vpc" in diagnostic.message
 
 
+def worker_api_rule(port: int) -> proto.AnalyzerResource:
+    """What AwsWorkerHosts adds to the server's group in a preview: the worker's /32, unknown until its EIP exists."""
+    props = {
+        "securityGroupId": UNKNOWN_STRING_VALUE,
+        "ipProtocol": "tcp",
+        "fromPort": port,
+        "toPort": port,
+        "cidrIpv4": UNKNOWN_STRING_VALUE,
+    }
+    return stack_resource(rules.AWS_VPC_INGRESS_RULE, f"worker-1-to-server-tcp-{port}", props)
+
+
+def test_an_unknown_source_on_ports_no_rule_minds_leaves_every_rule_decidable(analyzer):
+    for port in (443, 4200):
+        rule = worker_api_rule(port)
+        assert analyze(analyzer, rule.type, rule.name, json_format.MessageToDict(rule.properties)) == []
+    # The SSH sum still decides, with those rules among the resources.
+    resources = [*preview_ssh(SLASH_9S), worker_api_rule(443), worker_api_rule(4200)]
+    [diagnostic] = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=resources)).diagnostics
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == (TOTAL, proto.MANDATORY)
+    # An unknown source on port 22 cannot be judged: the engine hears so, as advisory.
+    ssh = {**json_format.MessageToDict(worker_api_rule(22).properties)}
+    diagnostics = analyze(analyzer, rules.AWS_VPC_INGRESS_RULE, "ssh", ssh)
+    assert {d.policyName for d in diagnostics} == {"CKV_AWS_24"}
+    assert all(d.enforcementLevel == proto.ADVISORY and "can't run policy" in d.message for d in diagnostics)
+
+
 def test_rules_on_an_unidentifiable_group_are_left_to_the_resource_rules(analyzer):
     resources = preview_ssh(SLASH_9S, depends_on=None)
     assert list(analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=resources)).diagnostics) == []

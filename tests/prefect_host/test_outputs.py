@@ -89,6 +89,7 @@ def test_infra_outputs_are_the_issue_contract():
         "database",
         "apiWorkers",
         "databaseUrl",
+        "workerHosts",
     } == INFRA_OUTPUTS
     assert {"domain", "acmeCa", "acmeEmail"} == CONDITIONAL_OUTPUTS
 
@@ -261,3 +262,37 @@ def test_duration_hours(text, hours):
 def test_duration_hours_refuses_anything_else(text):
     with pytest.raises(ValueError, match="36h or 7d"):
         duration_hours(text)
+
+
+WORKER = {"name": "prefect-host-worker-1", "publicIp": "203.0.113.7", "hostPublicKey": "ssh-ed25519 AAAAC3Nza worker"}
+
+
+def test_worker_hosts_are_a_list_of_names_addresses_and_keys():
+    assert StackOutputs.from_mapping(GOOD).worker_hosts == ()  # older stacks: none
+    assert StackOutputs.from_mapping({**GOOD, "workerHosts": []}).worker_hosts == ()
+    second = {**WORKER, "name": "prefect-host-worker-2", "publicIp": "203.0.113.8"}
+    outputs = StackOutputs.from_mapping({**GOOD, "workerHosts": [WORKER, second]})
+    assert [(h.name, h.public_ip, h.host_public_key) for h in outputs.worker_hosts] == [
+        ("prefect-host-worker-1", "203.0.113.7", "ssh-ed25519 AAAAC3Nza worker"),
+        ("prefect-host-worker-2", "203.0.113.8", "ssh-ed25519 AAAAC3Nza worker"),
+    ]
+    assert outputs.to_mapping()["workerHosts"] == [WORKER, second]  # the same JSON back
+    assert "workerHosts" not in StackOutputs.from_mapping(GOOD).to_mapping()
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("w-1", "must be a JSON list of {name, publicIp, hostPublicKey} objects"),
+        ([WORKER] * 21, "at most 20"),
+        (["w-1"], "workerHosts[0] must be an object with exactly name, publicIp and hostPublicKey"),
+        ([{**WORKER, "extra": "x"}], "workerHosts[0] must be an object with exactly"),
+        ([{**WORKER, "publicIp": ""}], "workerHosts[0].publicIp must be a non-empty string"),
+        ([{**WORKER, "name": "Worker_1"}], "workerHosts[0].name is 'Worker_1'; allowed: lower case"),
+        ([{**WORKER, "hostPublicKey": "ssh-ed25519 A\nB"}], "workerHosts[0].hostPublicKey"),
+        ([WORKER, WORKER], "names a host twice"),
+    ],
+)
+def test_bad_worker_hosts_name_the_output(value, message):
+    with pytest.raises(OutputsError, match=re.escape(message)):
+        StackOutputs.from_mapping({**GOOD, "workerHosts": value})
