@@ -95,6 +95,11 @@ class Console:
         # Longest first, so a secret containing another is masked whole.
         self._secrets.sort(key=len, reverse=True)
 
+    @property
+    def secrets(self) -> list[str]:
+        """What this console masks (to hand to another console, e.g. a worker host's)."""
+        return list(self._secrets)
+
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)

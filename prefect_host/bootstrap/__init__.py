@@ -9,7 +9,7 @@ in a child process started before the host work (profile_process.py).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect_host.console import Console
@@ -17,8 +17,9 @@ from prefect_host.internal_ca import constrained_to
 from prefect_host.profile import ProfileResult, store_ca, write_and_check
 from prefect_host.tls import CaCertificate, TlsError
 
-from .inputs import DEFAULT_WORKERS, MAX_WORKERS, WORK_POOL_NAME, BootstrapInputs, resolve_inputs
+from .inputs import DEFAULT_WORKERS, WORK_POOL_NAME, BootstrapInputs, resolve_inputs
 from .profile_process import ProfileProcess
+from .worker_host_inputs import MAX_WORKERS, summary_lines
 
 __all__ = [
     "DEFAULT_WORKERS",
@@ -47,6 +48,8 @@ class Summary:
     tls_mode: str = "off"
     ca: CaCertificate | None = None  # the CA the profile pins (PREFECT_API_SSL_CERT_FILE)
     ca_path: Path | None = None
+    worker_hosts: list[str] = field(default_factory=list)  # one line per worker host: its result
+    failed_hosts: list[str] = field(default_factory=list)  # the worker hosts that failed (exit status 1)
 
 
 def run(inputs: BootstrapInputs, console: Console) -> Summary:
@@ -61,7 +64,8 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
             "network in clear text. Set tls to auto, internal or acme in the stack config."
         )
     run_laptop = _client_only if inputs.client_only else _host_and_laptop
-    ca, ca_path, result = run_laptop(inputs, console)
+    fleet_results: list = []
+    ca, ca_path, result = run_laptop(inputs, console, fleet_results)
     for warning in result.warnings:
         console.warn(warning)
     bucket = inputs.storage.bucket_name if inputs.storage is not None else None
@@ -79,7 +83,13 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
         tls_mode=inputs.tls.mode,
         ca=ca,
         ca_path=Path(ca_path) if ca_path else None,
+        worker_hosts=summary_lines(fleet_results, lambda name: _host_workers(inputs, name)),
+        failed_hosts=[r.name for r in fleet_results if r.error is not None],
     )
+
+
+def _host_workers(inputs: BootstrapInputs, name: str) -> int:
+    return next(host.workers for host in inputs.worker_hosts if host.name == name)
 
 
 def _profile_request(inputs: BootstrapInputs) -> dict:
@@ -100,7 +110,9 @@ def _ca_step(inputs: BootstrapInputs) -> str:
     return f"CA certificate for profile {inputs.profile_name}"
 
 
-def _client_only(inputs: BootstrapInputs, console: Console) -> tuple[CaCertificate | None, str | None, ProfileResult]:
+def _client_only(
+    inputs: BootstrapInputs, console: Console, _fleet_results: list
+) -> tuple[CaCertificate | None, str | None, ProfileResult]:
     """A teammate's laptop: the profile only (the blocks exist on the server already: find them)."""
     ca, ca_path = _client_trust(inputs, console), None
     if ca is not None:
@@ -118,15 +130,27 @@ def _client_only(inputs: BootstrapInputs, console: Console) -> tuple[CaCertifica
 
 
 def _host_and_laptop(
-    inputs: BootstrapInputs, console: Console
+    inputs: BootstrapInputs, console: Console, fleet_results: list
 ) -> tuple[CaCertificate | None, str | None, ProfileResult]:
     # The child first: it imports Prefect on another core while this process imports the SSH and
     # HTTP side and works on the host (a re-run on a converged host is mostly these imports).
     child, ca_path = ProfileProcess(), None
     from .converge import converge_host
+    from .worker_hosts import WorkerFleet
+    from .worker_registry import forget_removed_hosts
 
+    fleet = WorkerFleet(inputs, console)
+    fleet.start()
     try:
-        ca = converge_host(inputs, console)
+        try:
+            ca = converge_host(inputs, console)
+        except BaseException as exc:
+            fleet.server_failed(str(exc) or type(exc).__name__)
+            fleet.join()
+            raise
+        fleet.server_ready(ca)
+        fleet_results[:] = fleet.join()
+        forget_removed_hosts(inputs, ca, fleet_results, console)
         if ca is not None:
             with console.step(_ca_step(inputs)) as status:
                 stored = child.call("store_ca", name=inputs.profile_name, pem=ca.pem)

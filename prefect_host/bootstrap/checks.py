@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import ssl
 import time
 import urllib.parse
@@ -38,6 +39,9 @@ from .inputs import WORK_POOL_NAME, BootstrapInputs
 # Workers check in seconds after they start; the margin covers a slow host, and a server that is
 # itself still starting (after a reboot) while a worker retries.
 WORKERS_TIMEOUT = 120.0
+# How far a worker host's clock may be from the server's (both NTP-synced on a cloud) when its
+# workers' first heartbeat (server time) is compared with their units' start (host time).
+REMOTE_CLOCK_SKEW_S = 30.0
 _WATCH_EVERY = 5.0
 T = TypeVar("T")
 
@@ -201,13 +205,21 @@ def verify_context(
 
 
 def wait_for_workers(
-    session: HostSession, client: httpx.Client, inputs: BootstrapInputs, workers: dict[str, str]
+    session: HostSession,
+    client: httpx.Client,
+    inputs: BootstrapInputs,
+    workers: dict[str, str],
+    *,
+    clock_skew: float = 0.0,
 ) -> None:
     """Wait until every worker unit (unit -> worker name) has checked in since its unit started: its
-    record in the pool is ONLINE with a heartbeat no older than the start. Host and server share
-    one clock (the server runs on the host), so the two times compare. Stops early when a unit fails
-    or restarts."""
-    started = unit_states(session, list(workers))
+    record in the pool is ONLINE with a heartbeat no older than the start. On the server's host the
+    two share one clock; a worker host's may be `clock_skew` seconds off the server's. Stops early
+    when a unit fails or restarts."""
+    started = {
+        unit: dataclasses.replace(state, since=state.since - clock_skew)
+        for unit, state in unit_states(session, list(workers)).items()
+    }
     url = f"{inputs.api_url}/work_pools/{WORK_POOL_NAME}/workers/filter"
     waiting = list(workers.values())
 

@@ -104,11 +104,16 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
 
 
 def ready_facts(
-    session: HostSession, inputs: BootstrapInputs, services: tuple[Service, ...], console: Console
+    session: HostSession,
+    inputs: BootstrapInputs,
+    services: tuple[Service, ...],
+    console: Console,
+    *,
+    probe: bool = True,
 ) -> HostFacts:
     """The host's facts once it can be converged: sudo works, python3 is there, cloud-init is done,
-    and the bucket takes the key (checked before the first change: a key the bucket refuses is bad
-    input, like a wrong host key)."""
+    and (`probe`) the bucket takes the key (checked before the first change: a key the bucket refuses is
+    bad input, like a wrong host key)."""
     with console.step("read the host's state"):
         facts = gather_facts(session, services)
     if not facts.sudo_ok:
@@ -124,7 +129,7 @@ def ready_facts(
             "cloud-init on the host reports an error (`cloud-init status --long` there "
             "says more); continuing, since SSH with the pinned key works."
         )
-    if inputs.storage is not None:
+    if inputs.storage is not None and probe:
         _probe_bucket(inputs.storage, console)
     if facts.cloud_init_status is not None and facts.cloud_init_status not in _CLOUD_INIT_SETTLED:
         # 0 = done, 2 = done with recoverable errors; only 1 (a fatal error) fails the step.

@@ -12,6 +12,7 @@ from prefect_host.services.python_env import prefect_venv
 
 from . import database_switch, upgrade
 from .inputs import WORK_POOL_NAME, BootstrapInputs
+from .worker_host_inputs import DEFAULT_QUEUE
 
 
 @dataclass(frozen=True)
@@ -70,5 +71,8 @@ def host_services(inputs: BootstrapInputs) -> HostServices:
     env = workers.env_text(
         auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on, result_settings=results
     )
-    worker_set = workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env)
+    # With worker hosts, the server's own workers (--server-workers) poll the default queue only (see
+    # worker_host_inputs): runs pinned to a worker host's queue stay there.
+    queue = DEFAULT_QUEUE if inputs.worker_hosts else None
+    worker_set = workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env, queue=queue)
     return HostServices(backup, cache, server, services, front, worker_set)

@@ -22,12 +22,12 @@ from prefect_host.tls import CaCertificate, TlsSettings, check_apt_source, load_
 
 from .backup_inputs import NO_BACKUP, BackupSettings, backup_settings
 from .database_inputs import check_backup_flags, database_from_outputs
+from .worker_host_inputs import SERVER_DEFAULT_WORKERS, WorkerHostInputs, resolve_workers
 
 # The work pool the host's workers poll, created by the bootstrap.
 WORK_POOL_NAME = "default"
 WORK_POOL_TYPE = "process"
-DEFAULT_WORKERS = 1
-MAX_WORKERS = 16  # each is a Python process with Prefect loaded, its flow runs more processes
+DEFAULT_WORKERS = SERVER_DEFAULT_WORKERS
 # Matched whole (fullmatch): `$` alone would let a trailing newline through.
 _VERSION = re.compile(r"\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?")
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")  # useradd's limit: 32 characters
@@ -74,6 +74,8 @@ class BootstrapInputs:
     # The scale-out mode's PostgreSQL (None: SQLite on the host), and --migrate-objects.
     database: Database | None = field(default=None, repr=False)
     migrate_objects: bool = False
+    # The stack's worker VMs (output workerHosts); `workers` is then the server's (--server-workers).
+    worker_hosts: tuple[WorkerHostInputs, ...] = ()
 
     @property
     def tls_on(self) -> bool:
@@ -102,7 +104,9 @@ class BootstrapFlags:
     index_url: str | None = None
     find_links: str | None = None
     connect_timeout: float = 300.0
-    workers: int = DEFAULT_WORKERS
+    workers: int | None = None  # None: the default for where they run (worker_host_inputs)
+    server_workers: int | None = None
+    queues: tuple[str, ...] = ()
     no_storage: bool = False
     s3_endpoint_url: str | None = None
     apt_source: str | None = None
@@ -122,6 +126,9 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
     outputs = _load_outputs(given.outputs_file, given.stack)
     _check_flags(given, outputs)
     host, user = _target(given, outputs)
+    workers, worker_hosts = resolve_workers(
+        outputs, workers=given.workers, server_workers=given.server_workers, queues=tuple(given.queues)
+    )
     _check_server_outputs(outputs)
     profile_name = given.profile or f"prefect-host-{given.stack or host}"
     if not _PROFILE.fullmatch(profile_name):
@@ -157,7 +164,8 @@ def resolve_inputs(**flags: Any) -> BootstrapInputs:
         index_url=given.index_url,
         find_links=given.find_links,
         connect_timeout=float(given.connect_timeout),
-        workers=given.workers,
+        workers=workers,
+        worker_hosts=worker_hosts,
         storage=storage,
         tls=tls,
         public_ip=outputs.public_ip,
@@ -238,7 +246,7 @@ def _load_outputs(outputs_file: str | None, stack: str | None) -> StackOutputs:
 
 def _check_flags(given: BootstrapFlags, outputs: StackOutputs) -> None:
     connect_timeout, index_url, find_links = given.connect_timeout, given.index_url, given.find_links
-    workers, s3_endpoint_url = given.workers, given.s3_endpoint_url
+    s3_endpoint_url = given.s3_endpoint_url
     if connect_timeout is None or not (math.isfinite(connect_timeout) and connect_timeout > 0):
         raise UsageError(f"--connect-timeout {connect_timeout}: must be a number of seconds > 0, and finite.")
     for flag, url in (("--index-url", index_url), ("--find-links", find_links)):
@@ -248,11 +256,6 @@ def _check_flags(given: BootstrapFlags, outputs: StackOutputs) -> None:
         raise UsageError(
             "--index-url and --find-links: give one of them (--find-links installs from "
             "that page only, without an index)."
-        )
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
-        raise UsageError(
-            f"--workers {shown(workers)}: must be a whole number from 0 to {MAX_WORKERS} (0: no "
-            "worker on the host; each one runs its own flow runs)."
         )
     if s3_endpoint_url is not None:
         if given.no_storage:

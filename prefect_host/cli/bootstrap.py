@@ -11,6 +11,7 @@ import argparse
 
 from prefect_host.bootstrap import DEFAULT_WORKERS, WORK_POOL_NAME, resolve_inputs, run
 from prefect_host.bootstrap.input_warnings import outputs_file_warnings, package_source_warnings
+from prefect_host.bootstrap.worker_host_inputs import WORKER_HOST_DEFAULT_WORKERS
 from prefect_host.cli._parser import ArgumentParser
 from prefect_host.console import Console, url_password
 from prefect_host.errors import PrefectHostError
@@ -81,10 +82,25 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
     host.add_argument(
         "--workers",
         type=int,
-        default=DEFAULT_WORKERS,
         metavar="N",
-        help=f"worker processes on the VM polling the {WORK_POOL_NAME!r} pool (units "
-        f"prefect-worker@1..N; others are stopped); default {DEFAULT_WORKERS}, 0 for none",
+        help=f"worker processes polling the {WORK_POOL_NAME!r} pool (units prefect-worker@1..N; others are "
+        f"stopped): on the VM, default {DEFAULT_WORKERS}; with worker hosts (output workerHosts) on each of "
+        f"them, default {WORKER_HOST_DEFAULT_WORKERS}; 0 for none",
+    )
+    host.add_argument(
+        "--server-workers",
+        type=int,
+        metavar="N",
+        help="with worker hosts: workers on the server VM too (default 0: flows run on the worker hosts only)",
+    )
+    host.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="[HOST=]QUEUE",
+        help="with worker hosts: their workers poll only this work queue of the pool (HOST=QUEUE: one worker "
+        "host's; repeatable; default: the pool's 'default' queue); deploy.py --queue QUEUE sends a deployment's "
+        "runs there",
     )
 
 
@@ -171,6 +187,8 @@ def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
             find_links=args.find_links,
             connect_timeout=args.connect_timeout,
             workers=args.workers,
+            server_workers=args.server_workers,
+            queues=tuple(args.queue),
             no_storage=args.no_storage,
             s3_endpoint_url=args.s3_endpoint_url,
             apt_source=args.apt_source,
@@ -197,6 +215,12 @@ def main(argv: list[str] | None = None, prog: str = "bootstrap.py") -> int:
         console.error("interrupted; run the bootstrap again to finish (it continues where it stopped).")
         return 130
     print_summary(summary, console)
+    if summary.failed_hosts:
+        console.error(
+            f"worker host(s) {', '.join(summary.failed_hosts)} failed (their steps and the reason are above); the "
+            "server and the other hosts are converged. Run the bootstrap again once the cause is fixed."
+        )
+        return 1
     return 0
 
 
@@ -221,5 +245,7 @@ def print_summary(summary, console: Console) -> None:
     console.line(f"  profile: {summary.profile_name} ({state}) in {summary.profile_path}")
     if summary.workers is not None:
         console.line(f"  workers: {summary.workers} on the VM, polling work pool {WORK_POOL_NAME!r}")
+    for line in summary.worker_hosts:
+        console.line(f"  {line}")
     if summary.results_block:
         console.line(f"  results: {summary.results_url} (block {summary.results_block})")

@@ -15,6 +15,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from prefect_host.bootstrap.worker_host_inputs import QUEUE_NAME
 from prefect_host.cli._parser import ArgumentParser
 from prefect_host.console import mention, shown
 from prefect_host.deploy import DEPLOYMENT_NAME, DeployError, DeployRequest, deploy
@@ -38,6 +39,11 @@ def build_parser(prog: str = "deploy.py") -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="Prefect profile to use (default: the active one)")
     parser.add_argument("--name", help="deployment name (default: the flow's name)")
     parser.add_argument("--pool", default=DEFAULT_POOL, help=f"work pool (default {DEFAULT_POOL!r})")
+    parser.add_argument(
+        "--queue",
+        help="work queue of the pool (default: the pool's 'default'); the workers the bootstrap started with "
+        "--queue QUEUE (worker hosts) run the deployment's runs",
+    )
     when = parser.add_mutually_exclusive_group()
     when.add_argument(
         "--interval", type=int, metavar="SECONDS", help=f"run every SECONDS (default {DEFAULT_INTERVAL_S})"
@@ -89,6 +95,10 @@ def parse_request(
             f"--name {shown(args.name)}: use 1-63 letters, digits, '.', '_' or '-', starting "
             "with a letter or digit (it is part of the S3 path and a block name)."
         )
+    if args.queue is not None and not QUEUE_NAME.fullmatch(args.queue):
+        raise DeployError(
+            f"--queue {shown(args.queue)}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
     if args.interval is not None and not 1 <= args.interval <= _MAX_INTERVAL_S:
         raise DeployError(
             f"--interval {shown(args.interval, 40)}: must be a whole number of seconds >= 1 (and <= {_MAX_INTERVAL_S})."
@@ -108,6 +118,7 @@ def parse_request(
         project_dir=project_dir,
         name=args.name,
         pool=args.pool,
+        queue=args.queue,
         interval=None if args.cron else (args.interval or DEFAULT_INTERVAL_S),
         cron=args.cron,
         parameters=parameters,

@@ -71,6 +71,7 @@ def apply_deployment(flow, code_block, request: DeployRequest, name: str, versio
             deployment_id = remote_flow.deploy(
                 name=name,
                 work_pool_name=request.pool,
+                work_queue_name=request.queue,
                 parameters=request.parameters,
                 version=version,
                 schedule=schedule,
@@ -108,6 +109,7 @@ def _is_current(existing, request: DeployRequest, version: str, pull_steps: list
         existing.version == version
         and existing.entrypoint == request.entrypoint
         and existing.work_pool_name == request.pool
+        and existing.work_queue_name == (request.queue or "default")
         and existing.pull_steps == pull_steps
         and existing.parameters == request.parameters
         and existing.enforce_parameter_schema

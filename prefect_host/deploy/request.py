@@ -28,4 +28,5 @@ class DeployRequest:
     run_now: bool
     timeout: float
     includes: tuple[str, ...] = ()  # --include: secret-looking files to upload all the same (gitignore patterns)
+    queue: str | None = None  # --queue: the pool's work queue (None: its default queue)
     dry_run: bool = False  # --dry-run: check, list the files and what is left out, write nothing

@@ -63,12 +63,24 @@ def unit_name(instance: int | str) -> str:
     return f"prefect-worker@{instance}.service"
 
 
-def env_text(*, auth_string: str, ui_url: str, result_settings: Mapping[str, str], tls: bool) -> str:
+def env_text(
+    *,
+    auth_string: str,
+    ui_url: str,
+    result_settings: Mapping[str, str],
+    tls: bool,
+    api_url: str | None = None,
+    ca_file: str | None = None,
+) -> str:
+    """`api_url` (and `ca_file`, the CA it is verified against; None: the system trust store): a worker
+    host's, which reaches the server over the network."""
+    remote = {} if ca_file is None else {"PREFECT_API_SSL_CERT_FILE": ca_file}
     return env_file_text(
         {
             "PREFECT_HOME": STATE_DIR_WORKERS,
             # The server on this host: loopback, never leaves the machine (so no TLS needed).
-            "PREFECT_API_URL": f"http://127.0.0.1:{server_port(tls=tls)}/api",
+            "PREFECT_API_URL": api_url or f"http://127.0.0.1:{server_port(tls=tls)}/api",
+            **remote,
             "PREFECT_API_AUTH_STRING": auth_string,
             # Links in flow-run logs ("View at ...") point at the UI users open, not at loopback.
             "PREFECT_UI_URL": ui_url,
@@ -78,7 +90,7 @@ def env_text(*, auth_string: str, ui_url: str, result_settings: Mapping[str, str
     )
 
 
-def unit_text(*, pool: str) -> str:
+def unit_text(*, pool: str, queue: str | None = None) -> str:
     """The template unit: instance %i is worker `<hostname>-%i` on `pool`.
 
     The worker runs users' flow code, so its sandbox differs from the server's where code needs
@@ -86,6 +98,7 @@ def unit_text(*, pool: str) -> str:
     netlink sockets (interface lookups) and the @resources system calls (nice, CPU affinity).
     It runs as FLOW_USER, and the server's and Caddy's state and every env file are hidden from it.
     """
+    queue_option = f" --work-queue {queue}" if queue else ""
     sandbox = sandbox_block(
         inaccessible=HIDDEN_PATHS,
         proc_subset=False,
@@ -112,7 +125,7 @@ Environment=HOME={STATE_DIR_WORKERS}
 WorkingDirectory={STATE_DIR_WORKERS}
 # As root, first: the cloud's metadata service rejects this user (no worker, no flow run without it).
 {metadata_guard.EXEC_START_PRE}
-ExecStart={PREFECT_BIN} worker start --pool {pool} --type process --name %H-%i
+ExecStart={PREFECT_BIN} worker start --pool {pool} --type process --name %H-%i{queue_option}
 # always: back after a crash, an OOM kill or `systemctl kill` alike; `systemctl stop` stops it.
 Restart=always
 RestartSec=5
@@ -132,17 +145,23 @@ WantedBy=multi-user.target
 """
 
 
-def workers_service(*, count: int, pool: str, venv: Venv, env: str) -> Service:
+def workers_service(
+    *, count: int, pool: str, venv: Venv, env: str, queue: str | None = None, extra: tuple[File, ...] = ()
+) -> Service:
     """Worker instances 1..count (others numbered ones are stopped). Files in digest order (unit,
-    env) after the versions: the digest earlier releases recorded."""
+    env) after the versions: the digest earlier releases recorded; then `extra` (a worker host's
+    server CA), whose change restarts them too."""
     names = tuple(unit_name(i) for i in range(1, count + 1))
     return Service(
         NAME,
-        users=(flow_user(),),
+        # Without workers, no flow user (a server whose flows run on worker hosts): a user that no unit
+        # runs as would also have no metadata-guard rule until the next start of a guarded unit.
+        users=(flow_user(),) if count else (),
         venv=venv,
         files=(
-            File(UNIT_PATH, unit_text(pool=pool), systemd=True, describe=f"install {UNIT_TEMPLATE}"),
+            File(UNIT_PATH, unit_text(pool=pool, queue=queue), systemd=True, describe=f"install {UNIT_TEMPLATE}"),
             File(ENV_FILE, env, mode=0o600),
+            *extra,
         ),
         units=Units(names, applied=APPLIED_FILE, display=display_units(names), template=UNIT_TEMPLATE),
         version=venv_version(venv),

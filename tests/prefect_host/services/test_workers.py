@@ -9,7 +9,7 @@ import hashlib
 import pytest
 
 from prefect_host.host.facts import parse_facts
-from prefect_host.host.model import Service, Step, User, Venv
+from prefect_host.host.model import File, Service, Step, User, Venv
 from prefect_host.services import prefect_server, workers
 from prefect_host.services.python_env import PREFECT_AWS_VERSION, VENV_DIR
 from prefect_host.services.systemd import env_value
@@ -27,6 +27,7 @@ from tests.prefect_host.services.service_samples import (
     AUTH,
     PASSWORD,
     RESULTS,
+    UI_URL,
     env_settings,
     pinned_venv,
     server,
@@ -280,3 +281,83 @@ def test_pending_daemon_reload_of_an_extra_instance_reinstalls_the_template_too(
     """systemd flags every instance of a changed template, the operator's own ones included."""
     pending = converged_output(server(), worker_set(), extra=unit_line(GPU, need_reload="yes"))
     assert names(worker_steps(pending)) == [f"install {workers.UNIT_TEMPLATE}"]
+
+
+# --- worker hosts: a work queue, the server's URL and CA, extra files ---------------------------------
+DEFAULT_EXEC_START = "/opt/prefect-host/venv/bin/prefect worker start --pool default --type process --name %H-%i"
+
+
+def test_a_queue_adds_work_queue_to_the_command_and_changes_nothing_else():
+    default = workers.unit_text(pool="default")
+    pinned = workers.unit_text(pool="default", queue="gpu.v2")
+    assert unit_directives(pinned)["ExecStart"] == [f"{DEFAULT_EXEC_START} --work-queue gpu.v2"]
+    assert pinned == default.replace(
+        f"ExecStart={DEFAULT_EXEC_START}\n", f"ExecStart={DEFAULT_EXEC_START} --work-queue gpu.v2\n"
+    )
+    assert pinned.count("--work-queue") == 1
+    # Without a queue the unit is the one earlier releases installed: no restart of their workers.
+    assert workers.unit_text(pool="default", queue=None) == default
+    assert unit_directives(default)["ExecStart"] == [DEFAULT_EXEC_START]
+
+
+def test_a_worker_hosts_env_names_the_servers_url_and_ca_and_nothing_else_changes():
+    local = env_settings(worker_env())
+    remote = env_settings(
+        workers.env_text(
+            auth_string=AUTH,
+            ui_url="https://203.0.113.7",
+            result_settings=RESULTS,
+            tls=True,
+            api_url="https://203.0.113.7/api",
+            ca_file="/etc/prefect-host-server-ca.pem",
+        )
+    )
+    assert remote["PREFECT_API_URL"] == "'https://203.0.113.7/api'"
+    assert remote["PREFECT_API_SSL_CERT_FILE"] == "'/etc/prefect-host-server-ca.pem'"
+    assert {k: v for k, v in remote.items() if k not in ("PREFECT_API_URL", "PREFECT_API_SSL_CERT_FILE")} == {
+        k: v for k, v in local.items() if k != "PREFECT_API_URL"
+    }
+    # The system trust store (acme): the URL alone.
+    plain = env_settings(
+        workers.env_text(
+            auth_string=AUTH, ui_url=UI_URL, result_settings=RESULTS, tls=True, api_url="https://p.example.com/api"
+        )
+    )
+    assert plain["PREFECT_API_URL"] == "'https://p.example.com/api'" and "PREFECT_API_SSL_CERT_FILE" not in plain
+    # The server's own workers: loopback as before, no CA file.
+    assert local["PREFECT_API_URL"] == "'http://127.0.0.1:4201/api'" and "PREFECT_API_SSL_CERT_FILE" not in local
+    assert worker_env() == workers.env_text(
+        auth_string=AUTH, ui_url=UI_URL, result_settings=RESULTS, tls=True, api_url=None, ca_file=None
+    )
+
+
+def test_no_workers_declare_no_flow_user():
+    assert worker_set(0).users == () and worker_set(0).units.names == ()
+    assert worker_set(2).users == (workers.flow_user(),)
+    # A server converged with workers, now with none: they stop, and the user is left as it is.
+    steps = worker_steps(converged_output(server(), worker_set(2)), worker_set(0))
+    assert names(steps) == ["stop and disable prefect-worker@{1,2}"]
+
+
+def test_extra_files_come_last_and_their_change_restarts_the_workers():
+    ca = File("/etc/prefect-host-server-ca.pem", "CA one\n", mode=0o644)
+    venv = pinned_venv()
+    plain = worker_set(2, venv)
+    with_ca = workers.workers_service(count=2, pool="default", venv=venv, env=worker_env(), extra=(ca,))
+    assert [f.path for f in with_ca.files] == [workers.UNIT_PATH, workers.ENV_FILE, ca.path]
+    assert with_ca.restart_digest() != plain.restart_digest()
+    other = dataclasses.replace(ca, text="CA two\n")
+    again = workers.workers_service(count=2, pool="default", venv=venv, env=worker_env(), extra=(other,))
+    assert again.restart_digest() != with_ca.restart_digest()
+    steps = worker_steps(converged_output(server(venv), with_ca), again, venv=venv)
+    assert names(steps) == [f"write {ca.path}", "restart prefect-worker@{1,2}"]
+
+
+def test_a_new_queue_reinstalls_the_template_and_restarts_the_workers():
+    venv = pinned_venv()
+    queued = workers.workers_service(count=1, pool="default", venv=venv, env=worker_env(), queue="gpu")
+    assert queued.restart_digest() != worker_set(1, venv).restart_digest()
+    assert names(worker_steps(CONVERGED, queued, venv=venv)) == [
+        f"install {workers.UNIT_TEMPLATE}",
+        "restart prefect-worker@1",
+    ]
