@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSDEPS := .cache/.sysdeps
 CONFIG ?= examples/stack-aws.yaml
 
-.PHONY: test test-fast lint fmt plan demo demo-down bench bench-durability sysdeps venv
+.PHONY: test test-fast lint fmt plan demo demo-down bench bench-durability bench-load sysdeps venv
 
 # The venv is rebuilt from the pinned requirements whenever they change (or it is missing).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -69,3 +69,10 @@ bench: $(STAMP) $(SYSDEPS)
 DURABILITY_ARGS ?=
 bench-durability: $(STAMP)
 	$(PY) bench/durability.py $(DURABILITY_ARGS)
+
+# Issue 12's load figures on this machine: the tutorial's server, this product's default and scale-out, each on a
+# fresh local guest, one after another: API requests/s and p50/p99 at 8, 32 and 128 clients, and 500 flow runs
+# through 4 process workers. Needs root (guests); writes bench/load.md and prints it.
+LOAD_ARGS ?=
+bench-load: $(STAMP) $(SYSDEPS)
+	$(PY) bench/load.py $(LOAD_ARGS)
