@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect_host.console import Console
+from prefect_host.console import Console, url_password
+from prefect_host.errors import PrefectHostError
 from prefect_host.internal_ca import constrained_to
 from prefect_host.profile import ProfileResult, store_ca, write_and_check
 from prefect_host.tls import CaCertificate, TlsError
@@ -58,6 +59,11 @@ def run(inputs: BootstrapInputs, console: Console) -> Summary:
     console.add_secret(inputs.identity_text)
     if inputs.storage is not None:
         console.add_secret(inputs.storage.aws_secret_access_key)
+    if inputs.database is not None:  # the database's password and Redis's (derived from the auth string)
+        from prefect_host.services import redis
+
+        console.add_secret(url_password(inputs.database.url))
+        console.add_secret(redis.password(inputs.auth_string))
     if inputs.tls.mode == "off":
         console.warn(
             "tlsMode is off (allowPlaintext): every request carries the API's auth string over the "
@@ -143,14 +149,17 @@ def _host_and_laptop(
     fleet.start()
     try:
         try:
-            ca = converge_host(inputs, console)
+            ca = converge_host(inputs, console, on_checked=fleet.server_checked)
         except BaseException as exc:
             fleet.server_failed(str(exc) or type(exc).__name__)
             fleet.join()
             raise
         fleet.server_ready(ca)
         fleet_results[:] = fleet.join()
-        forget_removed_hosts(inputs, ca, fleet_results, console)
+        try:
+            forget_removed_hosts(inputs, ca, fleet_results, console)
+        except PrefectHostError as exc:  # the hosts are converged: the laptop's part still goes on
+            console.warn(f"the workers of removed worker hosts stay listed in the pool: {exc}")
         if ca is not None:
             with console.step(_ca_step(inputs)) as status:
                 stored = child.call("store_ca", name=inputs.profile_name, pem=ca.pem)

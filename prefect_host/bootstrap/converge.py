@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -42,8 +42,11 @@ GCP_HOST_KEY_GRACE_S = 120.0
 _CLOUD_INIT_SETTLED = {"done", "disabled", "error", "degraded done"}
 
 
-def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | None:
-    """Returns the CA the laptop pins (None: the system trust store, or plain HTTP)."""
+def converge_host(
+    inputs: BootstrapInputs, console: Console, on_checked: Callable[[], None] | None = None
+) -> CaCertificate | None:
+    """Returns the CA the laptop pins (None: the system trust store, or plain HTTP). `on_checked`: called
+    once the run's refusals are behind it (worker hosts change nothing before that)."""
     try:
         with ssh_session(inputs, console) as session, contextlib.ExitStack() as closing:
             services = host_services(inputs)
@@ -60,6 +63,8 @@ def converge_host(inputs: BootstrapInputs, console: Console) -> CaCertificate | 
                 database=inputs.database,
             )
             lanes = plan(facts, services.all)
+            if on_checked is not None:
+                on_checked()
             serving = len(services.serving)
             if any(step.starts for step in next(lane for lane in lanes if lane.service is server).steps):
                 # A (re)start is when the work pool may need creating, with the process worker's job

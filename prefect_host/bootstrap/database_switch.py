@@ -32,8 +32,8 @@ MARKER = f"{scale_out.MIGRATED_DIR}/objects-from-sqlite"
 # `prefect transfer --from sqlite --to postgres`, with one change: Prefect 3.9.1 never starts a resource
 # whose dependency was skipped ("Already exists", "Default work queues are created with work pools"),
 # and a new server always has the block types, the bootstrap's work pool and its default queue, so no
-# block document or deployment would move. A resource its migrate() skips (it is in the target
-# already) counts as transferred here, so its dependents go on; a failure stays a failure.
+# block document or deployment would move. A resource its migrate() skips because it is in the target
+# already counts as transferred here, so its dependents go on; other skips and failures stay what they are.
 TRANSFER_SCRIPT = """\
 import sys
 import prefect.cli.transfer._commands as commands
@@ -42,12 +42,18 @@ from prefect.cli.transfer._exceptions import TransferSkipped
 _execute = commands.execute_transfer
 
 
+# The skips that only mean "in the target already"; any other (an automation this version cannot read,
+# ...) stays a skip, so the table shows it.
+IN_TARGET = ("Already exists", "Default work queues are created with work pools")
+
+
 def tolerant(migrate):
     async def run():
         try:
             await migrate()
-        except TransferSkipped:
-            pass
+        except TransferSkipped as skipped:
+            if str(skipped) not in IN_TARGET:
+                raise
     return run
 
 
@@ -147,11 +153,16 @@ def transfer_objects(inputs: BootstrapInputs, session: HostSession, console: Con
         f"systemd-run --quiet --unit={_SOURCE_UNIT} --collect --service-type=exec {run_as} "
         f"-p EnvironmentFile={q(_TRANSFER_DIR + '/source.env')} {q(PREFECT_BIN)} server start --no-services && "
         f"trap 'systemctl stop {_SOURCE_UNIT}; rm -rf {q(_TRANSFER_DIR)}' EXIT && "
+        "up=; "
         f"for i in $(seq 180); do python3 -c \"import urllib.request; urllib.request.urlopen('{health}', timeout=2)\" "
-        "2>/dev/null && break; sleep 1; done && "
-        f"systemd-run --quiet --wait --pipe --collect --service-type=exec {run_as} "
+        "2>/dev/null && { up=1; break; }; sleep 1; done; "
+        f'[ -n "$up" ] || {{ echo "the old database\'s temporary server did not answer:" >&2; '
+        f"journalctl -u {_SOURCE_UNIT} -n 40 --no-pager -o cat >&2; exit 1; }} && "
+        # Prefect prints the transfer's table (and what failed) on stdout: on stderr too when it fails.
+        f"out=$(mktemp) && systemd-run --quiet --wait --pipe --collect --service-type=exec {run_as} "
         f"-E PREFECT_HOME={q(_TRANSFER_DIR)} -E PREFECT_PROFILES_PATH={q(_TRANSFER_DIR + '/profiles.toml')} "
-        f"{q(VENV_DIR + '/bin/python')} - && "
+        f'{q(VENV_DIR + "/bin/python")} - >"$out" 2>&1; rc=$?; cat "$out"; '
+        '[ $rc -eq 0 ] || { cat "$out" >&2; rm -f "$out"; exit $rc; }; rm -f "$out" && '
         f"install -d -m 0755 {q(scale_out.MIGRATED_DIR)} && touch {q(MARKER)}"
     )
     step = Step(

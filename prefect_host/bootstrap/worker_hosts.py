@@ -39,7 +39,6 @@ from .worker_host_inputs import WorkerHostInputs
 # outside /etc/prefect-host, which the worker unit hides (and in a directory that exists: the file
 # writer makes missing ones 0700).
 CA_PATH = "/etc/prefect-host-server-ca.pem"
-SERVER_WAIT_S = 1800.0
 
 
 @dataclass
@@ -56,6 +55,7 @@ class HostResult:
 class ServerState:
     """What the worker hosts wait for: the server up and verified (its CA, if pinned), or its failure."""
 
+    checked: threading.Event = dataclasses.field(default_factory=threading.Event)  # its refusals are behind it
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     ca: CaCertificate | None = None
     failure: str | None = None
@@ -104,12 +104,17 @@ class WorkerFleet:
         for thread in self._threads:
             thread.start()
 
+    def server_checked(self) -> None:
+        self.server.checked.set()
+
     def server_ready(self, ca: CaCertificate | None) -> None:
         self.server.ca = ca
+        self.server.checked.set()
         self.server.done.set()
 
     def server_failed(self, reason: str) -> None:
         self.server.failure = reason
+        self.server.checked.set()
         self.server.done.set()
 
     def join(self) -> list[HostResult]:
@@ -148,9 +153,14 @@ class WorkerFleet:
         with ssh_session(inputs, console) as session:
             facts = ready_facts(session, inputs, tuple(base), console, probe=False)
             result.hostname = facts.hostname
+            # Nothing changes here before the server's run has passed its refusals (a downgrade, a
+            # database switch): a refused run leaves every host as it was.
+            self.server.checked.wait()
+            if self.server.failure is not None:
+                raise PrefectHostError(f"not started: the server's run stopped first ({self.server.failure}).")
             apply(plan(facts, base), session, console)
-            if not self.server.done.wait(SERVER_WAIT_S):
-                raise PrefectHostError(f"not finished: the server did not come up within {SERVER_WAIT_S:g} s.")
+            # No timeout: the main thread always reports the server's end (server_ready or server_failed).
+            self.server.done.wait()
             if self.server.failure is not None:
                 raise PrefectHostError(f"not finished: the server did not come up ({self.server.failure}).")
             ca = self.server.ca

@@ -37,7 +37,8 @@ def forget_removed_hosts(
         answer = checks.http(lambda: client.get(f"{inputs.api_url}/variables/name/{VARIABLE}"))
         if answer.status_code not in (200, 404):
             raise VerifyError(f"GET the variable {VARIABLE} answered HTTP {answer.status_code}: {answer.text[:300]}")
-        previous = answer.json().get("value", []) if answer.status_code == 200 else []
+        found = answer.json() if answer.status_code == 200 else {}
+        previous = found.get("value", []) if isinstance(found, dict) else []
         previous = [name for name in previous if isinstance(name, str)] if isinstance(previous, list) else []
         removed = sorted(set(previous) - set(current))
         if not removed and previous == current:

@@ -179,7 +179,10 @@ def test_the_transfer_writes_its_secrets_to_0600_files_and_leaves_its_marker_las
     assert transfer.stdin == database_switch.TRANSFER_SCRIPT.encode()
     script = transfer.script
     assert script.endswith(f"touch {database_switch.MARKER}")
-    assert script.index("bin/python - && ") < script.index(f"touch {database_switch.MARKER}")
+    # The marker only after the transfer succeeded (its output on stderr too when it fails), and only once
+    # the old database's temporary server answered.
+    assert script.index("bin/python - >") < script.index("exit $rc") < script.index(f"touch {database_switch.MARKER}")
+    assert '[ -n "$up" ] || {' in script and "journalctl -u prefect-transfer-source" in script
     assert "trap 'systemctl stop prefect-transfer-source; rm -rf /var/lib/prefect/transfer' EXIT" in script
     for secret in (AWKWARD_AUTH, AWKWARD_AUTH.split(":", 1)[1], DB_PASSWORD):
         assert all(secret not in ran.script and secret not in ran.label for ran in session.ran)
@@ -243,10 +246,16 @@ def test_a_resource_already_in_the_target_counts_as_transferred_and_a_failure_st
     async def broken():
         raise ValueError("refused by the target")
 
+    async def unreadable():
+        raise TransferSkipped("Uses action types this version of Prefect does not recognize")
+
     tolerant = patched_transfer["tolerant"]
     assert asyncio.run(tolerant(skipped)()) is None
     with pytest.raises(ValueError, match="refused by the target"):
         asyncio.run(tolerant(broken)())
+    # A skip that does not mean "in the target already" stays a skip (the table shows it, not a success).
+    with pytest.raises(TransferSkipped, match="does not recognize"):
+        asyncio.run(tolerant(unreadable)())
 
 
 def test_the_patched_transfer_runs_prefects_own_with_skips_tolerated(patched_transfer):
@@ -300,15 +309,19 @@ def test_on_postgres_a_newer_version_is_no_snapshot_upgrade_with_or_without_a_sq
     )
 
 
-def test_on_postgres_a_downgrade_is_still_refused_pointing_at_the_managed_database():
-    # No SQLite file on a PostgreSQL host: the downgrade is refused all the same.
+@pytest.mark.parametrize("allow_downgrade", [False, True])
+def test_on_postgres_a_downgrade_is_refused_even_when_allowed_pointing_at_the_managed_database(allow_downgrade):
+    # The older version's migrations cannot read the newer schema: no flag lets it through.
     with pytest.raises(UsageError) as refused:
-        upgrade.plan_upgrade(installed("3.10.0"), NEW, allow_downgrade=False, replicated=False, database=DATABASE)
+        upgrade.plan_upgrade(
+            installed("3.10.0"), NEW, allow_downgrade=allow_downgrade, replicated=False, database=DATABASE
+        )
     message = str(refused.value)
-    assert "prefectVersion 3.9.1 is older than the 3.10.0" in message and "--allow-downgrade" in message
+    assert "prefectVersion 3.9.1 is older than the 3.10.0" in message and "even with --allow-downgrade" in message
     assert "managed database" in message and "backup now" not in message and DB_PASSWORD not in message
-    allowed = upgrade.plan_upgrade(installed("3.10.0"), NEW, allow_downgrade=True, replicated=False, database=DATABASE)
-    assert allowed is None
+
+
+def test_a_sqlite_downgrade_is_refused_unless_allowed():
     with pytest.raises(UsageError, match="prefect-host backup now"):
         upgrade.plan_upgrade(installed("3.10.0", HAS_SQLITE), NEW, allow_downgrade=False, replicated=True)
 

@@ -8,6 +8,8 @@ import contextlib
 import dataclasses
 import io
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -219,12 +221,33 @@ def stand_ins(monkeypatch):
     return install
 
 
-def run_fleet(inputs, *, ca=None, failure: str | None = None, console: Console | None = None):
+def base_done(fakes, hosts: int) -> bool:
+    """`hosts` sessions have installed the base (iptables first)."""
+    done = [s for s in list(fakes.sessions.values()) if "apt-get install iptables" in s.labels]
+    return len(done) >= hosts
+
+
+def run_fleet(
+    inputs,
+    *,
+    ca=None,
+    failure: str | None = None,
+    console: Console | None = None,
+    checked: bool = True,
+    based: Callable[[], bool] = lambda: True,
+):
+    """`checked`: the server's run passed its refusals before it failed (else it stopped at one); the
+    failure comes once `based()` says the hosts applied their base."""
     out = io.StringIO()
     console = console or Console(out, io.StringIO())
     fleet = worker_hosts.WorkerFleet(inputs, console)
     fleet.start()
     if failure is not None:
+        if checked:
+            fleet.server_checked()
+            deadline = time.monotonic() + 60
+            while not based() and time.monotonic() < deadline:
+                time.sleep(0.05)
         fleet.server_failed(failure)
     else:
         fleet.server_ready(ca)
@@ -233,7 +256,7 @@ def run_fleet(inputs, *, ca=None, failure: str | None = None, console: Console |
 
 def test_a_server_that_fails_fails_every_worker_host_after_its_base(stand_ins):
     fakes = stand_ins()
-    results, printed = run_fleet(INPUTS, failure="Caddy did not start")
+    results, printed = run_fleet(INPUTS, failure="Caddy did not start", based=lambda: base_done(fakes, 2))
     assert [(r.name, r.address, r.hostname) for r in results] == [
         ("w1", W1.address, "w1-vm"),
         ("w2", W2.address, "w2-vm"),
@@ -296,23 +319,26 @@ def test_an_unexpected_exception_is_that_hosts_failure_named_by_its_type(stand_i
 
 def test_a_hosts_error_and_output_are_masked_like_the_servers(stand_ins):
     password = AUTH.split(":", 1)[1]
-    stand_ins(broken={W1.address: PrefectHostError(f"refused {AUTH} at {W1.address}")})
+    fakes = stand_ins(broken={W1.address: PrefectHostError(f"refused {AUTH} at {W1.address}")})
     console = Console(io.StringIO(), io.StringIO())
     console.add_secret(AUTH)
-    results, _ = run_fleet(INPUTS, failure=f"the server said {password}", console=console)
+    results, _ = run_fleet(
+        INPUTS, failure=f"the server said {password}", console=console, based=lambda: base_done(fakes, 1)
+    )
     assert results[0].error == f"refused {MASK} at {W1.address}"
     assert results[1].error == f"not finished: the server did not come up (the server said {MASK})."
     assert all(password not in r.error and password not in r.output for r in results)
 
 
-def test_a_server_that_never_answers_is_named_as_such(stand_ins, monkeypatch):
-    stand_ins()
-    monkeypatch.setattr(worker_hosts, "SERVER_WAIT_S", 0.05)
-    fleet = worker_hosts.WorkerFleet(INPUTS, Console(io.StringIO(), io.StringIO()))
-    fleet.start()
-    results = fleet.join()
-    assert all(r.error is not None and r.error.startswith("not finished: the server did not come up") for r in results)
-    assert not any("(None)" in r.error for r in results)
+def test_a_refused_server_run_changes_nothing_on_the_worker_hosts(stand_ins):
+    # A refused downgrade or database switch: the hosts read their facts and change nothing.
+    fakes = stand_ins()
+    results, _ = run_fleet(INPUTS, failure="prefectVersion 3.8.4 is older", checked=False)
+    assert all(
+        r.error == "not started: the server's run stopped first (prefectVersion 3.8.4 is older)." for r in results
+    )
+    for session in fakes.sessions.values():
+        assert not any("install" in label or "write" in label for label in session.labels), session.labels
 
 
 def test_workers_a_worker_host_stops_are_forgotten_on_the_server(stand_ins):
