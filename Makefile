@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSDEPS := .cache/.sysdeps
 CONFIG ?= examples/stack-aws.yaml
 
-.PHONY: test test-fast lint fmt plan demo demo-down bench bench-durability bench-load sysdeps venv
+.PHONY: test test-fast lint fmt plan demo demo-down bench bench-durability bench-load sysdeps venv bench-workers
 
 # The venv is rebuilt from the pinned requirements whenever they change (or it is missing).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -76,3 +76,10 @@ bench-durability: $(STAMP)
 LOAD_ARGS ?=
 bench-load: $(STAMP) $(SYSDEPS)
 	$(PY) bench/load.py $(LOAD_ARGS)
+
+# Issue 13's worker-host figures on this machine: the bootstrap's wall time for 0, 1 and 2 worker hosts (fresh local
+# guests each time, interleaved, --repeat R rounds) and its re-run on the converged hosts; the per-host times the
+# bootstrap prints. Needs root (guests); writes bench/worker-hosts.md and prints it.
+WORKERS_ARGS ?=
+bench-workers: $(STAMP) $(SYSDEPS)
+	$(PY) bench/worker_hosts.py $(WORKERS_ARGS)
