@@ -134,10 +134,10 @@ def bytecode_compile_steps(facts: HostFacts, venv: Venv, venv_changed: bool) -> 
         f"{q(venv.python)} -m compileall -q -j 0 {q(venv.path + '/lib')} && "
         f"echo {q(venv.bytecode_tag)} > {q(venv.bytecode_marker)}"
     )
-    # A job still running (or just finished, not yet collected) since the facts were read keeps its name:
-    # then leave it be (the marker it writes names its own pins; the next run compiles again if stale).
+    # A job still running since the facts were read (an earlier run's, compiling a venv this run has just
+    # refilled: it would fail or mark stale files) is stopped first, so this one compiles what is there now.
     script = (
-        f"systemctl reset-failed {q(BYTECODE_UNIT)} 2>/dev/null; systemctl is-active --quiet {q(BYTECODE_UNIT)} || "
+        f"systemctl stop {q(BYTECODE_UNIT)} 2>/dev/null; systemctl reset-failed {q(BYTECODE_UNIT)} 2>/dev/null; "
         f"systemd-run --quiet --no-block --collect --unit={q(BYTECODE_UNIT)} --property=Nice=10 sh -c {q(job)}"
     )
     return [Step.shell("compile bytecode (in the background)", script, "systemd-run compileall")]
