@@ -36,6 +36,7 @@ from prefect_host.local.common import (
     require_root_and_tools,
     run,
 )
+from prefect_host.local.guest_cgroup import in_own_cgroup, remove_cgroups
 from prefect_host.local.guest_setup import claim_slot, install_keys, mount_root, set_up_network
 from prefect_host.local.host_layout import HostLayout
 from prefect_host.local.host_state import read_state_file, write_state_file
@@ -120,20 +121,23 @@ class LocalHost(HostLayout):
         deadline = started + timeout
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [
-                    "systemd-nspawn",
-                    "--boot",
-                    f"--directory={self.root}",
-                    f"--machine={self.name}",
-                    # No machined or host systemd to register with here; these keep nspawn standalone.
-                    "--register=no",
-                    "--keep-unit",
-                    "--console=passive",
-                    f"--network-namespace-path=/run/netns/{self.netns}",
-                    # Root's on a VM: the guest's own firewall (the metadata guard's iptables rules).
-                    # nspawn grants it with --private-network, not with a namespace given by path.
-                    "--capability=CAP_NET_ADMIN",
-                ],
+                in_own_cgroup(
+                    self.name,
+                    [
+                        "systemd-nspawn",
+                        "--boot",
+                        f"--directory={self.root}",
+                        f"--machine={self.name}",
+                        # No machined or host systemd to register with here; these keep nspawn standalone.
+                        "--register=no",
+                        "--keep-unit",
+                        "--console=passive",
+                        f"--network-namespace-path=/run/netns/{self.netns}",
+                        # Root's on a VM: the guest's own firewall (the metadata guard's iptables rules).
+                        # nspawn grants it with --private-network, not with a namespace given by path.
+                        "--capability=CAP_NET_ADMIN",
+                    ],
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -179,7 +183,7 @@ class LocalHost(HostLayout):
         except FileNotFoundError:
             return "(no log)"
 
-    def _leader_pid(self) -> int:
+    def leader_pid(self) -> int:
         """The guest's PID 1, seen from here: the child of systemd-nspawn whose PID in its own
         namespace is 1."""
         if not self.is_running:
@@ -204,7 +208,7 @@ class LocalHost(HostLayout):
             raise LocalHostError(f"guest_exec argv={argv!r} must be a non-empty list of strings.")
         command = [
             "nsenter",
-            f"--target={self._leader_pid()}",
+            f"--target={self.leader_pid()}",
             "--mount",
             "--uts",
             "--ipc",
@@ -241,7 +245,7 @@ class LocalHost(HostLayout):
         if not self._wait_for_exit(timeout):
             progress(f"{self.name} did not power off within {timeout:.0f} s; killing it")
             with contextlib.suppress(LocalHostError, ProcessLookupError, FileNotFoundError):
-                os.kill(self._leader_pid(), signal.SIGKILL)  # ends its whole PID namespace
+                os.kill(self.leader_pid(), signal.SIGKILL)  # ends its whole PID namespace
             if self.is_running:
                 os.kill(self._nspawn_pid, signal.SIGKILL)
             if not self._wait_for_exit(15):
@@ -263,6 +267,7 @@ class LocalHost(HostLayout):
         return True
 
     def _forget_process(self) -> None:
+        remove_cgroups(self.name)
         self._process = None
         self._nspawn_pid = self._nspawn_start = None
         if self._state_file.exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from prefect_host.local import LocalHost
+from prefect_host.local import LocalHost, guest_cgroup
 from prefect_host.local.common import cache_root, file_lock
 
 
@@ -24,4 +24,5 @@ def leftovers(host: LocalHost, tag: Path) -> list[str]:
     with file_lock(cache_root() / "hosts" / ".lock"):
         if host.host_dir.exists():
             return [str(host.host_dir)] if tag.exists() else []  # untagged: another host's now
-        return [path for path in (f"/run/netns/{host.netns}", f"/sys/class/net/{host.veth}") if Path(path).exists()]
+        owned = [f"/run/netns/{host.netns}", f"/sys/class/net/{host.veth}", *guest_cgroup.guest_cgroups(host.name)]
+        return [str(path) for path in owned if Path(path).exists()]

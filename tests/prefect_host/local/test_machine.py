@@ -13,7 +13,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from prefect_host.local import LocalHost, LocalHostError, build_image, machine
+from prefect_host.local import LocalHost, LocalHostError, build_image, guest_cgroup, machine
 from tests.prefect_host.local import released
 
 pytestmark = pytest.mark.e2e
@@ -106,6 +106,27 @@ def test_package_index_is_reachable_from_the_guest(local_host: LocalHost, packag
     page = local_host.guest_exec(["curl", "-fsS", "--max-time", "10", package_index.url]).stdout
     for wheel in ("prefect-3.9.1-py3-none-any.whl", "prefect_aws-0.7.12-py3-none-any.whl", "uv-0.13.8-"):
         assert wheel in page
+
+
+def test_guests_do_not_share_control_groups(fresh_host, local_host: LocalHost):
+    """Two guests run units of the same name: each has its own cgroup, and one guest stopping its
+    unit leaves the other's running in its cgroup (as on two VMs)."""
+    other = fresh_host()
+    groups = {}
+    for host in (local_host, other):
+        lines = Path(f"/proc/{host.leader_pid()}/cgroup").read_text().splitlines()
+        tracked = [line for line in lines if line.split(":")[1] in ("name=systemd", "")]
+        assert tracked and all(f"/{guest_cgroup.GROUP}/{host.name}/" in line for line in tracked), lines
+        host.guest_exec(["systemd-run", "--unit=cgroup-probe", "--", "sleep", "600"])
+        # The guest's systemd (257) runs its units in the cgroup2 hierarchy: the last one listed.
+        groups[host.name] = guest_cgroup.guest_cgroups(host.name)[-1] / "payload/system.slice/cgroup-probe.service"
+    assert groups[local_host.name] != groups[other.name]
+    assert (groups[other.name] / "cgroup.procs").read_text().split()
+    local_host.guest_exec(["systemctl", "stop", "cgroup-probe"])
+    assert not groups[local_host.name].exists()
+    assert other.guest_exec(["systemctl", "is-active", "cgroup-probe"]).stdout.strip() == "active"
+    assert (groups[other.name] / "cgroup.procs").read_text().split()
+    other.guest_exec(["systemctl", "stop", "cgroup-probe"])
 
 
 def test_reboot_keeps_the_host_and_destroy_removes_everything(fresh_host, local_host: LocalHost, tmp_path: Path):
