@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None, prog: str = "backup.py") -> int:
                     render_levels(replica_levels(session), f"s3://{inputs.storage.bucket_name}/{REPLICA_PATH}")
                 )
             else:
-                restore(session, console, at=at)
+                restore(session, console, inputs, at=at)
     except PrefectHostError as exc:
         console.error(str(exc))
         return 1

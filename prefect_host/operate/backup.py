@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import shlex
 
+from prefect_host.bootstrap.checks import wait_for_start
+from prefect_host.bootstrap.inputs import BootstrapInputs
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
-from prefect_host.host.apply import run_command, run_step
+from prefect_host.host.apply import journal_on_failure, run_command, run_step
 from prefect_host.host.model import Step
 from prefect_host.services import litestream, prefect_server, workers
 from prefect_host.ssh import HostSession
@@ -63,9 +65,10 @@ def render_levels(rows: list[dict], url: str) -> str:
     return "\n".join(lines)
 
 
-def restore(session: HostSession, console: Console, *, at: str | None) -> None:
+def restore(session: HostSession, console: Console, inputs: BootstrapInputs, *, at: str | None) -> None:
     """Replace the database with the replica (at `at`), keeping the old file; stops the server, the
-    running workers and Litestream around it and starts them again, also when the restore fails."""
+    running workers and Litestream around it and starts them again, also when the restore fails,
+    and returns once the API answers again (a unit that fails to start has its journal printed)."""
     require_replication(session)
     units = [prefect_server.UNIT_NAME, *workers.running_units(session), litestream.UNIT_NAME]
     run_step(
@@ -78,5 +81,8 @@ def restore(session: HostSession, console: Console, *, at: str | None) -> None:
         reset = litestream.reset_script()
         run_step(Step.shell("reset Litestream's local state", reset, "litestream reset"), session, console)
     finally:
-        start = f"systemctl start {' '.join(reversed(units))}"
-        run_step(Step.shell(f"start {' '.join(reversed(units))}", start, "systemctl start"), session, console)
+        starting = list(reversed(units))
+        start = Step.shell(f"start {' '.join(starting)}", f"systemctl start {' '.join(starting)}", "systemctl start")
+        run_step(start, session, console, units=starting)
+    with journal_on_failure(True, session, console, [prefect_server.UNIT_NAME]), console.step("Prefect API answers"):
+        wait_for_start(session, None, inputs)
