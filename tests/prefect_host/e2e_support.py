@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import shutil
 import ssl
@@ -427,3 +428,19 @@ def https_request(
         else:
             request = client.build_request(method, url, **kwargs)
         return client.send(request, auth=auth)
+
+
+# What Prefect's own client retries (PrefectHttpxAsyncClient): a busy SQLite database answers 503
+# ("Service Unavailable", is_client_retryable_exception), an overloaded proxy 502, a limit 429.
+RETRYABLE_STATUS = frozenset({429, 502, 503})
+
+
+def prefect_call(client: httpx.Client, method: str, url: str, *, attempts: int = 6, **kwargs) -> httpx.Response:
+    """One API request as a Prefect client makes it: retried with backoff while the server answers
+    a retryable status; any other answer (and the last retryable one) is returned as it is."""
+    for attempt in range(attempts):
+        response = client.request(method, url, **kwargs)
+        if response.status_code not in RETRYABLE_STATUS or attempt == attempts - 1:
+            return response
+        time.sleep(min(2**attempt, 10) * random.uniform(0.8, 1.2))
+    raise AssertionError("unreachable")

@@ -18,7 +18,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from e2e_support import Stack, caddy_apt_repo, changed_steps, completed_run, host_outputs, internal_tls, s3_outputs
+from e2e_support import (
+    Stack,
+    caddy_apt_repo,
+    changed_steps,
+    completed_run,
+    host_outputs,
+    internal_tls,
+    prefect_call,
+    s3_outputs,
+)
 from prefect_host.local import LocalHost, build_image
 from prefect_host.local.postgres_guest import guest_routing
 
@@ -78,12 +87,21 @@ def guest_run(guest: LocalHost, script: str) -> str:
 
 
 def ran_on(stack: Stack, guests: list[LocalHost], flow_run_id: str) -> list[str]:
-    """Which running hosts' workers submitted the flow run (their journals say so): "server", "w-1", "w-2"."""
+    """Which running hosts' workers submitted the flow run (their journals say so): "server", "w-1", "w-2".
+    Two workers may pick the same run up; the server lets one move it to PENDING and the other logs
+    that it aborted the submission, so that one did not run it."""
     hosts = [
         (name, guest) for name, guest in [("server", stack.host), *zip(NAMES, guests, strict=True)] if guest.is_running
     ]
     journal = "journalctl -u 'prefect-worker@*' --no-pager -o cat"
-    return [name for name, guest in hosts if f"submitting flow run '{flow_run_id}'" in guest_run(guest, journal)]
+    submitted = f"submitting flow run '{flow_run_id}'"
+    aborted = f"Aborted submission of flow run '{flow_run_id}'"
+    places = []
+    for name, guest in hosts:
+        lines = guest_run(guest, journal)
+        if lines.count(submitted) > lines.count(aborted):
+            places.append(name)
+    return places
 
 
 def api(stack: Stack) -> httpx.Client:
@@ -93,13 +111,18 @@ def api(stack: Stack) -> httpx.Client:
 
 def run_and_wait(stack: Stack, deployment_id: str, count: int, timeout: float = 300) -> list[dict]:
     with api(stack) as client:
-        ids = [
-            client.post(f"{stack.api_url}/deployments/{deployment_id}/create_flow_run", json={}).json()["id"]
-            for _ in range(count)
-        ]
+        ids = []
+        for _ in range(count):
+            created = prefect_call(
+                client, "POST", f"{stack.api_url}/deployments/{deployment_id}/create_flow_run", json={}
+            )
+            assert created.is_success, (created.status_code, created.text[:2000])
+            ids.append(created.json()["id"])
         deadline = time.monotonic() + timeout
         while True:
-            runs = [client.get(f"{stack.api_url}/flow_runs/{run_id}").json() for run_id in ids]
+            answers = [prefect_call(client, "GET", f"{stack.api_url}/flow_runs/{run_id}") for run_id in ids]
+            assert all(answer.is_success for answer in answers), [(a.status_code, a.text[:300]) for a in answers]
+            runs = [answer.json() for answer in answers]
             if all(run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for run in runs):
                 return runs
             assert time.monotonic() < deadline, [run["state_type"] for run in runs]
