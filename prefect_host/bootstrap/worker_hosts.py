@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from prefect_host.host.planner import plan
 from prefect_host.profile import results_settings
 from prefect_host.services import metadata_guard, workers
 from prefect_host.services.python_env import prefect_venv
-from prefect_host.tls import CaCertificate
+from prefect_host.tls import CaCertificate, server_ssl_context
 
 from . import checks
 from .inputs import WORK_POOL_NAME, BootstrapInputs
@@ -167,23 +166,20 @@ class WorkerFleet:
             services = [*base, workers_on(inputs, host, venv, ca)]
             with console.step("read the host's state again"):
                 facts = gather_facts(session, services)
-            verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.pem) if ca is not None else True
-            with httpx.Client(timeout=10.0, verify=verify) as client:
+            with httpx.Client(timeout=10.0, verify=server_ssl_context(ca.pem if ca else None)) as client:
                 # Workers this host no longer runs (a lower --workers) leave the pool, as the server's do.
                 stopped = Hooks(stopped=lambda units: _forget(client, inputs, facts, units))
                 apply(plan(facts, services), session, console, stopped)
-            if host.workers:
-                self._wait_for_workers(session, inputs, facts, services[-1], ca, console)
-                checks.verify_metadata_guard(session, inputs, console)
+                if host.workers:
+                    self._wait_for_workers(session, client, inputs, facts, services[-1], console)
+                    checks.verify_metadata_guard(session, inputs, console)
 
     def _wait_for_workers(
-        self, session, inputs: BootstrapInputs, facts: HostFacts, worker_set: Service, ca, console: Console
+        self, session, client: httpx.Client, inputs: BootstrapInputs, facts: HostFacts, worker_set: Service, console
     ) -> None:
         units = worker_set.units.names if worker_set.units is not None else ()
         names = {unit: f"{facts.hostname}-{unit.split('@', 1)[1].removesuffix('.service')}" for unit in units}
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.pem) if ca is not None else True
         with (
-            httpx.Client(timeout=10.0, verify=verify) as client,
             journal_on_failure(True, session, console, units),
             console.step(f"workers {names[units[0]]} ... {names[units[-1]]} polling pool {WORK_POOL_NAME!r}"),
         ):

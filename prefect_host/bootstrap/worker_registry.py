@@ -7,7 +7,6 @@ deleted from the pool. Workers of other names (a laptop's, an operator's) are ne
 
 from __future__ import annotations
 
-import ssl
 import urllib.parse
 from collections.abc import Sequence
 
@@ -15,7 +14,7 @@ import httpx
 
 from prefect_host.console import Console
 from prefect_host.errors import VerifyError
-from prefect_host.tls import CaCertificate
+from prefect_host.tls import CaCertificate, server_ssl_context
 from prefect_host.verify import basic_auth
 
 from . import checks
@@ -31,9 +30,8 @@ def forget_removed_hosts(
     current = sorted({r.hostname for r in results if r.hostname})
     if len(current) < len(inputs.worker_hosts):
         return  # a host that failed before it was read: its name is unknown, so nothing can be told apart
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.pem) if ca is not None else True
     auth = basic_auth(inputs.auth_string)
-    with httpx.Client(timeout=10.0, verify=verify, auth=auth) as client:
+    with httpx.Client(timeout=10.0, verify=server_ssl_context(ca.pem if ca else None), auth=auth) as client:
         answer = checks.http(lambda: client.get(f"{inputs.api_url}/variables/name/{VARIABLE}"))
         if answer.status_code not in (200, 404):
             raise VerifyError(f"GET the variable {VARIABLE} answered HTTP {answer.status_code}: {answer.text[:300]}")

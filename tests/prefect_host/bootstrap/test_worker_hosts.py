@@ -194,7 +194,7 @@ class StandIns:
         self.probes.append(probe)
         return parse_facts(session.facts_output)
 
-    def wait_for_workers(self, session, inputs, facts, worker_set, ca, console):
+    def wait_for_workers(self, session, client, inputs, facts, worker_set, console):
         with self._lock:
             self.waited[inputs.host] = {unit: f"{facts.hostname}-{unit}" for unit in worker_set.units.names}
 

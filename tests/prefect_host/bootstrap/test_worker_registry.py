@@ -181,8 +181,10 @@ def test_the_client_verifies_against_the_pinned_ca(api, tmp_path):
     assert fake.clients[0]["verify"].get_ca_certs()[0]["subject"] == (
         (("commonName", "prefect-host test Pebble TLS CA"),),
     )
-    forget(worker_hosts=(A,), results=(result("a", "a-vm"),))
-    assert fake.clients[1]["verify"] is True
+    forget(worker_hosts=(A,), results=(result("a", "a-vm"),))  # acme: the system's trust store, verifying
+    system = fake.clients[1]["verify"]
+    assert isinstance(system, ssl.SSLContext) and system.verify_mode == ssl.CERT_REQUIRED and system.check_hostname
+    assert system.get_ca_certs() == ssl.create_default_context().get_ca_certs()
 
 
 def test_a_pool_that_answers_500_is_an_error_of_the_bootstrap(api, monkeypatch):
