@@ -53,6 +53,7 @@ from pathlib import Path
 
 import httpx
 
+from prefect_host.local.budget import BudgetSpent, end_budget, start_budget
 from prefect_host.local.s3 import S3Server
 from prefect_host.services.litestream import DB_PATH, REPLICA_PATH, SOCKET, Replica, config_text
 
@@ -574,25 +575,20 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def interrupted(signum: int, _frame: object) -> None:
-    if signum == signal.SIGALRM:
-        raise TimeoutError("the time budget is spent")
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parser().parse_args()
     load_before, started = os.getloadavg(), time.monotonic()
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGALRM, interrupted)
-    signal.alarm(args.budget)
+    start_budget(args.budget)
     bench = Bench(Path(tempfile.mkdtemp(prefix="bench-durability-")))
     ok = False
     try:
         results = run(bench, args)
         ok = True
+    except BudgetSpent as exc:
+        print(f"stopped after {time.monotonic() - started:.0f} s: {exc} (--budget {args.budget})", file=sys.stderr)
+        return 1
     finally:
-        signal.alarm(0)
+        end_budget()
         bench.stop_all()
         if ok:
             shutil.rmtree(bench.work, ignore_errors=True)

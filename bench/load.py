@@ -35,7 +35,6 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -52,6 +51,7 @@ import httpx
 
 from prefect_host.local import LocalHost, PackageIndex, build_image, ensure_wheelhouse
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
+from prefect_host.local.budget import BudgetSpent, end_budget, start_budget
 from prefect_host.local.load import (
     TERMINAL_STATES,
     Cell,
@@ -95,10 +95,6 @@ CREATE_CLIENTS = 16  # flow runs created this many at a time
 CREATE_ATTEMPTS = 30  # per run: SQLite answers most concurrent writes 503 (busy); they are retried
 PAGE = 200  # the API's largest page (PREFECT_API_DEFAULT_LIMIT)
 GUARD_FAILURE = "The metadata guard is not in force"
-
-
-class BudgetSpent(BaseException):
-    """--budget seconds have passed (SIGALRM); a BaseException, so no request loop takes it for an error."""
 
 
 def say(message: str) -> None:
@@ -560,20 +556,12 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def interrupted(signum: int, _frame: object) -> None:
-    if signum == signal.SIGALRM:
-        raise BudgetSpent("the time budget is spent")
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parser().parse_args()
     if not set(args.servers) <= set(SERVERS) or not args.servers:
         raise SystemExit(f"--servers {args.servers!r}: letters of 'abc'")
     started = time.monotonic()
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGALRM, interrupted)
-    signal.alarm(args.budget)
+    start_budget(args.budget)
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     results: dict[str, Measured] = {}
     try:
@@ -595,7 +583,7 @@ def main() -> int:
             if not measured.seconds and not measured.error:
                 measured.error = f"stopped: {exc}"
     finally:
-        signal.alarm(0)
+        end_budget()
     failed = any(m.error for m in results.values())
     if failed:
         say(f"work files (bootstrap logs, laptop profiles) kept in {work}")

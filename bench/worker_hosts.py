@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 
 from prefect_host.local import LocalHost, PackageIndex, build_image, ensure_wheelhouse
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
+from prefect_host.local.budget import BudgetSpent, end_budget, start_budget
 from prefect_host.local.postgres_guest import guest_routing
 from prefect_host.local.product import BOOTSTRAP_SCRIPT, REPO
 from prefect_host.local.s3 import S3Server
@@ -60,10 +60,6 @@ CONFIGS = (0, 1, 2)
 HOST_LINE = re.compile(r"^\s*worker host (?P<name>\S+): ok, (?P<workers>\d+) worker\(s\), (?P<seconds>[\d.]+) s$", re.M)
 FAILED_LINE = re.compile(r"^\s*worker host \S+: FAILED.*$", re.M)
 NOT_FOR_THE_LAPTOP = ("PREFECT_", "AWS_", "SSL_CERT", "REQUESTS_CA_BUNDLE")
-
-
-class BudgetSpent(Exception):
-    pass
 
 
 def say(message: str) -> None:
@@ -293,21 +289,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def interrupted(signum: int, _frame: object) -> None:
-    if signum == signal.SIGALRM:
-        raise BudgetSpent("the time budget is spent")
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parser().parse_args()
     if args.repeat < 1:
         raise SystemExit("--repeat: 1 or more")
     started = time.monotonic()
     load_start = load_average()
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGALRM, interrupted)
-    signal.alarm(args.budget)
+    start_budget(args.budget)
     work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     results: list[Measured] = []
     try:
@@ -329,7 +317,7 @@ def main() -> int:
             if not (measured.first and measured.rerun) and not measured.error:
                 measured.error = f"stopped: {exc}"
     finally:
-        signal.alarm(0)
+        end_budget()
     failed = any(m.error for m in results)
     if failed:
         say(f"work files (bootstrap logs, outputs) kept in {work}")
