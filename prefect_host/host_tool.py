@@ -1,5 +1,4 @@
-"""The bootstrap's operations ON THE HOST, as root: Litestream's restore, position, list, snapshot,
-and the host's status.
+"""The bootstrap's operations ON THE HOST, as root: Litestream's restore, position, list, snapshot; status.
 
 The bootstrap and `prefect-host backup` / `status` send this file as the stdin of `python3 - ARGS`
 (the host's own python3, standard library only), like get_uv.py. It reads the bucket key from the
