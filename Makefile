@@ -70,9 +70,10 @@ DURABILITY_ARGS ?=
 bench-durability: $(STAMP)
 	$(PY) bench/durability.py $(DURABILITY_ARGS)
 
-# Issue 12's load figures on this machine: the tutorial's server, this product's default and scale-out, each on a
-# fresh local guest, one after another: API requests/s and p50/p99 at 8, 32 and 128 clients, and 500 flow runs
-# through 4 process workers. Needs root (guests); writes bench/load.md and prints it.
+# Issue 12's load figures on this machine: the tutorial's server, this product's default, scale-out and (issue 13)
+# the default with its workers on 2 worker hosts, each on fresh local guests, one after another: API requests/s and
+# p50/p99 at 8, 32 and 128 clients, and 500 flow runs through 4 process workers. Needs root (guests); writes
+# bench/load.md and prints it.
 LOAD_ARGS ?=
 bench-load: $(STAMP) $(SYSDEPS)
 	$(PY) bench/load.py $(LOAD_ARGS)

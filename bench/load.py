@@ -5,6 +5,8 @@ from build_image(), Debian 13), one after another (never two under load at once)
      `prefect server start --host 0.0.0.0 --port 4200` (systemd-run): SQLite, one process, plain HTTP, no auth
   b  this product's default: scripts/bootstrap.py with tlsMode internal (SQLite, Caddy TLS, basic auth)
   c  scale-out: b plus database postgres (a PostgreSQL 17 guest of its own, guest_routing()), apiWorkers 4, Redis
+  d  b with worker hosts (issue 13): outputs with workerHosts for two more guests, the runs' 4 workers there
+     (`--workers 2` per worker host), none on the server's guest; its rows compare with b's
 
 1. API: requests/s and p50/p99 latency of a read (`POST /api/flow_runs/filter` {"limit": 10}) and a write
    (`POST /api/flow_runs/` {"flow_id": ..., "state": {"type": "SCHEDULED"}}) at each --clients level, closed
@@ -14,10 +16,10 @@ from build_image(), Debian 13), one after another (never two under load at once)
 2. Orchestration: a deployment of a flow that returns 1 (code on the guest: /opt/bench/flow.py, pulled with
    set_working_directory), --runs flow runs created at once (16 creates in flight, each with an idempotency key
    and retried while SQLite answers 503: the retries are reported), executed by 4 process workers on the guest
-   (b, c: the bootstrap's own, `--workers 4`; a: `prefect work-pool create` and 4 x `prefect worker start --pool
-   default --type process` by hand), the pool's concurrency limit at --pool-limit for all three (a process worker
-   without one starts every run it is handed at once: hundreds of Python processes on 2 CPUs); runs completed per
-   minute, the slowest run's start lateness, and the runs not Completed.
+   (b, c: the bootstrap's own, `--workers 4`; d: 2 on each worker host; a: `prefect work-pool create` and
+   4 x `prefect worker start --pool default --type process` by hand), the pool's concurrency limit at --pool-limit
+   for all of them (a process worker without one starts every run it is handed at once: hundreds of Python
+   processes on 2 CPUs); runs completed per minute, the slowest run's start lateness, and the runs not Completed.
 
 Bounded: --budget seconds in all (SIGALRM), every wait has its own limit, guests are destroyed in a `finally`
 (also on Ctrl-C or SIGTERM). Only local addresses: the guests' 10.77.x.x and loopback. Writes bench/load.md
@@ -60,6 +62,7 @@ from prefect_host.local.load import (
     api_rows,
     goal_lines,
     orchestration_rows,
+    ratio,
     run_cell,
     submit_all,
     summarize_runs,
@@ -79,12 +82,14 @@ SERVERS = {
     "a": "the tutorial's `prefect server start --host 0.0.0.0` (SQLite, 1 process, HTTP, no auth)",
     "b": "this product's default (SQLite, 1 process, Caddy TLS, basic auth)",
     "c": "scale-out (PostgreSQL 17 guest, 4 API processes, Redis, Caddy TLS, basic auth)",
+    "d": "b with its 4 process workers on 2 worker hosts (guests of their own, 2 workers each; none on the server)",
 }
 # The tutorial's server (a): where it is installed, and its state.
 TUTORIAL_DIR = "/opt/tutorial"
 TUTORIAL_HOME = "/var/lib/tutorial"
 TUTORIAL_PREFECT = f"{TUTORIAL_DIR}/venv/bin/prefect"
 WORKERS = 4
+WORKER_HOSTS = 2  # (d): WORKERS // WORKER_HOSTS workers on each
 POOL = "default"
 FLOW_DIR = "/opt/bench"
 FLOW_CODE = 'from prefect import flow\n\n\n@flow(name="noop")\ndef noop() -> int:\n    return 1\n'
@@ -265,6 +270,21 @@ def quick_poweroff(host: LocalHost) -> None:
         host.guest_exec(["systemctl", "kill", "--signal=SIGKILL", "tutorial-*", "prefect-*"], check=False, timeout=30)
 
 
+def worker_hosts(stack: contextlib.ExitStack, server: LocalHost) -> list[LocalHost]:
+    """(d)'s worker hosts: guests of their own, routed to the server's guest, that the stack's operator key
+    logs in to (one key for the stack's VMs, as on a cloud)."""
+    stack.enter_context(guest_routing())
+    operator = server.identity_file.with_suffix(".pub").read_text().strip()
+    guests = []
+    for _ in range(WORKER_HOSTS):
+        worker = stack.enter_context(LocalHost.create(build_image()))
+        stack.callback(quick_poweroff, worker)
+        worker.boot()
+        worker.guest_exec(["sh", "-c", f"echo '{operator}' >> /home/admin/.ssh/authorized_keys"])
+        guests.append(worker)
+    return guests
+
+
 def guest_versions(host: LocalHost, commands: dict[str, str]) -> dict[str, str]:
     found = {}
     for name, command in commands.items():
@@ -391,6 +411,7 @@ def measure(name: str, args: argparse.Namespace, work: Path, wheels: Path, resul
         host.boot()
         index = stack.enter_context(PackageIndex(wheels, host.gateway))
         commands = {"Debian": "cat /etc/debian_version", "Python (guest)": "python3 --version"}
+        worker_guests: list[LocalHost] = []
         if name == "a":
             target = tutorial_server(host, index)
             product = None
@@ -406,6 +427,12 @@ def measure(name: str, args: argparse.Namespace, work: Path, wheels: Path, resul
                 outputs |= {"database": "postgres", "apiWorkers": str(WORKERS), "databaseUrl": pg.database_url}
                 result.versions |= guest_versions(db, {"PostgreSQL": "psql --version"})
                 commands["Redis"] = "redis-server --version"
+            if name == "d":
+                worker_guests = worker_hosts(stack, host)
+                outputs["workerHosts"] = [
+                    {"name": f"w-{i}", "publicIp": guest.address, "hostPublicKey": guest.host_public_key}
+                    for i, guest in enumerate(worker_guests, start=1)
+                ]
             commands["Caddy"] = "caddy version"
             args_ = ["--find-links", index.url, "--apt-source", apt.source_line, "--profile", "bench-load"]
             product = Product(host, work, [*args_, "--no-storage"], outputs, notes=result.notes)
@@ -418,12 +445,15 @@ def measure(name: str, args: argparse.Namespace, work: Path, wheels: Path, resul
         result.api = asyncio.run(measure_api(target, args, name))
         result.load.append(load_average())
         if args.runs:
-            guest(host, f"install -D -m 0644 /dev/stdin {FLOW_DIR}/flow.py", stdin=FLOW_CODE)
+            for runner in worker_guests or [host]:  # where the runs execute
+                guest(runner, f"install -D -m 0644 /dev/stdin {FLOW_DIR}/flow.py", stdin=FLOW_CODE)
             if product is None:
                 tutorial_workers(host)
             else:
-                seconds = product.bootstrap("--workers", str(WORKERS))
-                say(f"{name}: bootstrapped again with --workers {WORKERS} in {seconds:.0f} s")
+                # With worker hosts, --workers is per worker host and the server keeps none (--server-workers 0).
+                workers = WORKERS // WORKER_HOSTS if worker_guests else WORKERS
+                seconds = product.bootstrap("--workers", str(workers))
+                say(f"{name}: bootstrapped again with --workers {workers} in {seconds:.0f} s")
             time.sleep(args.settle)
             result.created, result.orchestration = asyncio.run(measure_orchestration(target, args, name))
         result.load.append(load_average())
@@ -457,7 +487,8 @@ def orchestration_section(results: dict[str, Measured], args: argparse.Namespace
         "## Orchestration",
         "",
         f"{args.runs} flow runs of a deployment (a flow that returns 1) created at once ({CREATE_CLIENTS} "
-        f"requests in flight), {WORKERS} process workers on the guest. completed/min: from the first run's "
+        f"requests in flight), {WORKERS} process workers on the guest (d: {WORKERS // WORKER_HOSTS} on each of "
+        f"{WORKER_HOSTS} worker hosts). completed/min: from the first run's "
         "creation to the last one's end (server timestamps); lateness: start_time - expected_start_time. "
         "Answers to the creates that were not 2xx (retried, up to "
         f"{CREATE_ATTEMPTS} attempts per run, with the same idempotency key): "
@@ -472,13 +503,27 @@ def orchestration_section(results: dict[str, Measured], args: argparse.Namespace
         "",
         *orchestration_rows(orchestration),
         *(["", *reasons] if reasons else []),
+        *worker_hosts_line(orchestration),
+    ]
+
+
+def worker_hosts_line(orchestration: dict[str, Orchestration]) -> list[str]:
+    """(d) against (b), the same server with its workers on worker hosts instead of its own guest."""
+    if "b" not in orchestration or "d" not in orchestration:
+        return []
+    b, d = orchestration["b"], orchestration["d"]
+    return [
+        "",
+        f"- Worker hosts (d vs b): completed/min {d.per_minute:.1f} vs {b.per_minute:.1f} "
+        f"({ratio(d.per_minute, b.per_minute)}). All guests share this machine's "
+        f"{os.cpu_count()} CPUs: the worker hosts add no CPU here, as separate VMs would on a cloud.",
     ]
 
 
 def report(results: dict[str, Measured], args: argparse.Namespace, seconds: float) -> str:
     versions = {k: v for m in results.values() for k, v in m.versions.items()}
     lines = [
-        "# Load: the tutorial's server (a), this product's default (b), scale-out (c)",
+        "# Load: the tutorial's server (a), this product's default (b), scale-out (c), worker hosts (d)",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command_line()}` (bench/load.py), "
         f"{seconds / 60:.0f} min in all, on {machine()}; the guests share this machine's CPUs with the client.",
@@ -513,12 +558,9 @@ def report(results: dict[str, Measured], args: argparse.Namespace, seconds: floa
     failed = [f"- {n}: {m.error}" for n, m in results.items() if m.error]
     if failed:
         lines += ["", "## Failed", "", *failed]
-    lines += [
-        "",
-        "## Goals (reported, not asserted)",
-        "",
-        *goal_lines({n: m.api for n, m in results.items()}, orchestration),
-    ]
+    goals = goal_lines({n: m.api for n, m in results.items()}, orchestration)
+    if goals:
+        lines += ["", "## Goals (reported, not asserted)", "", *goals]
     return "\n".join(lines) + "\n"
 
 
@@ -534,7 +576,7 @@ def clients_list(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    top.add_argument("--servers", default="abc", help="which of a, b, c to measure, in order (default abc)")
+    top.add_argument("--servers", default="abcd", help="which of a, b, c, d to measure, in order (default abcd)")
     top.add_argument("--clients", type=clients_list, default=[8, 32, 128], help="concurrent clients per cell")
     top.add_argument("--requests", type=int, default=2000, help="requests per cell, at most")
     top.add_argument("--seconds", type=float, default=20.0, help="seconds per cell, at most")
@@ -551,7 +593,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--min-free-gib", type=float, default=2.0, help="stop the runs when this machine has less")
     top.add_argument("--settle", type=float, default=10.0, help="seconds of rest before each phase")
-    top.add_argument("--budget", type=int, default=5400, help="seconds in all; then everything is stopped")
+    top.add_argument("--budget", type=int, default=7200, help="seconds in all; then everything is stopped")
     top.add_argument("--output", type=Path, default=OUTPUT, help="where the markdown goes (default bench/load.md)")
     return top
 
@@ -559,7 +601,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = parser().parse_args()
     if not set(args.servers) <= set(SERVERS) or not args.servers:
-        raise SystemExit(f"--servers {args.servers!r}: letters of 'abc'")
+        raise SystemExit(f"--servers {args.servers!r}: letters of 'abcd'")
     started = time.monotonic()
     start_budget(args.budget)
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
