@@ -259,6 +259,7 @@ def test_backup_restore_at_a_point_in_time(state: dict) -> None:
     run = b.run([sys.executable, script, "restore", "--at", state["between"], "--outputs", str(b.outputs_path)])
     assert run.returncode == 0, run.printed
     assert "kept the database it replaced as" in run.stdout
+    assert "[ok]       Prefect API answers" in run.stdout, run.stdout  # it returns once the server is back
     url = b.api_url
     deadline = time.monotonic() + 120
     while True:
