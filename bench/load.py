@@ -53,6 +53,7 @@ import httpx
 
 from prefect_host.local import LocalHost, PackageIndex, build_image, ensure_wheelhouse
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
+from prefect_host.local.bench_report import bench_command_line, hardware
 from prefect_host.local.budget import BudgetSpent, end_budget, start_budget
 from prefect_host.local.load import (
     TERMINAL_STATES,
@@ -75,7 +76,8 @@ from prefect_host.local.wheelhouse import GUEST_PREFECT_VERSION, GUEST_PYTHON, G
 from prefect_host.services import metadata_guard
 from prefect_host.services.python_env import BYTECODE_MARKER, UV_VERSION
 
-COMMAND = "make bench-load"
+# How the report names the run: `make bench-load LOAD_ARGS="..."`, or the script.
+INVOKED_AS = ("bench-load", "LOAD_ARGS", "bench/load.py")
 OUTPUT = REPO / "bench" / "load.md"
 GET_UV = REPO / "prefect_host" / "get_uv.py"
 SERVERS = {
@@ -463,22 +465,6 @@ def measure(name: str, args: argparse.Namespace, work: Path, wheels: Path, resul
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    ram = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")) / 2**20
-    return f"{model}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, Linux {platform.release()}"
-
-
-def command_line() -> str:
-    """How this run was started: through make (MAKELEVEL is set) or as the script."""
-    given = " ".join(sys.argv[1:])
-    if os.environ.get("MAKELEVEL"):
-        return f'{COMMAND} LOAD_ARGS="{given}"' if given else COMMAND
-    return f"{os.path.relpath(sys.executable, REPO)} bench/load.py {given}".strip()
-
-
 def orchestration_section(results: dict[str, Measured], args: argparse.Namespace) -> list[str]:
     orchestration = {n: m.orchestration for n, m in results.items() if m.orchestration}
     reasons = [f"- {n}, runs not Completed: {o.reasons}" for n, o in orchestration.items() if o.reasons]
@@ -525,8 +511,8 @@ def report(results: dict[str, Measured], args: argparse.Namespace, seconds: floa
     lines = [
         "# Load: the tutorial's server (a), this product's default (b), scale-out (c), worker hosts (d)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command_line()}` (bench/load.py), "
-        f"{seconds / 60:.0f} min in all, on {machine()}; the guests share this machine's CPUs with the client.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{bench_command_line(*INVOKED_AS)}` (bench/load.py), "
+        f"{seconds / 60:.0f} min in all, on {hardware()}; the guests share this machine's CPUs with the client.",
         f"Prefect {GUEST_PREFECT_VERSION} on every guest; "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
         + f"; client: Python {platform.python_version()}, httpx {version('httpx')}, HTTP/1.1.",

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from prefect_host.local import LocalHost, PackageIndex, build_image, ensure_wheelhouse
 from prefect_host.local.apt_repo import AptRepoServer, ensure_apt_repo
+from prefect_host.local.bench_report import bench_command_line, hardware
 from prefect_host.local.budget import BudgetSpent, end_budget, start_budget
 from prefect_host.local.postgres_guest import guest_routing
 from prefect_host.local.product import BOOTSTRAP_SCRIPT, REPO
@@ -52,7 +52,8 @@ from prefect_host.local.services import write_private_json
 from prefect_host.local.stack_outputs import host_outputs, new_auth_string
 from prefect_host.local.wheelhouse import GUEST_PREFECT_VERSION, GUEST_PYTHON, GUEST_REQUIREMENTS
 
-COMMAND = "make bench-workers"
+# How the report names the run: `make bench-workers WORKERS_ARGS="..."`, or the script.
+INVOKED_AS = ("bench-workers", "WORKERS_ARGS", "bench/worker_hosts.py")
 OUTPUT = REPO / "bench" / "worker-hosts.md"
 PROFILE = "bench-workers"
 BUCKET = "prefect-host-bench-workers"
@@ -189,22 +190,6 @@ def measure(n: int, args: argparse.Namespace, work: Path, wheels: Path, apt_repo
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    ram = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")) / 2**20
-    return f"{model}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, Linux {platform.release()}"
-
-
-def command_line() -> str:
-    """How this run was started: through make (MAKELEVEL is set) or as the script."""
-    given = " ".join(sys.argv[1:])
-    if os.environ.get("MAKELEVEL"):
-        return f'{COMMAND} WORKERS_ARGS="{given}"' if given else COMMAND
-    return f"{os.path.relpath(sys.executable, REPO)} bench/worker_hosts.py {given}".strip()
-
-
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -224,8 +209,9 @@ def report(results: list[Measured], args: argparse.Namespace, load: tuple[float,
     lines = [
         "# Worker hosts: bootstrap wall time for 0, 1 and 2 worker hosts",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command_line()}` (bench/worker_hosts.py), "
-        f"{seconds / 60:.0f} min in all, on {machine()}; Prefect {GUEST_PREFECT_VERSION} on every guest. "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{bench_command_line(*INVOKED_AS)}` "
+        "(bench/worker_hosts.py), "
+        f"{seconds / 60:.0f} min in all, on {hardware()}; Prefect {GUEST_PREFECT_VERSION} on every guest. "
         f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end: this machine was shared with "
         "other benchmarks, so the absolute times are high; the configurations were interleaved "
         f"({','.join(str(m.hosts) for m in results)}) so the load falls on all alike.",

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from prefect_host.console import parse_step_lines
+from prefect_host.local.product import REPO
 
 GOALS = {"a/b": 0.5, "c": 3.0, "d": 2.0}
 
@@ -99,3 +102,21 @@ def machine_description(load_before: float, load_after: float) -> str:
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
         f"load average {load_before:.1f} before and {load_after:.1f} after"
     )
+
+
+def hardware() -> str:
+    """The CPU model, its count, the RAM and the kernel: the header of the guest benches' reports."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    ram = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")) / 2**20
+    return f"{model}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, Linux {platform.release()}"
+
+
+def bench_command_line(make_target: str, args_variable: str, script: str) -> str:
+    """How a bench was started: through make (MAKELEVEL is set; its arguments in `args_variable`) or as
+    the script (`script`, relative to the repository)."""
+    given = " ".join(sys.argv[1:])
+    if os.environ.get("MAKELEVEL"):
+        return f'make {make_target} {args_variable}="{given}"' if given else f"make {make_target}"
+    return f"{os.path.relpath(sys.executable, REPO)} {script} {given}".strip()

@@ -3,6 +3,7 @@ hosts: `make bench`). No timing is asserted anywhere."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from prefect_host.local import bench
+from prefect_host.local.bench_report import bench_command_line, hardware
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -101,3 +103,22 @@ def test_bad_repeat_fails_before_anything_is_built(tmp_path: Path):
         "error: --repeat 0: must be a whole number >= 1 (each row gives the median of that many runs)."
     )
     assert not output.exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_guest_bench_names_how_it_was_started(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench/load.py", "--servers", "bd", "--runs", "150"])
+    monkeypatch.setenv("MAKELEVEL", "1")
+    assert bench_command_line("bench-load", "LOAD_ARGS", "bench/load.py") == (
+        'make bench-load LOAD_ARGS="--servers bd --runs 150"'
+    )
+    monkeypatch.setattr(sys, "argv", ["bench/load.py"])
+    assert bench_command_line("bench-load", "LOAD_ARGS", "bench/load.py") == "make bench-load"
+    monkeypatch.delenv("MAKELEVEL")
+    monkeypatch.setattr(sys, "argv", ["bench/load.py", "--runs", "5"])
+    python = os.path.relpath(sys.executable, REPO)
+    assert bench_command_line("bench-load", "LOAD_ARGS", "bench/load.py") == f"{python} bench/load.py --runs 5"
+
+
+def test_the_hardware_line_names_the_cpus_and_the_ram():
+    line = hardware()
+    assert f", {os.cpu_count()} CPUs, " in line and " GiB RAM, Linux " in line
