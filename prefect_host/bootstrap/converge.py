@@ -193,7 +193,11 @@ def _wait_for_workers(
     facts: HostFacts,
     worker_set: Service,
     console: Console,
+    *,
+    clock_skew: float = 0.0,
 ) -> None:
+    """Wait for the workers of `worker_set` to check in (on a worker host, allowing `clock_skew`
+    seconds between its clock and the server's)."""
     units = worker_set.units.names if worker_set.units is not None else ()
     if not units:
         return
@@ -203,7 +207,7 @@ def _wait_for_workers(
         journal_on_failure(True, session, console, units),
         console.step(f"{described} polling pool {WORK_POOL_NAME!r}"),
     ):
-        checks.wait_for_workers(session, client, inputs, names)
+        checks.wait_for_workers(session, client, inputs, names, clock_skew=clock_skew)
 
 
 @contextmanager

@@ -21,8 +21,8 @@ import httpx
 
 from prefect_host.console import Console
 from prefect_host.errors import PrefectHostError
-from prefect_host.host.apply import Hooks, apply, journal_on_failure
-from prefect_host.host.facts import HostFacts, gather_facts
+from prefect_host.host.apply import Hooks, apply
+from prefect_host.host.facts import gather_facts
 from prefect_host.host.model import File, PackageSource, Service, Venv
 from prefect_host.host.planner import plan
 from prefect_host.profile import results_settings
@@ -144,7 +144,7 @@ class WorkerFleet:
                 result.error = console.redact(result.error)
 
     def _converge_host(self, host: WorkerHostInputs, result: HostResult, console: Console) -> None:
-        from .converge import _forget, ready_facts, ssh_session  # converge imports this module
+        from .converge import _forget, _wait_for_workers, ready_facts, ssh_session  # converge imports this module
 
         inputs = host_inputs(self.inputs, host)
         venv = prefect_venv(inputs.prefect_version, PackageSource(inputs.index_url, inputs.find_links))
@@ -171,16 +171,6 @@ class WorkerFleet:
                 stopped = Hooks(stopped=lambda units: _forget(client, inputs, facts, units))
                 apply(plan(facts, services), session, console, stopped)
                 if host.workers:
-                    self._wait_for_workers(session, client, inputs, facts, services[-1], console)
+                    skew = checks.REMOTE_CLOCK_SKEW_S
+                    _wait_for_workers(session, client, inputs, facts, services[-1], console, clock_skew=skew)
                     checks.verify_metadata_guard(session, inputs, console)
-
-    def _wait_for_workers(
-        self, session, client: httpx.Client, inputs: BootstrapInputs, facts: HostFacts, worker_set: Service, console
-    ) -> None:
-        units = worker_set.units.names if worker_set.units is not None else ()
-        names = {unit: f"{facts.hostname}-{unit.split('@', 1)[1].removesuffix('.service')}" for unit in units}
-        with (
-            journal_on_failure(True, session, console, units),
-            console.step(f"workers {names[units[0]]} ... {names[units[-1]]} polling pool {WORK_POOL_NAME!r}"),
-        ):
-            checks.wait_for_workers(session, client, inputs, names, clock_skew=checks.REMOTE_CLOCK_SKEW_S)

@@ -194,7 +194,8 @@ class StandIns:
         self.probes.append(probe)
         return parse_facts(session.facts_output)
 
-    def wait_for_workers(self, session, client, inputs, facts, worker_set, console):
+    def wait_for_workers(self, session, client, inputs, facts, worker_set, console, *, clock_skew=0.0):
+        assert clock_skew == checks.REMOTE_CLOCK_SKEW_S  # a worker host's clock is not the server's
         with self._lock:
             self.waited[inputs.host] = {unit: f"{facts.hostname}-{unit}" for unit in worker_set.units.names}
 
@@ -213,7 +214,7 @@ def stand_ins(monkeypatch):
         fakes = StandIns(**options)
         monkeypatch.setattr(converge, "ssh_session", fakes.ssh_session)
         monkeypatch.setattr(converge, "ready_facts", fakes.ready_facts)
-        monkeypatch.setattr(worker_hosts.WorkerFleet, "_wait_for_workers", fakes.wait_for_workers)
+        monkeypatch.setattr(converge, "_wait_for_workers", fakes.wait_for_workers)
         monkeypatch.setattr(checks, "verify_metadata_guard", fakes.verify_metadata_guard)
         monkeypatch.setattr(checks, "forget_worker", fakes.forget_worker)
         return fakes
