@@ -95,26 +95,23 @@ def plan_upgrade(
         )
     if installed is None or installed == wanted or (database is None and facts.get(DB_FACT) is None):
         return None
-    if database is not None and release(wanted) < release(installed):
-        raise UsageError(
-            f"prefectVersion {wanted} is older than the {installed} the host runs on PostgreSQL "
-            f"({database.where}). Its migrations only go forward and the older version cannot read the newer "
-            "schema, so a downgrade there is refused even with --allow-downgrade: restore the managed database to "
-            "a point in time before the upgrade (RDS / Cloud SQL) and use a new database URL, or stay on "
-            f"{installed}."
-        )
+    if database is not None:
+        if release(wanted) < release(installed):
+            raise UsageError(
+                f"prefectVersion {wanted} is older than the {installed} the host runs on PostgreSQL "
+                f"({database.where}). Its migrations only go forward and the older version cannot read the newer "
+                "schema, so a downgrade there is refused even with --allow-downgrade: restore the managed database "
+                "to a point in time before the upgrade (RDS / Cloud SQL) and use a new database URL, or stay on "
+                f"{installed}."
+            )
+        return None
     if release(wanted) < release(installed) and not allow_downgrade:
         raise UsageError(
             f"prefectVersion {wanted} is older than the {installed} the host runs. Prefect migrates its database "
             "forward on each upgrade and its downgrades are best effort; a downgrade is refused unless "
-            "--allow-downgrade ("
-            + (
-                "take `prefect-host backup now` first)."
-                if database is None
-                else "snapshot the managed database first)."
-            )
+            "--allow-downgrade (take `prefect-host backup now` first)."
         )
-    return None if database is not None else Upgrade(installed, wanted, venv, replicated)
+    return Upgrade(installed, wanted, venv, replicated)
 
 
 def prepare(upgrade: Upgrade, session: HostSession, console: Console) -> None:
