@@ -226,10 +226,6 @@ def _coverage(cidrs: Iterable[str]) -> dict[int, tuple[int, list[str]]]:
 _Relevant = Callable[[_Opening], bool]
 
 
-def _any_opening(opening: _Opening) -> bool:
-    return True
-
-
 def _aws_openings(
     protocol_value: Any, from_port: Any, to_port: Any, cidrs: Callable[[], Iterable[Any]], relevant: _Relevant
 ) -> list[_Opening]:
@@ -261,7 +257,7 @@ def _gcp_openings(props: Mapping, relevant: _Relevant) -> list[_Opening]:
     return [_Opening(*port, cidr) for port in ports for cidr in sources]
 
 
-def _ingress_openings(resource_type: str, props: Mapping, relevant: _Relevant = _any_opening) -> list[_Opening]:
+def _ingress_openings(resource_type: str, props: Mapping, relevant: _Relevant) -> list[_Opening]:
     """Ingress a resource opens, from any source: inline security group ingress, a SecurityGroupRule of
     type ingress, a vpc.SecurityGroupIngressRule, or a GCP ingress firewall rule; only the `relevant` ones."""
     if resource_type in (AWS_SECURITY_GROUP, AWS_DEFAULT_SECURITY_GROUP):
