@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from aws_host import DebianAmi, add_all_egress, add_cidr_ingress_rules, hardened_instance
+from aws_host import DebianAmi, add_all_egress, add_cidr_ingress_rules, hardened_instance, ingress_rules
 from host_keys import new_host_key
 from worker_hosts import SERVER_API_PORTS, WorkerVm, host_cidr
 
@@ -47,7 +47,7 @@ class AwsWorkerHosts(pulumi.ComponentResource):
         group = aws.ec2.SecurityGroup(
             f"{shared}-sg", description=f"prefect-host {args.stack}: worker VMs, SSH only", tags=shared_tags, opts=child
         )
-        add_cidr_ingress_rules(shared, group, [("tcp", 22, cidr) for cidr in args.ssh_allowed_cidrs], self)
+        add_cidr_ingress_rules(shared, group, ingress_rules((), args.ssh_allowed_cidrs), self)  # SSH only
         add_all_egress(shared, group, self)
         key_pair = aws.ec2.KeyPair(f"{shared}-key", public_key=args.operator_public_key, tags=shared_tags, opts=child)
 
