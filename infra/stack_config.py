@@ -580,15 +580,13 @@ def parse_stack_config(
         )
         if fields["tls_mode"] == "acme":
             check_acme_reachable(full("allowedCidrs"), fields["allowed_cidrs"], fields["acme_ca"])
-        else:
-            # Set but unused would hide a mistake, most often a forgotten domain.
-            for name, value in (("acmeEmail", acme_email), ("acmeCa", acme_ca)):
-                if value is not None:
-                    raise StackConfigError(
-                        f"Config {full(name)} = {json.dumps(value)} only applies when certificates come from "
-                        f"ACME ({NAMESPACE}:tls acme, or auto with {NAMESPACE}:domain set); tls is "
-                        f"{fields['tls_mode']} here. Set {NAMESPACE}:domain, or remove {full(name)}."
-                    )
+        else:  # most often a forgotten domain
+            _refuse_unused(
+                {"acmeEmail": acme_email, "acmeCa": acme_ca},
+                applies=f"when certificates come from ACME ({NAMESPACE}:tls acme, or auto with {NAMESPACE}:domain set)",
+                here=f"tls is {fields['tls_mode']} here",
+                fix=f"Set {NAMESPACE}:domain",
+            )
         backup = backup_problem(raw(RETENTION), raw(SNAPSHOT_INTERVAL))
         if backup is not None:
             raise _error(*backup)
@@ -610,6 +608,16 @@ def parse_stack_config(
     return StackConfig(project=project, stack=stack, **fields)
 
 
+def _refuse_unused(settings: dict[str, str | None], *, applies: str, here: str, fix: str) -> None:
+    """Settings that are set but unused here are refused: left silently unused, they would hide a mistake."""
+    for name, value in settings.items():
+        if value is not None:
+            raise StackConfigError(
+                f"Config {NAMESPACE}:{name} = {json.dumps(value)} only applies {applies}; {here}. {fix}, or remove "
+                f"{NAMESPACE}:{name}."
+            )
+
+
 def _database_fields(raw: Callable[..., str | None], cloud: str) -> dict[str, object]:
     """database, dbInstanceClass, dbBackupRetentionDays and apiWorkers; the database settings only with postgres."""
     key = f"{NAMESPACE}:database"
@@ -618,15 +626,13 @@ def _database_fields(raw: Callable[..., str | None], cloud: str) -> dict[str, ob
     api_workers = parse_api_workers(
         f"{NAMESPACE}:apiWorkers", raw("apiWorkers", str(DEFAULT_API_WORKERS[database])), database
     )
-    if database == "sqlite":
-        # Set but unused would hide a mistake, most often a forgotten `database: postgres`.
-        for name, value in (("dbInstanceClass", instance_class), ("dbBackupRetentionDays", retention_days)):
-            if value is not None:
-                raise StackConfigError(
-                    f"Config {NAMESPACE}:{name} = {json.dumps(value)} only applies with {key} postgres (the "
-                    f"managed PostgreSQL database); database is sqlite here. Set {key} postgres, or remove "
-                    f"{NAMESPACE}:{name}."
-                )
+    if database == "sqlite":  # most often a forgotten `database: postgres`
+        _refuse_unused(
+            {"dbInstanceClass": instance_class, "dbBackupRetentionDays": retention_days},
+            applies=f"with {key} postgres (the managed PostgreSQL database)",
+            here="database is sqlite here",
+            fix=f"Set {key} postgres",
+        )
         return dict(database=database, db_instance_class=None, db_backup_retention_days=None, api_workers=api_workers)
     return dict(
         database=database,
@@ -651,14 +657,13 @@ def _worker_fields(
     key = f"{NAMESPACE}:workerHosts"
     count = parse_worker_hosts(key, raw("workerHosts", "0"))
     worker_type, worker_disk = raw("workerInstanceType"), raw("workerDiskSizeGb")
-    if count == 0:
-        # Set but unused would hide a mistake, most often a forgotten workerHosts.
-        for name, value in (("workerInstanceType", worker_type), ("workerDiskSizeGb", worker_disk)):
-            if value is not None:
-                raise StackConfigError(
-                    f"Config {NAMESPACE}:{name} = {json.dumps(value)} only applies with {key} 1 or more (the worker "
-                    f"VMs); workerHosts is 0 here. Set {key}, or remove {NAMESPACE}:{name}."
-                )
+    if count == 0:  # most often a forgotten workerHosts
+        _refuse_unused(
+            {"workerInstanceType": worker_type, "workerDiskSizeGb": worker_disk},
+            applies=f"with {key} 1 or more (the worker VMs)",
+            here="workerHosts is 0 here",
+            fix=f"Set {key}",
+        )
     return dict(
         worker_hosts=count,
         worker_instance_type=instance_type
