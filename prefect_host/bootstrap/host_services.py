@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect_host.host.model import PackageSource, Service
+from prefect_host.host.model import File, PackageSource, Service, Venv
 from prefect_host.profile import results_settings
 from prefect_host.services import caddy, litestream, prefect_server, redis, scale_out, workers
 from prefect_host.services.python_env import prefect_venv
@@ -67,12 +67,32 @@ def host_services(inputs: BootstrapInputs) -> HostServices:
     )
     services = scale_out.services_service(server=server, absent=absent)
     front = caddy.caddy_service(inputs.tls, start_after=(prefect_server.NAME,) if inputs.tls_on else ())
-    results = results_settings(inputs.results_block) if inputs.results_block else {}
-    env = workers.env_text(
-        auth_string=inputs.auth_string, ui_url=inputs.ui_url, tls=inputs.tls_on, result_settings=results
-    )
     # With worker hosts, the server's own workers (--server-workers) poll the default queue only (see
     # worker_host_inputs): runs pinned to a worker host's queue stay there.
     queue = DEFAULT_QUEUE if inputs.worker_hosts else None
-    worker_set = workers.workers_service(count=inputs.workers, pool=WORK_POOL_NAME, venv=venv, env=env, queue=queue)
+    worker_set = worker_service(inputs, venv, count=inputs.workers, queue=queue)
     return HostServices(backup, cache, server, services, front, worker_set)
+
+
+def worker_service(
+    inputs: BootstrapInputs,
+    venv: Venv,
+    *,
+    count: int,
+    queue: str | None,
+    api_url: str | None = None,
+    ca_file: str | None = None,
+    extra: tuple[File, ...] = (),
+) -> Service:
+    """The worker units polling the stack's pool, with the auth string and the result storage in their env
+    file; `api_url` (and `ca_file`) for a worker host, which reaches the server over the network."""
+    results = results_settings(inputs.results_block) if inputs.results_block else {}
+    env = workers.env_text(
+        auth_string=inputs.auth_string,
+        ui_url=inputs.ui_url,
+        tls=inputs.tls_on,
+        result_settings=results,
+        api_url=api_url,
+        ca_file=ca_file,
+    )
+    return workers.workers_service(count=count, pool=WORK_POOL_NAME, venv=venv, env=env, queue=queue, extra=extra)

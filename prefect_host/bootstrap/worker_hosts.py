@@ -25,13 +25,13 @@ from prefect_host.host.apply import Hooks, apply
 from prefect_host.host.facts import gather_facts
 from prefect_host.host.model import File, PackageSource, Service, Venv
 from prefect_host.host.planner import plan
-from prefect_host.profile import results_settings
 from prefect_host.services import metadata_guard, workers
 from prefect_host.services.python_env import prefect_venv
 from prefect_host.tls import CaCertificate, server_ssl_context
 
 from . import checks
-from .inputs import WORK_POOL_NAME, BootstrapInputs
+from .host_services import worker_service
+from .inputs import BootstrapInputs
 from .worker_host_inputs import WorkerHostInputs
 
 # Where a worker host keeps the server's CA (internal mode, or --ca-file): readable by the flow user,
@@ -72,18 +72,15 @@ def base_services(venv: Venv) -> list[Service]:
 
 
 def workers_on(inputs: BootstrapInputs, host: WorkerHostInputs, venv: Venv, ca: CaCertificate | None) -> Service:
-    results = results_settings(inputs.results_block) if inputs.results_block else {}
-    env = workers.env_text(
-        auth_string=inputs.auth_string,
-        ui_url=inputs.ui_url,
-        tls=inputs.tls_on,
-        result_settings=results,
+    """The host's workers, reaching the server at its API URL, verified against `ca` when it is pinned."""
+    return worker_service(
+        inputs,
+        venv,
+        count=host.workers,
+        queue=host.queue,
         api_url=inputs.api_url,
         ca_file=CA_PATH if ca is not None else None,
-    )
-    extra = (File(CA_PATH, ca.pem, mode=0o644),) if ca is not None else ()
-    return workers.workers_service(
-        count=host.workers, pool=WORK_POOL_NAME, venv=venv, env=env, queue=host.queue, extra=extra
+        extra=(File(CA_PATH, ca.pem, mode=0o644),) if ca is not None else (),
     )
 
 
